@@ -1,0 +1,40 @@
+# Every target that needs Python installs into .venv first (a no-op when up to date).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint format bench table1 clean
+
+help: ## list the targets
+	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install lbtrain with its dev extras
+
+train: $(STAMP) ## run the default experiment (MNIST-1D, offline); extra overrides via ARGS="..."
+	$(PY) -m lbtrain.run $(ARGS)
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP) ## run the benchmarks (speed ratios against baselines in the same run)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: ## remove the venv, caches and run outputs (logs/, multirun/)
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache logs outputs multirun
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
