@@ -1,5 +1,134 @@
-"""The one place that validates a run's configuration, before anything is built."""
+"""The one place that validates a run's configuration, before anything is built.
+
+Two checks, both ending in one line that names the key, the bad value and what is allowed:
+`check_group_choices` reads the command line before Hydra composes (Hydra's own message
+for an unknown option spans several lines), and `validate` checks the composed config
+against typed schemas and value ranges.
+"""
+
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
     """A bad configuration value; its message is one line: key, bad value, what is allowed."""
+
+
+GROUPS = ("data", "model", "optim", "trainer", "logger", "callbacks", "recipe", "experiment")
+
+
+def group_options(group: str) -> list[str]:
+    folder = files("lbtrain.conf") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """Reject `model=nope` (also inside sweeps: `model=cnn1d,nope`) before Hydra starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # let Hydra report malformed overrides in its own words
+        return
+    for override in parsed:
+        group = override.key_or_group.removeprefix("hydra/")
+        if override.is_delete() or group not in GROUPS or override.package:
+            continue
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
+        options = group_options(group)
+        for value in values:
+            if value not in options and value != "null":
+                raise ConfigError(
+                    f"{group}={value} is not a known {group}; choose one of: {', '.join(options)}"
+                )
+
+
+@dataclass
+class OptimSchema:
+    """The base regime: what the LR was tuned for, at `base_batch_size`."""
+
+    lr: float = 0.1
+    base_batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    milestones: list[float] = field(default_factory=list)  # epochs of the base regime
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class RunSchema:
+    batch_size: int = 128  # global batch: all devices together
+    seed: int = 0
+    lr_scaling: str = "none"
+    ghost_batch_size: int | None = None
+    regime: str = "fixed"
+    regime_multiplier: float = 1.0
+    large_batch_size: int = 4096  # the LB column of the recipes
+    ckpt_path: str | None = None
+    compile: bool = False
+    channels_last: bool = False
+    optim: OptimSchema = field(default_factory=OptimSchema)
+    data: Any = None
+    model: Any = None
+    trainer: Any = None
+    logger: Any = None
+    callbacks: Any = None
+    paths: Any = None
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value}: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) for the first bad value in a composed run config."""
+    try:
+        OmegaConf.merge(OmegaConf.structured(RunSchema), cfg)
+    except OmegaConfBaseException as e:
+        msg = str(e.msg).splitlines()[0] if getattr(e, "msg", None) else str(e).splitlines()[0]
+        raise ConfigError(f"{e.full_key or 'config'}: {msg}") from None
+
+    from lbtrain.data import DATAMODULES
+    from lbtrain.models import list_models
+    from lbtrain.scaling import LR_SCALING_POWERS, REGIMES
+
+    _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
+    _check(cfg.large_batch_size > 0, "large_batch_size", cfg.large_batch_size, "must be > 0")
+    rules = ", ".join(LR_SCALING_POWERS)
+    _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {rules}")
+    _check(cfg.regime in REGIMES, "regime", cfg.regime, f"use {', '.join(REGIMES)}")
+    _check(cfg.regime_multiplier > 0, "regime_multiplier", cfg.regime_multiplier, "must be > 0")
+    ghost = cfg.ghost_batch_size
+    _check(ghost is None or ghost > 0, "ghost_batch_size", ghost, "must be > 0 or null")
+    o = cfg.optim
+    _check(o.lr >= 0, "optim.lr", o.lr, "must be >= 0")
+    _check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "must be > 0")
+    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    _check(0 < o.gamma <= 1, "optim.gamma", o.gamma, "must be in (0, 1]")
+    _check(o.warmup_epochs >= 0, "optim.warmup_epochs", o.warmup_epochs, "must be >= 0")
+    _check(
+        all(m > 0 for m in o.milestones) and list(o.milestones) == sorted(o.milestones),
+        "optim.milestones",
+        list(o.milestones),
+        "must be increasing positive epochs",
+    )
+    epochs = cfg.trainer.get("max_epochs")
+    _check(
+        isinstance(epochs, int) and epochs > 0, "trainer.max_epochs", epochs, "must be an int > 0"
+    )
+    models = ", ".join(list_models())
+    _check(cfg.model.name in list_models(), "model.name", cfg.model.name, f"use one of {models}")
+    names = ", ".join(DATAMODULES)
+    _check(cfg.data.name in DATAMODULES, "data.name", cfg.data.name, f"use one of {names}")

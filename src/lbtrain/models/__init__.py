@@ -1,6 +1,16 @@
 """The model registry; importing this package registers every model family."""
 
-from lbtrain.models import mnist1d_cnn, mlp  # noqa: F401  (registration side effect)
+from lbtrain.models import (  # noqa: F401  (registration side effect)
+    alexnet,
+    imagenet_resnet,
+    keskar_f1,
+    mlp,
+    mnist1d_cnn,
+    resnet_cifar,
+    shallow,
+    vgg,
+    wide_resnet,
+)
 from lbtrain.models.registry import create_model, list_models, register_model
 
 __all__ = ["create_model", "list_models", "register_model"]

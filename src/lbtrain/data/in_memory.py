@@ -1,0 +1,56 @@
+"""Batches cut from whole in-memory tensors: one index op per batch, no per-sample collate."""
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+
+class InMemoryLoader:
+    """Iterates (x, y) batches of tensors that already live on the training device.
+
+    Shuffling draws a fresh permutation each epoch from `seed + epoch()`, so every rank
+    of a DDP job draws the same one and takes its own stride (as DistributedSampler
+    does), and a run resumed at an epoch boundary sees the same order as one that never
+    stopped. Training drops the `n % world_size` leftover samples so all ranks take the
+    same number of steps; evaluation keeps every sample (ranks may differ by one).
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
+        self.rank, self.world_size = rank, world_size
+        self.transform = transform
+
+    def _indices(self) -> Tensor:
+        n = len(self.x)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch())
+            order = torch.randperm(n, generator=g)
+            order = order[: n - n % self.world_size]
+        else:
+            order = torch.arange(n)
+        return order[self.rank :: self.world_size].to(self.x.device)
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        per_rank = n // self.world_size if self.shuffle else -(-(n - self.rank) // self.world_size)
+        return -(-per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for idx in self._indices().split(self.batch_size):
+            x = self.x[idx]
+            yield (self.transform(x) if self.transform else x), self.y[idx]

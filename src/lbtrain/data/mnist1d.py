@@ -1,0 +1,105 @@
+"""MNIST-1D (Greydanus 2020), generated offline and cached: the embedded default data set.
+
+The standard split is 4000 training and 1000 held-out signals of length 40. As in the
+paper (which reports validation accuracy on the held-out set), the held-out 1000 serve as
+the validation set: `val/acc` is accuracy on data never trained on.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from lbtrain.data.in_memory import InMemoryLoader
+
+log = logging.getLogger(__name__)
+
+
+def _generation_args(num_samples: int, train_split: float, seed: int) -> dict:
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    args.update(num_samples=num_samples, train_split=train_split, seed=seed)
+    args.pop("url")  # only used by mnist1d's downloader, which lbtrain never calls
+    return args
+
+
+def cache_path(data_dir: str | Path, args: dict) -> Path:
+    """The cache file is named after the generation arguments, so changing any of them
+    generates a new data set instead of silently reusing an old one."""
+    digest = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:10]
+    name = f"mnist1d_n{args['num_samples']}_seed{args['seed']}_{digest}.npz"
+    return Path(data_dir) / "mnist1d" / name
+
+
+def generate(path: Path, args: dict) -> None:
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    data = make_dataset(ObjectView(dict(args)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # atomic: concurrent jobs may race
+    np.savez(tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
+    tmp.replace(path)
+    log.info("generated MNIST-1D (%d samples) into %s", args["num_samples"], path)
+
+
+class MNIST1DDataModule(L.LightningDataModule):
+    num_classes = 10
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int,
+        eval_batch_size: int = 1000,
+        num_samples: int = 5000,
+        train_split: float = 0.8,
+        generation_seed: int = 42,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size  # per device
+        self.eval_batch_size = eval_batch_size
+        self.shuffle_seed = shuffle_seed
+        self.args = _generation_args(num_samples, train_split, generation_seed)
+        self.path = cache_path(data_dir, self.args)
+        self.input_shape = (1, self.args["final_seq_length"])
+
+    def prepare_data(self) -> None:
+        if not self.path.exists():
+            generate(self.path, self.args)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.path.exists():  # setup() without prepare_data(), e.g. outside a Trainer
+            generate(self.path, self.args)
+        d = np.load(self.path)
+        x, x_test = (torch.from_numpy(d[k]).float().unsqueeze(1) for k in ("x", "x_test"))
+        # normalise with training-set statistics only
+        mean, std = x.mean(), x.std()
+        self.x, self.x_test = (x - mean) / std, (x_test - mean) / std
+        self.y, self.y_test = torch.from_numpy(d["y"]).long(), torch.from_numpy(d["y_test"]).long()
+
+    def _loader(self, x, y, batch_size: int, shuffle: bool) -> InMemoryLoader:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        return InMemoryLoader(
+            x.to(device),
+            y.to(device),
+            batch_size,
+            shuffle=shuffle,
+            seed=self.shuffle_seed,
+            epoch=(lambda: trainer.current_epoch) if trainer else (lambda: 0),
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+
+    def train_dataloader(self) -> InMemoryLoader:
+        return self._loader(self.x, self.y, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> InMemoryLoader:
+        return self._loader(self.x_test, self.y_test, self.eval_batch_size, shuffle=False)

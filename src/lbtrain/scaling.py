@@ -1,0 +1,137 @@
+"""Batch arithmetic: per-device and ghost batches, the LR scaling rule, the regime stretch.
+
+The paper's fixes +LR and +RA are two pure functions here (`scaled_lr`, `regime_factor`);
+`BatchPlan` applies them to one run and states the arithmetic in one line of the log.
+"""
+
+import math
+from dataclasses import dataclass
+
+from lbtrain.config import ConfigError
+
+# lr = base_lr * (batch_size / base_batch_size) ** power
+LR_SCALING_POWERS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}
+REGIMES = ("fixed", "adapted")
+
+
+def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
+    """+LR: sqrt keeps the covariance of the weight update of small-batch SGD (Hoffer et al.);
+    linear is Goyal et al.'s rule."""
+    return base_lr * (batch_size / base_batch_size) ** LR_SCALING_POWERS[rule]
+
+
+def regime_factor(regime: str, regime_multiplier: float, batch_size: int, base_batch: int) -> float:
+    """+RA: how much longer (in epochs) this run trains than the base regime.
+
+    `adapted` stretches by batch_size / base_batch_size, so a large-batch run takes as
+    many optimizer steps as the base regime; `regime_multiplier` multiplies on top.
+    """
+    return regime_multiplier * (batch_size / base_batch if regime == "adapted" else 1.0)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What one run does with its global batch and its base regime."""
+
+    batch_size: int  # global: all devices of all nodes together, per optimizer step
+    world_size: int
+    accumulate: int
+    ghost_batch_size: int | None
+    base_batch_size: int
+    base_lr: float
+    lr_scaling: str
+    base_epochs: int
+    base_milestones: tuple[float, ...]
+    base_warmup_epochs: float
+    stretch: float
+
+    @property
+    def per_device_batch(self) -> int:
+        return self.batch_size // self.world_size
+
+    @property
+    def micro_batch(self) -> int:
+        """Samples per forward pass on one device (per-device batch / accumulation)."""
+        return self.per_device_batch // self.accumulate
+
+    @property
+    def lr(self) -> float:
+        return scaled_lr(self.base_lr, self.batch_size, self.base_batch_size, self.lr_scaling)
+
+    @property
+    def epochs(self) -> int:
+        # Fractional stretched budgets round up: a run never trains less than asked.
+        return math.ceil(self.base_epochs * self.stretch - 1e-9)
+
+    @property
+    def milestones(self) -> tuple[float, ...]:
+        # Milestones stay fractional; the schedule converts them to steps.
+        return tuple(m * self.stretch for m in self.base_milestones)
+
+    @property
+    def warmup_epochs(self) -> float:
+        return self.base_warmup_epochs * self.stretch
+
+    def describe(self) -> str:
+        devices = f"{self.world_size} device{'s' if self.world_size > 1 else ''}"
+        parts = [f"batch {self.batch_size} = {devices} x {self.per_device_batch}"]
+        if self.accumulate > 1:
+            parts[0] += f" ({self.accumulate} micro-batches of {self.micro_batch})"
+        if self.ghost_batch_size:
+            ghosts = math.ceil(self.micro_batch / self.ghost_batch_size)
+            parts.append(f"ghost {self.ghost_batch_size} ({ghosts} ghosts per forward)")
+        ratio = f"{self.batch_size}/{self.base_batch_size}"
+        rule = {"none": "", "linear": f" x {ratio}", "sqrt": f" x sqrt({ratio})"}
+        parts.append(f"lr {self.base_lr:g}{rule[self.lr_scaling]} = {self.lr:.4g}")
+        if self.warmup_epochs:
+            parts.append(f"warmup {self.warmup_epochs:g} epochs from lr {self.base_lr:g}")
+        parts.append(
+            f"regime x{self.stretch:g}: {self.epochs} epochs, "
+            f"lr decays at epochs {[round(m, 2) for m in self.milestones]}"
+        )
+        return "; ".join(parts)
+
+
+def make_plan(cfg, world_size: int) -> BatchPlan:
+    """The run's batch plan from its validated config and the trainer's world size."""
+    batch = cfg.batch_size
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    if batch % world_size:
+        raise ConfigError(
+            f"batch_size={batch} is not divisible by the {world_size} devices "
+            f"(trainer.devices x trainer.num_nodes); use a multiple of {world_size}"
+        )
+    if (batch // world_size) % accumulate:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate} does not divide the per-device "
+            f"batch {batch // world_size}; use a divisor of it"
+        )
+    optim = cfg.optim
+    return BatchPlan(
+        batch_size=batch,
+        world_size=world_size,
+        accumulate=accumulate,
+        ghost_batch_size=cfg.ghost_batch_size,
+        base_batch_size=optim.base_batch_size,
+        base_lr=optim.lr,
+        lr_scaling=cfg.lr_scaling,
+        base_epochs=cfg.trainer.max_epochs,
+        base_milestones=tuple(optim.milestones),
+        base_warmup_epochs=optim.warmup_epochs,
+        stretch=regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size),
+    )
+
+
+def make_scheduler(optimizer, plan: BatchPlan, steps_per_epoch: int, gamma: float):
+    """Per-step LR schedule: optional linear warmup from base_lr to the scaled lr, then
+    x`gamma` at each (stretched) milestone. Milestones in epochs become optimizer steps
+    here, rounded to the nearest step, so fractional stretched epochs are honoured."""
+    from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, MultiStepLR
+
+    milestones = [round(m * steps_per_epoch) for m in plan.milestones]
+    schedulers = [MultiStepLR(optimizer, milestones=milestones, gamma=gamma)]
+    warmup_steps = round(plan.warmup_epochs * steps_per_epoch)
+    if warmup_steps > 0:
+        start = plan.base_lr / plan.lr if plan.lr > 0 else 1.0
+        schedulers.insert(0, LinearLR(optimizer, start, 1.0, total_iters=warmup_steps))
+    return schedulers[0] if len(schedulers) == 1 else ChainedScheduler(schedulers, optimizer)
