@@ -1,0 +1,51 @@
+"""Every option of every config group composes into a config that passes validation."""
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lbtrain import resolvers
+from lbtrain.config import GROUPS, group_options, validate
+
+resolvers.register()
+OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
+
+
+def compose_run(overrides: list[str], tmp_path) -> DictConfig:
+    """The run config as the task function sees it (the `hydra` node set aside)."""
+    with initialize_config_module("lbtrain.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg.hydra.runtime.output_dir = str(tmp_path)
+    cfg.hydra.runtime.cwd = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes_and_validates(group, option, tmp_path):
+    validate(compose_run([f"{group}={option}"], tmp_path))
+
+
+def test_default_run_is_the_small_batch_column(tmp_path):
+    cfg = compose_run([], tmp_path)
+    assert cfg.batch_size == cfg.optim.base_batch_size
+    assert (cfg.lr_scaling, cfg.ghost_batch_size, cfg.regime) == ("none", None, "fixed")
+    assert set(cfg.logger) == {"csv", "wandb"}
+
+
+def test_wandb_goes_online_only_when_configured(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NETRC", raising=False)
+    assert resolvers.wandb_mode() == "offline"
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert resolvers.wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolvers.wandb_mode() == "disabled"

@@ -1,0 +1,79 @@
+"""`python -m lbtrain.run` end to end, as a subprocess: what a user sees and what lands on disk."""
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+
+TINY = ("trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.log_every_n_steps=1")
+
+
+def only_run_dir(root: Path) -> Path:
+    (run_dir,) = (root / "logs" / "runs").iterdir()
+    return run_dir
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_default_run_writes_metrics_checkpoint_and_offline_wandb(cli, tmp_path):
+    result = cli(*TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    rows = metrics_rows(run_dir)
+    columns = set(rows[0])
+    assert {"step", "epoch", "train/loss_step", "train/loss_epoch", "train/acc"} <= columns
+    assert {"val/loss", "val/acc", "lr-SGD"} <= columns
+    val_acc = [float(r["val/acc"]) for r in rows if r["val/acc"]]
+    assert len(val_acc) == 2 and all(0.0 <= a <= 1.0 for a in val_acc)
+    train_steps = {int(r["step"]) for r in rows if r["train/loss_step"]}
+    assert train_steps == set(range(12))  # every step logged, with log_every_n_steps=1
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 12 and summary["val/acc"] == val_acc[-1]
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(offline_run.glob("*.wandb"))
+    assert "final val/acc" in result.stderr + result.stdout
+    assert "batch 32 = 1 device x 32; lr 0.05 = 0.05" in result.stderr + result.stdout
+
+
+def test_resume_continues_from_checkpoint(cli, tmp_path):
+    first = cli(*TINY, "logger=csv")
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpt = only_run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 12
+    resumed = cli(
+        "trainer.max_epochs=3", "trainer.limit_train_batches=6", "logger=csv",
+        f"ckpt_path={ckpt}", "hydra.run.dir=logs/resumed",
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "logs" / "resumed" / "summary.json").read_text())
+    assert summary["global_step"] == 18  # 2 epochs restored + 1 more epoch of 6 steps
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 12  # earlier run untouched
+
+
+def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli, tmp_path):
+    result = cli("-m", "batch_size=32,64", *TINY, "logger=csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "logs" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job, batch in zip(jobs, (32, 64), strict=True):
+        assert f"batch_size: {batch}" in (job / "config.yaml").read_text()
+        assert json.loads((job / "summary.json").read_text())["global_step"] == 12
+        assert metrics_rows(job)
+
+
+def test_two_runs_in_the_same_second_never_share_a_directory(cli, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: cli("trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                                           "logger=csv", "callbacks=none"), range(2)))
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    dirs = list((tmp_path / "logs" / "runs").iterdir())
+    assert len(dirs) == 2 and all((d / "summary.json").exists() for d in dirs)
