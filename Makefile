@@ -21,8 +21,9 @@ install: $(STAMP) ## create .venv and install lbtrain with its dev extras
 train: $(STAMP) ## run the default experiment (MNIST-1D, offline); extra overrides via ARGS="..."
 	$(PY) -m lbtrain.run $(ARGS)
 
-test: $(STAMP) ## run the test suite
-	$(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
+# One torch thread per test worker: two workers x two threads on two cores thrash.
+test: $(STAMP) ## run the test suite (2 workers)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check .

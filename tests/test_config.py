@@ -1,28 +1,16 @@
 """Every option of every config group composes into a config that passes validation."""
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from lbtrain import resolvers
-from lbtrain.config import GROUPS, group_options, validate
+from lbtrain.config import GROUPS, compose_config, group_options, validate
 
-resolvers.register()
 OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
 
 
 def compose_run(overrides: list[str], tmp_path) -> DictConfig:
-    """The run config as the task function sees it (the `hydra` node set aside)."""
-    with initialize_config_module("lbtrain.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(tmp_path)
-    cfg.hydra.runtime.cwd = str(tmp_path)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    OmegaConf.resolve(cfg)
-    return cfg
+    return compose_config(overrides, str(tmp_path))
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

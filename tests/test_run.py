@@ -47,8 +47,11 @@ def test_resume_continues_from_checkpoint(cli, tmp_path):
     ckpt = only_run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == 12
     resumed = cli(
-        "trainer.max_epochs=3", "trainer.limit_train_batches=6", "logger=csv",
-        f"ckpt_path={ckpt}", "hydra.run.dir=logs/resumed",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=6",
+        "logger=csv",
+        f"ckpt_path={ckpt}",
+        "hydra.run.dir=logs/resumed",
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "logs" / "resumed" / "summary.json").read_text())
@@ -72,8 +75,17 @@ def test_two_runs_in_the_same_second_never_share_a_directory(cli, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(lambda _: cli("trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                                           "logger=csv", "callbacks=none"), range(2)))
+        runs = list(
+            pool.map(
+                lambda _: cli(
+                    "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=2",
+                    "logger=csv",
+                    "callbacks=none",
+                ),
+                range(2),
+            )
+        )
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     dirs = list((tmp_path / "logs" / "runs").iterdir())
     assert len(dirs) == 2 and all((d / "summary.json").exists() for d in dirs)

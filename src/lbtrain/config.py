@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -132,3 +132,23 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.model.name in list_models(), "model.name", cfg.model.name, f"use one of {models}")
     names = ", ".join(DATAMODULES)
     _check(cfg.data.name in DATAMODULES, "data.name", cfg.data.name, f"use one of {names}")
+
+
+def compose_config(overrides: list[str], run_dir: str) -> DictConfig:
+    """A run's resolved config outside `python -m lbtrain.run` (tests, benchmarks,
+    notebooks): Hydra composes it exactly as the command line would, with `run_dir` as the
+    job's output dir."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+
+    from lbtrain import resolvers
+
+    resolvers.register()
+    with initialize_config_module("lbtrain.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg.hydra.runtime.output_dir = cfg.hydra.runtime.cwd = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)
+    return cfg

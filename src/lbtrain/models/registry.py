@@ -25,10 +25,10 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(
-    name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs
-) -> nn.Module:
+def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
     if name not in _MODELS:
-        raise ConfigError(f"model.name={name!r} is not a registered model; choose one of: "
-                       + ", ".join(list_models()))
+        raise ConfigError(
+            f"model.name={name!r} is not a registered model; choose one of: "
+            + ", ".join(list_models())
+        )
     return _MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
