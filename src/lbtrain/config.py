@@ -111,6 +111,13 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.regime_multiplier > 0, "regime_multiplier", cfg.regime_multiplier, "must be > 0")
     ghost = cfg.ghost_batch_size
     _check(ghost is None or ghost > 0, "ghost_batch_size", ghost, "must be > 0 or null")
+    sync_bn = cfg.trainer.get("sync_batchnorm")
+    _check(
+        not (ghost and sync_bn),
+        "trainer.sync_batchnorm",
+        sync_bn,
+        "cannot be combined with ghost_batch_size (GBN normalises each ghost batch on its own)",
+    )
     o = cfg.optim
     _check(o.lr >= 0, "optim.lr", o.lr, "must be >= 0")
     _check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "must be > 0")

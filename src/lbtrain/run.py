@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lbtrain import resolvers
 from lbtrain.config import ConfigError, check_group_choices, validate
 from lbtrain.data import DATAMODULES
+from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
 from lbtrain.scaling import make_plan
@@ -34,6 +35,7 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     model = create_model(kwargs.pop("name"), num_classes, input_shape, **kwargs)
+    model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return torch.compile(model) if cfg.compile else model
@@ -54,6 +56,7 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, Classifier, L.Ligh
     """Trainer, module and data of one run, from its validated config."""
     trainer = build_trainer(cfg, run_dir)
     plan = make_plan(cfg, trainer.world_size)
+    check_ghost_batch_size(cfg.ghost_batch_size, plan.micro_batch)
     trainer.fit_loop.max_epochs = plan.epochs  # the stretched regime
     log.info(plan.describe())
 

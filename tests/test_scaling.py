@@ -1,0 +1,103 @@
+"""The +LR rule and the +RA regime stretch, and the one-line statement of a run's arithmetic."""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lbtrain.config import ConfigError
+from lbtrain.scaling import BatchPlan, make_plan, make_scheduler, regime_factor, scaled_lr
+
+
+def plan(**overrides) -> BatchPlan:
+    kw = dict(
+        batch_size=4096, world_size=2, accumulate=1, ghost_batch_size=128, base_batch_size=128,
+        base_lr=0.1, lr_scaling="sqrt", base_epochs=10, base_milestones=(5.0, 8.0),
+        base_warmup_epochs=0.0, stretch=1.0,
+    )  # fmt: skip
+    return BatchPlan(**{**kw, **overrides})
+
+
+def test_lr_rules_scale_with_the_batch_ratio():
+    assert scaled_lr(0.1, 4096, 128, "none") == 0.1
+    assert scaled_lr(0.1, 4096, 128, "linear") == pytest.approx(3.2)
+    assert scaled_lr(0.1, 4096, 128, "sqrt") == pytest.approx(0.1 * math.sqrt(32))
+
+
+def test_adapted_regime_stretches_by_the_batch_ratio_times_the_multiplier():
+    assert regime_factor("fixed", 1.0, 4096, 128) == 1.0
+    assert regime_factor("fixed", 2.0, 4096, 128) == 2.0
+    assert regime_factor("adapted", 1.0, 4096, 128) == 32.0
+    assert regime_factor("adapted", 0.5, 4096, 128) == 16.0
+    p = plan(stretch=2.5, base_epochs=3, base_warmup_epochs=1.0)
+    assert p.epochs == 8  # 7.5 rounds up: never less training than asked
+    assert p.milestones == (12.5, 20.0) and p.warmup_epochs == 2.5
+
+
+def test_the_log_line_states_the_arithmetic():
+    assert plan().describe() == (
+        "batch 4096 = 2 devices x 2048; ghost 128 (16 ghosts per forward); "
+        "lr 0.1 x sqrt(4096/128) = 0.5657; regime x1: 10 epochs, lr decays at epochs [5.0, 8.0]"
+    )
+    line = plan(accumulate=4, lr_scaling="linear", base_warmup_epochs=5, stretch=32).describe()
+    assert "batch 4096 = 2 devices x 2048 (4 micro-batches of 512)" in line
+    assert "ghost 128 (4 ghosts per forward)" in line
+    assert "lr 0.1 x 4096/128 = 3.2" in line and "warmup 160 epochs from lr 0.1" in line
+
+
+def lrs_over_run(p: BatchPlan, steps_per_epoch: int, gamma: float = 0.1) -> list[float]:
+    """Walk the scheduler through a whole run without training."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
+    scheduler = make_scheduler(optimizer, p, steps_per_epoch, gamma)
+    lrs = []
+    for _ in range(p.epochs * steps_per_epoch):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("stretch", [1.0, 32.0, 2.5])
+def test_lr_at_every_step_follows_the_stretched_schedule(stretch):
+    p, spe = plan(stretch=stretch, base_warmup_epochs=1.0), 7
+    warmup = round(1.0 * stretch * spe)
+    decays = [round(5.0 * stretch * spe), round(8.0 * stretch * spe)]
+    for step, lr in enumerate(lrs_over_run(p, spe)):
+        expected = p.lr * 0.1 ** sum(step >= d for d in decays)
+        if step < warmup:  # linear from the base lr to the scaled lr
+            start = p.base_lr / p.lr
+            expected *= start + (1 - start) * step / warmup
+        assert lr == pytest.approx(expected, rel=1e-6), step
+
+
+@pytest.mark.parametrize("n", [4096, 4000, 50000])
+def test_adapted_large_batch_takes_as_many_steps_as_the_small_batch(n):
+    """Equal when the batches divide the data set; otherwise each epoch's short last batch
+    adds less than one step per epoch (4000 samples at 1024: 4 steps where 3.9 is exact)."""
+    small = plan(batch_size=32, world_size=1, base_batch_size=32, ghost_batch_size=None)
+    large = plan(batch_size=1024, world_size=1, base_batch_size=32, stretch=1024 / 32)
+    small_steps = small.epochs * math.ceil(n / 32)
+    large_steps = large.epochs * math.ceil(n / 1024)
+    assert small_steps <= large_steps < small_steps + large.epochs + small.epochs
+    if n % 1024 == 0:
+        assert large_steps == small_steps
+    assert len(lrs_over_run(large, math.ceil(n / 1024))) == large_steps
+
+
+def cfg(**kw):
+    base = dict(
+        batch_size=4096, ghost_batch_size=None, lr_scaling="none", regime="fixed",
+        regime_multiplier=1.0, trainer={"max_epochs": 10, "accumulate_grad_batches": 1},
+        optim={"base_batch_size": 128, "lr": 0.1, "milestones": [5], "warmup_epochs": 0},
+    )  # fmt: skip
+    return OmegaConf.create({**base, **kw})
+
+
+def test_global_batch_is_split_over_devices_and_accumulation():
+    p = make_plan(cfg(trainer={"max_epochs": 10, "accumulate_grad_batches": 2}), world_size=8)
+    assert (p.per_device_batch, p.micro_batch) == (512, 256)
+    with pytest.raises(ConfigError, match=r"batch_size=4096 is not divisible by the 3 devices"):
+        make_plan(cfg(), world_size=3)
+    with pytest.raises(ConfigError, match=r"accumulate_grad_batches=3 does not divide"):
+        make_plan(cfg(trainer={"max_epochs": 10, "accumulate_grad_batches": 3}), world_size=2)
