@@ -1,0 +1,97 @@
+"""`weight_distance` = ||w_t - w_0|| over all trainable parameters, logged at every step t."""
+
+import copy
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+
+from lbtrain.callbacks.weight_distance import WeightDistance
+from lbtrain.config import compose_config
+from lbtrain.run import build
+
+
+class RecordWeights(L.Callback):
+    """An independent record: a copy of every trainable parameter after each step."""
+
+    def __init__(self):
+        self.snapshots = {}
+
+    def on_train_start(self, trainer, pl_module):
+        self.snapshots[trainer.global_step] = copy.deepcopy(
+            [p.detach() for p in pl_module.parameters() if p.requires_grad]
+        )
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.on_train_start(trainer, pl_module)
+
+
+def fit(tmp_path, data_dir, *overrides, extra_callbacks=(), ckpt_path=None):
+    cfg = compose_config(
+        [
+            "logger=csv",
+            "trainer.limit_train_batches=5",
+            "trainer.log_every_n_steps=1",
+            f"paths.data_dir={data_dir}",
+            *overrides,
+        ],
+        str(tmp_path),
+    )
+    trainer, module, dm = build(cfg, tmp_path)
+    trainer.callbacks.extend(extra_callbacks)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer
+
+
+def logged(run_dir) -> pd.Series:
+    df = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    return df.dropna(subset=["weight_distance"]).set_index("step")["weight_distance"]
+
+
+def test_weight_distance_equals_an_independent_computation_at_every_step(tmp_path, data_dir):
+    record = RecordWeights()
+    overrides = ("trainer.max_epochs=2", "callbacks.weight_distance.flush_every_n_steps=3")
+    fit(tmp_path, data_dir, *overrides, extra_callbacks=[record])
+    series = logged(tmp_path)
+    assert list(series.index) == list(range(1, 11))  # every optimizer step t = 1..10, once
+    w0 = record.snapshots[0]
+    for step, value in series.items():
+        w = record.snapshots[step]
+        expected = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(w, w0, strict=True)))
+        assert value == pytest.approx(expected.item(), rel=1e-5)
+    assert series.iloc[0] > 0
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path, data_dir):
+    fit(tmp_path, data_dir, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2")
+    # 5 micro-batches of 16, accumulated in pairs: optimizer steps 1, 2 and the epoch's last
+    assert list(logged(tmp_path).index) == [1, 2, 3]
+
+
+def test_resumed_run_continues_the_same_curve(tmp_path, data_dir):
+    torch.use_deterministic_algorithms(True)
+    try:
+        fit(tmp_path / "full", data_dir, "trainer.max_epochs=2")
+        first = fit(tmp_path / "first", data_dir, "trainer.max_epochs=1")
+        ckpt = first.checkpoint_callback.last_model_path
+        fit(tmp_path / "resumed", data_dir, "trainer.max_epochs=2", ckpt_path=ckpt)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    full, head, tail = (logged(tmp_path / d) for d in ("full", "first", "resumed"))
+    assert list(tail.index) == list(range(6, 11))  # continues at the step it stopped
+    pd.testing.assert_series_equal(pd.concat([head, tail]), full, rtol=1e-5)
+
+
+def test_per_layer_distances_add_up_to_the_total(tmp_path, data_dir):
+    fit(tmp_path, data_dir, "trainer.max_epochs=1", "callbacks.weight_distance.per_layer=true")
+    df = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["weight_distance"])
+    layers = [c for c in df.columns if c.startswith("weight_distance/")]
+    assert len(layers) == 7  # cnn1d: 3 convs, 3 BatchNorms, the classifier
+    total = (df[layers] ** 2).sum(axis=1) ** 0.5
+    assert total.values == pytest.approx(df["weight_distance"].values, rel=1e-5)
+
+
+def test_callback_is_on_by_default(tmp_path):
+    cfg = compose_config([], str(tmp_path))
+    assert cfg.callbacks.weight_distance._target_.endswith(WeightDistance.__name__)
