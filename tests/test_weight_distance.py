@@ -95,3 +95,15 @@ def test_per_layer_distances_add_up_to_the_total(tmp_path, data_dir):
 def test_callback_is_on_by_default(tmp_path):
     cfg = compose_config([], str(tmp_path))
     assert cfg.callbacks.weight_distance._target_.endswith(WeightDistance.__name__)
+
+
+def test_ddp_run_logs_one_series_with_one_value_per_optimizer_step(cli, tmp_path):
+    result = cli(
+        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "logger=csv",
+        "trainer.max_epochs=2", "trainer.limit_train_batches=4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "runs").iterdir()
+    assert "batch 32 = 2 devices x 16" in (run_dir / "run.log").read_text()
+    series = logged(run_dir)
+    assert list(series.index) == list(range(1, 9))  # 2 epochs x 4 steps, one value each

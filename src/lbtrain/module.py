@@ -77,6 +77,7 @@ class Classifier(L.LightningModule):
         )
         # optimizer steps per epoch, after limit_train_batches and gradient accumulation
         steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // self.trainer.max_epochs)
+        self.steps_per_epoch = steps_per_epoch
         scheduler = make_scheduler(optimizer, self.plan, steps_per_epoch, hp.gamma)
         return {
             "optimizer": optimizer,

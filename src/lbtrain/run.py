@@ -16,11 +16,14 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from lbtrain import resolvers
+from lbtrain.callbacks.weight_distance import WeightDistance
 from lbtrain.config import ConfigError, check_group_choices, validate
 from lbtrain.data import DATAMODULES
+from lbtrain.diffusion import fit_diffusion
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
@@ -79,6 +82,20 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, Classifier, L.Ligh
     return trainer, module, datamodule
 
 
+def summarise(trainer: L.Trainer, module: Classifier) -> dict[str, float]:
+    """Final metrics, steps taken and the diffusion fit over the initial high-LR phase."""
+    summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
+    distance = next((c for c in trainer.callbacks if isinstance(c, WeightDistance)), None)
+    if distance and distance.history:
+        steps, values = zip(*distance.history, strict=True)
+        summary["weight_distance"] = values[-1]
+        milestones = module.plan.milestones
+        first_decay = round(milestones[0] * module.steps_per_epoch) if milestones else None
+        summary.update(fit_diffusion(steps, values, until_step=first_decay))
+    return summary
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -86,24 +103,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
 
     trainer, module, datamodule = build(cfg, run_dir)
+    wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        summary = summarise(trainer, module)
+        for logger in wandb_loggers:
+            logger.experiment.summary.update(summary)
     finally:
-        if any(type(lg).__name__ == "WandbLogger" for lg in trainer.loggers):
+        if wandb_loggers:
             import wandb
 
             wandb.finish()  # each multirun job is its own W&B run
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    summary = {**metrics, "global_step": trainer.global_step, "epochs": trainer.current_epoch}
     if trainer.is_global_zero:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if "val/acc" in metrics:
-        log.info(
-            "final val/acc = %.4f (%d optimizer steps)", metrics["val/acc"], trainer.global_step
-        )
+        if "val/acc" in summary:
+            log.info(
+                "final val/acc = %.4f (%d optimizer steps)",
+                summary["val/acc"],
+                summary["global_step"],
+            )
     return summary
 
 

@@ -24,6 +24,7 @@ class WeightDistance(L.Callback):
         self.flush_every_n_steps = flush_every_n_steps
         self.per_layer = per_layer
         self.w0: Tensor | None = None  # flat copy of the trainable parameters at step 0
+        self.history: list[tuple[int, float]] = []  # (t, ||w_t - w_0||) already logged
         self._pending: list[tuple[int, Tensor]] = []
         self._last_step = -1
 
@@ -74,6 +75,7 @@ class WeightDistance(L.Callback):
         values = torch.stack([v for _, v in self._pending]).cpu().tolist()  # the one sync
         self._pending.clear()
         for step, value in zip(steps, values, strict=True):
+            self.history.append((step, value[0] if self.per_layer else value))
             if self.per_layer:
                 layers = zip(self._layer_names, value[1:], strict=True)
                 metrics = {"weight_distance": value[0]} | {
@@ -94,7 +96,9 @@ class WeightDistance(L.Callback):
         self.flush(trainer)
 
     def state_dict(self) -> dict:
-        return {"w0": self.w0.cpu() if self.w0 is not None else None}
+        w0 = self.w0.cpu() if self.w0 is not None else None
+        return {"w0": w0, "history": list(self.history)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.w0 = state_dict["w0"]
+        self.history = list(state_dict.get("history", []))

@@ -1,0 +1,227 @@
+"""`python -m lbtrain.report PATH...`: Table 1 and the paper's figures from run directories.
+
+    python -m lbtrain.report logs/multiruns/2026-11-25_10-00-00_ab12cd [--out DIR]
+
+PATH may be a run dir, a multirun dir, or any folder above them. Writes, into --out
+(default: PATH/report): table.md and table.csv (per recipe / batch size: final and best
+validation accuracy, mean +- std over seeds, the gap to SB, optimizer steps, final weight
+distance, diffusion slope), weight_distance.png (Figure 2: ||w_t - w_0|| against log t)
+and val_error.png (Figures 1 and 3: validation error against epoch). Jobs that failed or
+did not finish are listed, never dropped silently.
+"""
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+TABLE1_ORDER = ["sb", "lb", "lb_lr", "lb_lr_gbn", "lb_lr_gbn_ra"]
+TABLE1_NAMES = {"sb": "SB", "lb": "LB", "lb_lr": "+LR", "lb_lr_gbn": "+GBN", "lb_lr_gbn_ra": "+RA"}
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    choices: dict
+    summary: dict | None  # None: the job failed or has not finished
+    metrics: pd.DataFrame = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        recipe = self.choices.get("recipe")
+        if recipe and recipe != "None":
+            return TABLE1_NAMES.get(recipe, recipe)
+        c = self.config
+        parts = [f"B={c['batch_size']}"]
+        if c.get("lr_scaling", "none") != "none":
+            parts.append(f"{c['lr_scaling']} lr")
+        if c.get("ghost_batch_size"):
+            parts.append(f"ghost {c['ghost_batch_size']}")
+        if c.get("regime") == "adapted" or c.get("regime_multiplier", 1) != 1:
+            parts.append("adapted regime" if c.get("regime") == "adapted" else "stretched")
+        return ", ".join(parts)
+
+    @property
+    def order(self) -> tuple:
+        recipe = self.choices.get("recipe")
+        rank = TABLE1_ORDER.index(recipe) if recipe in TABLE1_ORDER else len(TABLE1_ORDER)
+        return (rank, self.config["batch_size"], self.label)
+
+
+def find_runs(paths: list[Path]) -> list[Run]:
+    """Every run dir (one holding config.yaml and .hydra/) at or below the given paths."""
+    runs = []
+    for root in paths:
+        if not root.exists():
+            raise SystemExit(f"lbtrain.report: error: {root} does not exist")
+        candidates = [root] if (root / ".hydra").is_dir() else []
+        candidates += sorted(p.parent.parent for p in root.rglob(".hydra/config.yaml"))
+        for run_dir in dict.fromkeys(candidates):
+            if (run_dir / "config.yaml").exists():
+                runs.append(load_run(run_dir))
+    if not runs:
+        where = ", ".join(str(p) for p in paths)
+        raise SystemExit(f"lbtrain.report: error: no lbtrain runs under {where}")
+    return runs
+
+
+def load_run(run_dir: Path) -> Run:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    choices = {}
+    if hydra_file.exists():
+        choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"]
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    metrics_file = run_dir / "csv" / "metrics.csv"
+    metrics = pd.read_csv(metrics_file) if metrics_file.exists() else pd.DataFrame()
+    return Run(run_dir, config, {k: str(v) for k, v in choices.items()}, summary, metrics)
+
+
+def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    s = pd.Series(values, dtype=float).dropna() * scale
+    if s.empty:
+        return "-"
+    if len(s) == 1:
+        return f"{s.iloc[0]:.{digits}f}"
+    return f"{s.mean():.{digits}f} +- {s.std(ddof=1):.{digits}f}"
+
+
+def best_val_acc(run: Run) -> float:
+    if "val/acc" not in run.metrics:
+        return math.nan
+    return float(run.metrics["val/acc"].max())
+
+
+def table(runs: list[Run]) -> pd.DataFrame:
+    """One row per recipe / configuration, aggregated over seeds (finished runs only)."""
+    done = sorted((r for r in runs if r.summary), key=lambda r: r.order)
+    groups: dict[str, list[Run]] = {}
+    for run in done:
+        groups.setdefault(run.label, []).append(run)
+    if not groups:
+        return pd.DataFrame()
+    reference = groups.get("SB") or min(groups.values(), key=lambda g: g[0].config["batch_size"])
+    ref_acc = pd.Series([r.summary["val/acc"] for r in reference]).mean() * 100
+    rows = []
+    for label, group in groups.items():
+        acc = [r.summary["val/acc"] for r in group]
+        rows.append(
+            {
+                "run": label,
+                "batch size": group[0].config["batch_size"],
+                "seeds": len(group),
+                "val acc % (final)": _mean_std(acc, 100),
+                "val acc % (best)": _mean_std([best_val_acc(r) for r in group], 100),
+                "gap to SB (points)": f"{pd.Series(acc).mean() * 100 - ref_acc:+.2f}",
+                "optimizer steps": int(pd.Series([r.summary["global_step"] for r in group]).mean()),
+                "weight distance": _mean_std(
+                    [r.summary.get("weight_distance", math.nan) for r in group]
+                ),
+                "diffusion slope": _mean_std(
+                    [r.summary.get("diffusion_slope", math.nan) for r in group]
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_weight_distance(runs: list[Run], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {}
+    for run in sorted(runs, key=lambda r: r.order):
+        if "weight_distance" not in run.metrics:
+            continue
+        curve = run.metrics.dropna(subset=["weight_distance"])
+        label = run.label if run.label not in colours else None
+        line = ax.plot(curve["step"], curve["weight_distance"], lw=1.2, label=label,
+                       color=colours.get(run.label), alpha=0.85)  # fmt: skip
+        colours.setdefault(run.label, line[0].get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("optimizer step t (log scale)")
+    ax.set_ylabel(r"$\|w_t - w_0\|_2$ (all trainable parameters)")
+    ax.set_title("Distance of the weights from initialization (Hoffer et al., Fig. 2)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="run", fontsize=8)
+    fig.tight_layout()
+    path = out / "weight_distance.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_val_error(runs: list[Run], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {}
+    for run in sorted(runs, key=lambda r: r.order):
+        if "val/acc" not in run.metrics:
+            continue
+        val = run.metrics.dropna(subset=["val/acc"])
+        label = run.label if run.label not in colours else None
+        line = ax.plot(val["epoch"] + 1, 100 * (1 - val["val/acc"]), lw=1.2, label=label,
+                       color=colours.get(run.label), alpha=0.85)  # fmt: skip
+        colours.setdefault(run.label, line[0].get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("epoch (log scale)")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title("Validation error during training (Hoffer et al., Figs. 1 and 3)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="run", fontsize=8)
+    fig.tight_layout()
+    path = out / "val_error.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(paths: list[Path], out: Path) -> pd.DataFrame:
+    runs = find_runs(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    df = table(runs)
+    df.to_csv(out / "table.csv", index=False)
+    unfinished = [r for r in runs if not r.summary]
+    lines = [
+        df.to_markdown(index=False, disable_numparse=True)
+        if not df.empty
+        else "(no finished runs)",
+        "",
+    ]
+    if unfinished:
+        lines += ["Failed or unfinished jobs (no summary.json):", ""]
+        lines += [f"- {r.path} ({r.label})" for r in unfinished]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    plot_weight_distance(runs, out)
+    plot_val_error(runs, out)
+    print("\n".join(lines))
+    print(f"\nwrote {out}/table.md, table.csv, weight_distance.png, val_error.png")
+    return df
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lbtrain.report", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="run dirs or multirun dirs")
+    parser.add_argument("--out", type=Path, help="output dir (default: first PATH/report)")
+    args = parser.parse_args(argv)
+    write_report(args.paths, args.out or args.paths[0] / "report")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
