@@ -1,0 +1,84 @@
+"""`python -m lbtrain.report` and the notebook, on a real (tiny) sweep."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "generalization_gap.ipynb"
+pytestmark = pytest.mark.xdist_group("tiny_sweep")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, data_dir) -> Path:
+    """SB and +RA at batch 256 (8x stretch), two seeds, one base epoch: ~125 steps each."""
+    root = tmp_path_factory.mktemp("sweep")
+    args = [
+        sys.executable, "-m", "lbtrain.run", "-m", "experiment=mnist1d_table1",
+        "recipe=sb,lb,lb_lr_gbn_ra", "seed=0,1", "large_batch_size=256", "trainer.max_epochs=2",
+        "optim.milestones=[1]", "logger=csv", f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={root}/sweep",
+    ]  # fmt: skip
+    result = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "sweep"
+
+
+def test_report_writes_table1_and_figures(sweep, tmp_path):
+    jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
+    unfinished = tmp_path / "sweep"
+    shutil.copytree(sweep, unfinished)
+    (unfinished / jobs[-1].name / "summary.json").unlink()  # a job killed before it finished
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "lbtrain.report", str(unfinished), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "table.csv")
+    assert list(table["run"]) == ["SB", "LB", "+RA"]
+    assert list(table["seeds"]) == [2, 2, 1]
+    assert list(table["batch size"]) == [32, 256, 256]
+    steps = dict(zip(table["run"], table["optimizer steps"], strict=True))
+    assert steps == {"SB": 250, "LB": 32, "+RA": 256}  # +RA: 8x the LB epochs
+    assert table.loc[0, "gap to SB (points)"] == 0
+    assert table["diffusion slope"].str.match(r"-?\d+\.\d+").all()
+    md = (out / "table.md").read_text()
+    assert "Failed or unfinished jobs" in md and f"{jobs[-1].name} (+RA)" in md
+    for png in ("weight_distance.png", "val_error.png"):
+        assert (out / png).stat().st_size > 10_000
+
+
+def test_report_on_a_path_without_runs_fails_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lbtrain.report", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"lbtrain.report: error: no lbtrain runs under {tmp_path}"
+
+
+def test_notebook_runs_top_to_bottom_on_a_sweep(sweep, tmp_path, monkeypatch):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")  # committed bare
+    monkeypatch.setenv("LBTRAIN_SWEEP", str(sweep))
+    monkeypatch.setenv("LBTRAIN_REPORT_OUT", str(tmp_path))
+    client = NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
+    client.execute()
+    text = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )  # fmt: skip
+    assert "6 runs in" in text and "median R^2 of the log t fit" in text
+    assert (tmp_path / "weight_distance.png").exists()
+    assert os.environ["LBTRAIN_SWEEP"] == str(sweep)
