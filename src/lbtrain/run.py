@@ -5,6 +5,7 @@ python -m lbtrain.run -m batch_size=32,1024            # a sweep, one job per ba
 python -m lbtrain.run -m recipe=sb,lb,lb_lr,lb_lr_gbn,lb_lr_gbn_ra   # Table 1's columns
 """
 
+import hashlib
 import json
 import logging
 import sys
@@ -17,13 +18,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lbtrain import resolvers
-from lbtrain.callbacks.weight_distance import WeightDistance
+from lbtrain import distributed, resolvers
+from lbtrain.callbacks.summary import RunSummary
 from lbtrain.config import ConfigError, check_group_choices, validate
 from lbtrain.data import DATAMODULES
-from lbtrain.diffusion import fit_diffusion
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
@@ -31,6 +32,7 @@ from lbtrain.scaling import make_plan
 
 log = logging.getLogger("lbtrain")
 resolvers.register()
+distributed.install()
 # Lightning 2.6 trips over its own pytree deprecation on every run; nothing for users to act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
@@ -47,6 +49,7 @@ def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...])
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks.append(RunSummary(run_dir))
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=loggers or False,
@@ -82,49 +85,36 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, Classifier, L.Ligh
     return trainer, module, datamodule
 
 
-def summarise(trainer: L.Trainer, module: Classifier) -> dict[str, float]:
-    """Final metrics, steps taken and the diffusion fit over the initial high-LR phase."""
-    summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
-    distance = next((c for c in trainer.callbacks if isinstance(c, WeightDistance)), None)
-    if distance and distance.history:
-        steps, values = zip(*distance.history, strict=True)
-        summary["weight_distance"] = values[-1]
-        milestones = module.plan.milestones
-        first_decay = round(milestones[0] * module.steps_per_epoch) if milestones else None
-        summary.update(fit_diffusion(steps, values, until_step=first_decay))
-    return summary
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    log.info("config:\n%s", OmegaConf.to_yaml(resolved))
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    text = OmegaConf.to_yaml(resolved)
+    config_hash = hashlib.sha1(text.encode()).hexdigest()[:12]
+    log.info("config %s:\n%s", config_hash, text)
+    if rank_zero_only.rank == 0:  # extra DDP ranks run this too, in the same dir
+        (run_dir / "config.yaml").write_text(text)
 
     trainer, module, datamodule = build(cfg, run_dir)
-    wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        summary = summarise(trainer, module)
-        for logger in wandb_loggers:
-            logger.experiment.summary.update(summary)
+        log.info(
+            "rank %d of %d done, config %s", trainer.global_rank, trainer.world_size, config_hash
+        )
     finally:
-        if wandb_loggers:
+        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
             import wandb
 
             wandb.finish()  # each multirun job is its own W&B run
 
-    if trainer.is_global_zero:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if "val/acc" in summary:
-            log.info(
-                "final val/acc = %.4f (%d optimizer steps)",
-                summary["val/acc"],
-                summary["global_step"],
-            )
+    if not trainer.is_global_zero:
+        return {}
+    summary = json.loads((run_dir / "summary.json").read_text())  # see RunSummary
+    if "val/acc" in summary:
+        log.info(
+            "final val/acc = %.4f (%d optimizer steps)", summary["val/acc"], summary["global_step"]
+        )
     return summary
 
 
@@ -132,7 +122,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         validate(cfg)
-        return train(cfg).get("val/acc")
+        with distributed.job_scope():
+            return train(cfg).get("val/acc")
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
         sys.exit(2)

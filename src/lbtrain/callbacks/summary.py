@@ -1,0 +1,42 @@
+"""summary.json: what a finished run reached, written by the process that trained (rank 0).
+
+It is a callback rather than code after `trainer.fit()` so that it also runs inside the
+worker processes of `ddp_spawn`, where the trained state lives.
+"""
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+
+from lbtrain.callbacks.weight_distance import WeightDistance
+from lbtrain.diffusion import fit_diffusion
+
+
+class RunSummary(L.Callback):
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "summary.json"
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        summary = summarise(trainer, pl_module)
+        self.path.write_text(json.dumps(summary, indent=2))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(summary)
+
+
+def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]:
+    """Final metrics, steps taken and the diffusion fit over the initial high-LR phase."""
+    summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
+    distance = next((c for c in trainer.callbacks if isinstance(c, WeightDistance)), None)
+    if distance and distance.history:
+        steps, values = zip(*distance.history, strict=True)
+        summary["weight_distance"] = values[-1]
+        milestones = module.plan.milestones
+        first_decay = round(milestones[0] * module.steps_per_epoch) if milestones else None
+        summary.update(fit_diffusion(steps, values, until_step=first_decay))
+    return summary

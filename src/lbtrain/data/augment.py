@@ -1,0 +1,97 @@
+"""Batched augmentation on the training device: a whole batch in a handful of tensor ops.
+
+torchvision's `RandomCrop(32, padding=4)` + `RandomHorizontalFlip()` run once per image in a
+DataLoader worker; here one call crops and flips a whole (N, C, H, W) batch where it already
+lives, with each image drawing its own offsets and flip, so the statistics are the same:
+offsets uniform on {0, ..., 2 * padding} in each axis, flips Bernoulli(0.5).
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def random_crop_flip(
+    x: Tensor, padding: int = 4, generator: torch.Generator | None = None
+) -> Tensor:
+    """Zero-pad each image by `padding`, take a random window of the original size, and
+    mirror it left-right with probability 0.5; dtype and device are kept.
+
+    The batch is padded once; every output pixel is then one `gather` from the flattened
+    padded image at (row offset + i) * padded width + (column offset + j), with the column
+    order reversed for flipped images, so crop and flip cost a single indexing pass.
+    `generator`, if given, must live on `x.device`.
+    """
+    n, c, h, w = x.shape
+    padded_w = w + 2 * padding
+    padded = F.pad(x, (padding, padding, padding, padding))
+    # row and column offset of each image's window, like RandomCrop's `i, j`
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=x.device)
+    flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (n, h)
+    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    index = rows[:, :, None] * padded_w + cols[:, None, :]  # (n, h, w) into the flat image
+    index = index.view(n, 1, h * w).expand(n, c, h * w)
+    return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
+
+
+def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
+    """uint8 images (N, C, H, W) in [0, 255] to float32 `(x / 255 - mean) / std` per channel,
+    as `ToTensor()` + `Normalize(mean, std)` would give each image.
+
+    `mean` and `std` may be tensors already on `x.device` (BatchTransform keeps them there),
+    so that normalising a batch copies nothing from the host.
+    """
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    return x.float().div(255).sub_(mean_t).div_(std_t)  # div() makes a copy: x is never changed
+
+
+def augment_seed(seed: int, epoch: int, rank: int) -> int:
+    """A generator seed per (seed, epoch, rank), mixed by numpy's SeedSequence so that
+    neighbouring triples give unrelated streams."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+class BatchTransform:
+    """Optional random_crop_flip, then normalize: what InMemoryLoader applies to each batch.
+
+    Augmentation draws from its own generator on `device`, reseeded from
+    `augment_seed(seed, epoch(), rank)` when the epoch changes. Seeding by rank matters
+    under DDP: every rank starts from the same global seed, so drawing from the global RNG
+    would give sample i of every rank's batch the same crop and flip. Seeding by epoch makes
+    a run resumed at an epoch boundary see the same augmentations as one that never
+    stopped, as InMemoryLoader does for the order.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | str = "cpu",
+        *,
+        augment: bool = False,
+        padding: int = 4,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+    ) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device)
+        self.augment, self.padding = augment, padding
+        self.seed, self.epoch, self.rank = seed, epoch, rank
+        self.generator = torch.Generator(device=device) if augment else None
+        self._seeded_epoch: int | None = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.generator is not None:
+            epoch = self.epoch()
+            if epoch != self._seeded_epoch:
+                self.generator.manual_seed(augment_seed(self.seed, epoch, self.rank))
+                self._seeded_epoch = epoch
+            x = random_crop_flip(x, self.padding, self.generator)
+        return normalize(x, self.mean, self.std)

@@ -1,0 +1,316 @@
+"""The paper's image data sets, read with torchvision's own dataset classes.
+
+MNIST, CIFAR-10 and CIFAR-100 fit in memory (150 MB of uint8 for CIFAR's training set),
+so each is read once into one uint8 tensor, moved to the training device, and served by
+InMemoryLoader; augmentation and normalisation run there on whole batches (augment.py)
+instead of per image in DataLoader workers. ImageNet does not fit, and is decoded from
+JPEG files by a regular DataLoader with workers.
+
+As in the paper (Hoffer et al. 2017 report validation accuracy on the held-out set), each
+set's standard test split is the validation set: `val/acc` is accuracy on images never
+trained on, and no part of the training set is held out.
+
+Missing files are reported as one ConfigError line naming `data.data_dir`, what is missing
+and how to get it, both in prepare_data() and in setup() (which runs on every rank, and
+outside a Trainer).
+"""
+
+from pathlib import Path
+from typing import ClassVar
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from lbtrain.config import ConfigError
+from lbtrain.data.augment import BatchTransform
+from lbtrain.data.in_memory import InMemoryLoader
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (torchvision's download errors span several)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+class _InMemoryVisionDataModule(L.LightningDataModule):
+    """A torchvision data set read whole into uint8 tensors; batches cut on the device."""
+
+    dataset_cls: ClassVar[type]
+    title: ClassVar[str]  # the set's name in messages, e.g. "CIFAR-10"
+    mean: ClassVar[tuple[float, ...]]
+    std: ClassVar[tuple[float, ...]]
+    num_classes: ClassVar[int]
+    input_shape: ClassVar[tuple[int, int, int]]
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int,
+        eval_batch_size: int = 1000,
+        shuffle_seed: int = 0,
+        download: bool = False,
+        augment: bool = False,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size  # per device
+        self.eval_batch_size = eval_batch_size
+        self.shuffle_seed = shuffle_seed
+        self.download = download
+        self.augment = augment
+        self.x: Tensor | None = None
+
+    def required_files(self) -> list[str]:
+        """Paths under data_dir that torchvision reads, first the folder they share."""
+        raise NotImplementedError(f"{type(self).__name__} must list the files it reads")
+
+    def _check_present(self) -> None:
+        for rel in self.required_files():
+            if not (self.data_dir / rel).exists():
+                raise ConfigError(
+                    f"data.data_dir={self.data_dir}: {self.title} not found (missing {rel}); "
+                    "set data.download=true to fetch it, or copy it there"
+                )
+
+    def prepare_data(self) -> None:
+        """Runs on one process per node (Lightning's rule), so only it downloads."""
+        if self.download and not all((self.data_dir / f).exists() for f in self.required_files()):
+            try:  # one split is enough: torchvision fetches the archive holding both
+                self.dataset_cls(str(self.data_dir), train=True, download=True)
+            except (OSError, RuntimeError) as e:  # URLError is an OSError
+                raise ConfigError(
+                    f"data.download=true: fetching {self.title} into {self.data_dir} failed "
+                    f"({_one_line(e)}); copy it there instead"
+                ) from None
+        self._check_present()
+
+    def _read(self, train: bool) -> tuple[Tensor, Tensor]:
+        try:
+            ds = self.dataset_cls(str(self.data_dir), train=train, download=False)
+        except RuntimeError as e:  # torchvision's "not found or corrupted" (md5 mismatch)
+            folder = self.required_files()[0]
+            raise ConfigError(
+                f"data.data_dir={self.data_dir}: {self.title} under {folder} fails torchvision's "
+                f"checks ({_one_line(e)}); delete it and set data.download=true"
+            ) from None
+        x = torch.as_tensor(ds.data)  # MNIST: (N, H, W) tensor; CIFAR: (N, H, W, C) array
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.x is not None:  # fit, then validate or test: read once
+            return
+        self._check_present()
+        self.x, self.y = self._read(train=True)
+        self.x_test, self.y_test = self._read(train=False)
+
+    def _loader(self, x: Tensor, y: Tensor, batch_size: int, train: bool) -> InMemoryLoader:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        epoch = (lambda: trainer.current_epoch) if trainer else (lambda: 0)
+        rank = trainer.global_rank if trainer else 0
+        transform = BatchTransform(
+            self.mean,
+            self.std,
+            device,
+            augment=train and self.augment,
+            seed=self.shuffle_seed,
+            epoch=epoch,
+            rank=rank,
+        )
+        return InMemoryLoader(
+            x.to(device),
+            y.to(device),
+            batch_size,
+            shuffle=train,
+            seed=self.shuffle_seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=trainer.world_size if trainer else 1,
+            transform=transform,
+        )
+
+    def train_dataloader(self) -> InMemoryLoader:
+        return self._loader(self.x, self.y, self.batch_size, train=True)
+
+    def val_dataloader(self) -> InMemoryLoader:
+        return self._loader(self.x_test, self.y_test, self.eval_batch_size, train=False)
+
+
+class MNISTDataModule(_InMemoryVisionDataModule):
+    """MNIST: 60000 training and 10000 test digits, 28x28 grey; no augmentation, as in
+    the paper's MNIST runs. Read from data_dir/MNIST/raw/ (the unpacked IDX files)."""
+
+    dataset_cls = datasets.MNIST
+    title = "MNIST"
+    mean, std = (0.1307,), (0.3081,)  # the training set's pixel statistics
+    num_classes = 10
+    input_shape = (1, 28, 28)
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int,
+        eval_batch_size: int = 1000,
+        shuffle_seed: int = 0,
+        download: bool = False,
+    ) -> None:
+        super().__init__(data_dir, batch_size, eval_batch_size, shuffle_seed, download)
+
+    def required_files(self) -> list[str]:
+        # torchvision reads the unpacked files: resources lists the .gz it downloads
+        raw = [f"MNIST/raw/{name.removesuffix('.gz')}" for name, _ in datasets.MNIST.resources]
+        return ["MNIST/raw/", *raw]
+
+
+class _CIFARDataModule(_InMemoryVisionDataModule):
+    """CIFAR: 50000 training and 10000 test images, 32x32 RGB. Training batches get the
+    standard augmentation (random 32x32 crop of the 4-pixel zero-padded image, horizontal
+    flip with p=0.5) on the device unless augment=False."""
+
+    input_shape = (3, 32, 32)
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int,
+        eval_batch_size: int = 1000,
+        shuffle_seed: int = 0,
+        download: bool = False,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(data_dir, batch_size, eval_batch_size, shuffle_seed, download, augment)
+
+    def required_files(self) -> list[str]:
+        cls = self.dataset_cls
+        names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        return [f"{cls.base_folder}/", *(f"{cls.base_folder}/{name}" for name in names)]
+
+
+class CIFAR10DataModule(_CIFARDataModule):
+    """CIFAR-10 (10 classes) from data_dir/cifar-10-batches-py/, the unpacked python
+    archive; training batches are cropped and flipped on the device unless augment=False."""
+
+    dataset_cls = datasets.CIFAR10
+    title = "CIFAR-10"
+    # per-channel statistics of the 50000 training images (the often-copied std
+    # (0.2023, 0.1994, 0.2010) is not the pixel std)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    num_classes = 10
+
+
+class CIFAR100DataModule(_CIFARDataModule):
+    """CIFAR-100 (100 fine labels) from data_dir/cifar-100-python/, the unpacked python
+    archive; training batches are cropped and flipped on the device unless augment=False."""
+
+    dataset_cls = datasets.CIFAR100
+    title = "CIFAR-100"
+    mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    num_classes = 100  # the fine labels
+
+
+def _count_classes(folder: Path, default: int) -> int:
+    """ImageFolder's class count (its own find_classes), or `default` when the folder is
+    missing or empty: setup() then reports that in one line."""
+    try:
+        return len(datasets.folder.find_classes(str(folder))[0])
+    except FileNotFoundError:
+        return default
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """ImageNet (ILSVRC2012) from JPEG folders: data_dir/train/<wnid>/*.JPEG and
+    data_dir/val/<wnid>/*.JPEG, read by ImageFolder and decoded in DataLoader workers.
+
+    Standard transforms: RandomResizedCrop(224) + horizontal flip for training, Resize(256)
+    + CenterCrop(224) for validation, both normalised with ImageNet's statistics. Under DDP
+    Lightning swaps in a DistributedSampler. `num_classes` is the number of class folders
+    in train/ (1000 for the full set) so that a subset builds a matching classifier head.
+    """
+
+    input_shape = (3, 224, 224)
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int,
+        eval_batch_size: int = 256,
+        shuffle_seed: int = 0,
+        download: bool = False,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size  # per device
+        self.eval_batch_size = eval_batch_size
+        self.shuffle_seed = shuffle_seed
+        self.download = download  # only reported: ImageNet has no public download URL
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        # read now: the model, built before setup(), needs the head size
+        self.num_classes = _count_classes(self.data_dir / "train", default=1000)
+        normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+        self.train_transform = v2.Compose(
+            [v2.RandomResizedCrop(224), v2.RandomHorizontalFlip(), *to_float, normalize]
+        )
+        self.val_transform = v2.Compose([v2.Resize(256), v2.CenterCrop(224), *to_float, normalize])
+        self.train_set: datasets.ImageFolder | None = None
+
+    def _check_present(self) -> None:
+        for split in ("train", "val"):
+            if not (self.data_dir / split).is_dir():
+                why = "; data.download=true cannot fetch it" if self.download else ""
+                raise ConfigError(
+                    f"data.data_dir={self.data_dir}: ImageNet not found (missing {split}/){why}; "
+                    "get ILSVRC2012 from https://image-net.org and unpack it as "
+                    "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
+                )
+
+    def prepare_data(self) -> None:
+        self._check_present()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self._check_present()
+        try:
+            train = datasets.ImageFolder(str(self.data_dir / "train"), self.train_transform)
+            val = datasets.ImageFolder(str(self.data_dir / "val"), self.val_transform)
+        except FileNotFoundError as e:  # a split without class folders or images
+            raise ConfigError(f"data.data_dir={self.data_dir}: {_one_line(e)}") from None
+        if val.classes != train.classes:  # labels are folder indices: they must agree
+            raise ConfigError(
+                f"data.data_dir={self.data_dir}: val/ has {len(val.classes)} class folders that "
+                f"differ from train/'s {len(train.classes)}; both need the same <wnid> folders"
+            )
+        self.train_set, self.val_set = train, val
+
+    def _loader(self, dataset: datasets.ImageFolder, batch_size: int, train: bool) -> DataLoader:
+        trainer = self.trainer
+        on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            # single device: a seeded order; under DDP Lightning's sampler replaces it
+            generator=torch.Generator().manual_seed(self.shuffle_seed) if train else None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and on_cuda,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
