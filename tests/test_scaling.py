@@ -101,3 +101,9 @@ def test_global_batch_is_split_over_devices_and_accumulation():
         make_plan(cfg(), world_size=3)
     with pytest.raises(ConfigError, match=r"accumulate_grad_batches=3 does not divide"):
         make_plan(cfg(trainer={"max_epochs": 10, "accumulate_grad_batches": 3}), world_size=2)
+
+
+def test_per_milestone_factors_give_alexnets_schedule():
+    p = plan(base_lr=0.01, lr_scaling="none", base_milestones=(10, 15, 20, 25), base_epochs=30)
+    lrs = lrs_over_run(p, steps_per_epoch=1, gamma=[0.5, 0.2, 0.5, 0.2])
+    assert [lrs[e] for e in (0, 10, 15, 20, 25)] == pytest.approx([1e-2, 5e-3, 1e-3, 5e-4, 1e-4])

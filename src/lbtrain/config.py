@@ -61,7 +61,7 @@ class OptimSchema:
     weight_decay: float = 0.0
     nesterov: bool = False
     milestones: list[float] = field(default_factory=list)  # epochs of the base regime
-    gamma: float = 0.1
+    gamma: Any = 0.1  # x gamma at each milestone, or a list: one multiplier per milestone
     warmup_epochs: float = 0.0
 
 
@@ -123,7 +123,14 @@ def validate(cfg: DictConfig) -> None:
     _check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "must be > 0")
     _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
-    _check(0 < o.gamma <= 1, "optim.gamma", o.gamma, "must be in (0, 1]")
+    gammas = [o.gamma] if isinstance(o.gamma, int | float) else list(o.gamma)
+    _check(
+        all(isinstance(g, int | float) and 0 < g <= 1 for g in gammas)
+        and len(gammas) in (1, len(o.milestones)),
+        "optim.gamma",
+        o.gamma,
+        "must be a factor in (0, 1], or one such factor per milestone",
+    )
     _check(o.warmup_epochs >= 0, "optim.warmup_epochs", o.warmup_epochs, "must be >= 0")
     _check(
         all(m > 0 for m in o.milestones) and list(o.milestones) == sorted(o.milestones),

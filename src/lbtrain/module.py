@@ -23,7 +23,7 @@ class Classifier(L.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         nesterov: bool = False,
-        gamma: float = 0.1,
+        gamma: float | list[float] = 0.1,
     ) -> None:
         super().__init__()
         self.model = model

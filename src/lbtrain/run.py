@@ -72,15 +72,12 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, Classifier, L.Ligh
         batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
     )
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
-    optim = cfg.optim
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = Classifier(
         model,
         plan,
         num_classes=datamodule.num_classes,
-        momentum=optim.momentum,
-        weight_decay=optim.weight_decay,
-        nesterov=optim.nesterov,
-        gamma=optim.gamma,
+        **{k: optim[k] for k in ("momentum", "weight_decay", "nesterov", "gamma")},
     )
     return trainer, module, datamodule
 

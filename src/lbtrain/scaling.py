@@ -122,16 +122,28 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
     )
 
 
-def make_scheduler(optimizer, plan: BatchPlan, steps_per_epoch: int, gamma: float):
-    """Per-step LR schedule: optional linear warmup from base_lr to the scaled lr, then
-    x`gamma` at each (stretched) milestone. Milestones in epochs become optimizer steps
-    here, rounded to the nearest step, so fractional stretched epochs are honoured."""
-    from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, MultiStepLR
+def decay_factors(gamma: float | list[float], n_milestones: int) -> list[float]:
+    """The LR factor after 0, 1, ... milestones: `gamma` each time, or one multiplier per
+    milestone (AlexNet's 1e-2 -> 5e-3 -> 1e-3 -> ... is gamma = [0.5, 0.2, 0.5, 0.2])."""
+    steps = [gamma] * n_milestones if isinstance(gamma, int | float) else list(gamma)
+    return [math.prod(steps[:k]) for k in range(n_milestones + 1)]
+
+
+def make_scheduler(optimizer, plan: BatchPlan, steps_per_epoch: int, gamma):
+    """Per-step LR schedule: optional linear warmup from base_lr to the scaled lr (Goyal et
+    al.), times a step decay at each (stretched) milestone. Milestones in epochs become
+    optimizer steps here, rounded to the nearest step, so fractional epochs are honoured."""
+    from bisect import bisect_right
+
+    from torch.optim.lr_scheduler import LambdaLR
 
     milestones = [round(m * steps_per_epoch) for m in plan.milestones]
-    schedulers = [MultiStepLR(optimizer, milestones=milestones, gamma=gamma)]
+    factors = decay_factors(gamma, len(milestones))
     warmup_steps = round(plan.warmup_epochs * steps_per_epoch)
-    if warmup_steps > 0:
-        start = plan.base_lr / plan.lr if plan.lr > 0 else 1.0
-        schedulers.insert(0, LinearLR(optimizer, start, 1.0, total_iters=warmup_steps))
-    return schedulers[0] if len(schedulers) == 1 else ChainedScheduler(schedulers, optimizer)
+    start = plan.base_lr / plan.lr if plan.lr > 0 else 1.0
+
+    def factor(step: int) -> float:
+        warmup = start + (1 - start) * step / warmup_steps if step < warmup_steps else 1.0
+        return warmup * factors[bisect_right(milestones, step)]
+
+    return LambdaLR(optimizer, factor)

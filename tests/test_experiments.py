@@ -1,0 +1,45 @@
+"""Every Table 1 experiment composes with every recipe and trains a few steps on small
+files written in its data set's real on-disk format."""
+
+import pytest
+
+from lbtrain.config import compose_config, group_options, validate
+from lbtrain.run import build
+
+EXPERIMENTS = [e for e in group_options("experiment") if e != "mnist1d_table1"]
+RECIPES = group_options("recipe")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_experiment_composes_with_every_recipe(experiment, recipe, tmp_path):
+    cfg = compose_config([f"experiment={experiment}", f"recipe={recipe}"], str(tmp_path))
+    validate(cfg)
+    base, large = cfg.optim.base_batch_size, cfg.large_batch_size
+    assert cfg.batch_size == (base if recipe == "sb" else large)
+    assert cfg.ghost_batch_size == (base if "gbn" in recipe else None)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_trains_a_few_steps(
+    experiment, tmp_path, request, mnist_dir, cifar10_dir, cifar100_dir, imagenet_dir,
+    skip_cifar_md5,
+):  # fmt: skip
+    cfg = compose_config([f"experiment={experiment}"], str(tmp_path))
+    data_dir = {"mnist": mnist_dir, "cifar10": cifar10_dir, "cifar100": cifar100_dir,
+                "imagenet": imagenet_dir}[cfg.data.name]  # fmt: skip
+    overrides = [
+        f"experiment={experiment}", f"data.data_dir={data_dir}", "batch_size=4",
+        "ghost_batch_size=2", "lr_scaling=sqrt", "data.eval_batch_size=4", "logger=csv",
+        "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    ]  # fmt: skip
+    if cfg.data.name == "imagenet":
+        overrides.append("data.num_workers=0")
+    cfg = compose_config(overrides, str(tmp_path))
+    validate(cfg)
+    trainer, module, dm = build(cfg, tmp_path)
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 2
+    assert 0 <= float(trainer.callback_metrics["val/acc"]) <= 1
+    assert "GhostBatchNorm" in repr(module.model)
