@@ -3,10 +3,20 @@
 import pytest
 
 CASES = [
-    (["model=resnet9000"], "model=resnet9000 is not a known model; choose one of:"),
-    (["data=imagenet22k"], "data=imagenet22k is not a known data; choose one of: mnist1d"),
-    (["logger=mlflow"], "logger=mlflow is not a known logger; choose one of: csv, default"),
-    (["-m", "model=cnn1d,nope"], "model=nope is not a known model"),
+    (["model=resnet9000"], "model=resnet9000: no such model config; choose one of: alexnet_bn,"),
+    (["data=imagenet22k"], "data=imagenet22k: no such data config; choose one of: cifar10, "),
+    (["logger=mlflow"], "logger=mlflow: no such logger config; choose one of: csv, default"),
+    (["-m", "model=cnn1d,nope"], "model=nope: no such model config"),
+    (["ghost_batch_size=64"], "ghost_batch_size=64 exceeds the per-device batch 32"),
+    (
+        ["ghost_batch_size=16", "trainer=ddp", "trainer.sync_batchnorm=true"],
+        "trainer.sync_batchnorm=True: cannot be combined with ghost_batch_size",
+    ),
+    (
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"],
+        "batch_size=32 is not divisible by the 3 devices",
+    ),
+    (["optim.gamma=[0.5,0.2,0.1]"], "optim.gamma=[0.5, 0.2, 0.1]: must be a factor in (0, 1], or"),
     (["batch_size=0"], "batch_size=0: must be a positive integer"),
     (["batch_size=-4"], "batch_size=-4: must be a positive integer"),
     (["batch_size=abc"], "batch_size: Value 'abc' of type 'str' could not be converted to Integer"),

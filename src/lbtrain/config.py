@@ -47,7 +47,7 @@ def check_group_choices(overrides: list[str]) -> None:
         for value in values:
             if value not in options and value != "null":
                 raise ConfigError(
-                    f"{group}={value} is not a known {group}; choose one of: {', '.join(options)}"
+                    f"{group}={value}: no such {group} config; choose one of: {', '.join(options)}"
                 )
 
 
