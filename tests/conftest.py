@@ -24,6 +24,7 @@ def cli(tmp_path: Path, data_dir: Path) -> Callable[..., subprocess.CompletedPro
 
     def run(*overrides: str, env: dict | None = None, timeout: int = 300):
         full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+        full_env.pop("LBTRAIN_RUN_ID", None)  # each run names its own directory
         args = [sys.executable, "-m", "lbtrain.run", *overrides, f"paths.data_dir={data_dir}"]
         return subprocess.run(
             args, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout

@@ -1,6 +1,7 @@
 """`python -m lbtrain.run` end to end, as a subprocess: what a user sees and what lands on disk."""
 
 import csv
+import re
 import json
 from pathlib import Path
 
@@ -89,3 +90,22 @@ def test_two_runs_in_the_same_second_never_share_a_directory(cli, tmp_path):
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     dirs = list((tmp_path / "logs" / "runs").iterdir())
     assert len(dirs) == 2 and all((d / "summary.json").exists() for d in dirs)
+
+
+def test_sweep_jobs_share_a_wandb_group_and_are_named_by_their_overrides(cli, tmp_path):
+    result = cli("-m", "batch_size=32,64", "recipe=sb", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "logs" / "multiruns").iterdir()
+    runs = [
+        re.search(r"W&B run (\w+) \(offline\): name (\S+), group (\S+), tags (.*)", text).groups()
+        for text in ((sweep_dir / j / "run.log").read_text() for j in ("0", "1"))
+    ]
+    assert [r[1].split(",")[:2] for r in runs] == [
+        ["batch_size=32", "recipe=sb"],
+        ["batch_size=64", "recipe=sb"],
+    ]
+    assert runs[0][2] == runs[1][2] == sweep_dir.name
+    assert runs[0][3] == "['batch_size=32', 'recipe=sb']"
+    assert runs[0][0] != runs[1][0]
+    for job, (run_id, *_) in zip(("0", "1"), runs, strict=True):
+        assert list((sweep_dir / job / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))

@@ -94,6 +94,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer, module, datamodule = build(cfg, run_dir)
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            run = logger.experiment
+            log.info(
+                "W&B run %s (%s): name %s, group %s, tags %s",
+                run.id, run.settings.mode, run.name, run.group, list(run.tags),
+            )  # fmt: skip
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         log.info(
