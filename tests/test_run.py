@@ -1,8 +1,8 @@
 """`python -m lbtrain.run` end to end, as a subprocess: what a user sees and what lands on disk."""
 
 import csv
-import re
 import json
+import re
 from pathlib import Path
 
 import torch
