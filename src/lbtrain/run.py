@@ -22,6 +22,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lbtrain import distributed, resolvers
+from lbtrain.callbacks.preemption import (
+    REQUEUE_CHECKPOINT,
+    Preempted,
+    Preemption,
+    requeue_if_on_slurm,
+)
 from lbtrain.callbacks.summary import RunSummary
 from lbtrain.config import ConfigError, check_group_choices, validate
 from lbtrain.data import DATAMODULES
@@ -31,6 +37,7 @@ from lbtrain.module import Classifier
 from lbtrain.scaling import make_plan
 
 log = logging.getLogger("lbtrain")
+EXIT_PREEMPTED = 124  # as `timeout` does: stopped early, resumable
 resolvers.register()
 distributed.install()
 # Lightning 2.6 trips over its own pytree deprecation on every run; nothing for users to act on.
@@ -49,7 +56,7 @@ def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...])
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks.append(RunSummary(run_dir))
+    callbacks += [RunSummary(run_dir), Preemption(run_dir / "checkpoints")]
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=loggers or False,
@@ -100,8 +107,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 "W&B run %s (%s): name %s, group %s, tags %s",
                 run.id, run.settings.mode, run.name, run.group, list(run.tags),
             )  # fmt: skip
+    requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path is None and requeue.exists():  # this job was preempted: carry on
+        ckpt_path = str(requeue)
+        log.info("resuming the preempted run from %s", requeue)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         log.info(
             "rank %d of %d done, config %s", trainer.global_rank, trainer.world_size, config_hash
         )
@@ -113,6 +125,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if not trainer.is_global_zero:
         return {}
+    requeue.unlink(missing_ok=True)  # finished: last.ckpt holds the final state
     summary = json.loads((run_dir / "summary.json").read_text())  # see RunSummary
     if "val/acc" in summary:
         log.info(
@@ -130,6 +143,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as e:
+        requeue_if_on_slurm()
+        print(
+            f"lbtrain: preempted; run again in the same run dir to resume from {e}", file=sys.stderr
+        )
+        sys.exit(EXIT_PREEMPTED)
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ class InMemoryLoader:
     does), and a run resumed at an epoch boundary sees the same order as one that never
     stopped. Training drops the `n % world_size` leftover samples so all ranks take the
     same number of steps; evaluation keeps every sample (ranks may differ by one).
+    `skip()` batches are left out at the start of an epoch: a run resumed mid-epoch takes
+    up exactly where it stopped.
     """
 
     def __init__(
@@ -28,12 +30,14 @@ class InMemoryLoader:
         rank: int = 0,
         world_size: int = 1,
         transform: Callable[[Tensor], Tensor] | None = None,
+        skip: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
         self.rank, self.world_size = rank, world_size
         self.transform = transform
+        self.skip = skip
 
     def _indices(self) -> Tensor:
         n = len(self.x)
@@ -51,6 +55,22 @@ class InMemoryLoader:
         return -(-per_rank // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for idx in self._indices().split(self.batch_size):
+        batches = self._indices().split(self.batch_size)
+        for idx in batches[self.skip() :]:
             x = self.x[idx]
             yield (self.transform(x) if self.transform else x), self.y[idx]
+
+
+def placement(trainer) -> dict:
+    """Where a trainer's batches go and in which order: its device, rank, world size, the
+    current epoch, and (for training) how many batches of this epoch are already done."""
+    if trainer is None:
+        return {"device": torch.device("cpu"), "rank": 0, "world_size": 1, "epoch": lambda: 0}
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return {
+        "device": trainer.strategy.root_device,
+        "rank": trainer.global_rank,
+        "world_size": trainer.world_size,
+        "epoch": lambda: trainer.current_epoch,
+        "skip": lambda: progress.current.completed,
+    }

@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from lbtrain.data.in_memory import InMemoryLoader
+from lbtrain.data.in_memory import InMemoryLoader, placement
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +85,12 @@ class MNIST1DDataModule(L.LightningDataModule):
         self.y, self.y_test = torch.from_numpy(d["y"]).long(), torch.from_numpy(d["y_test"]).long()
 
     def _loader(self, x, y, batch_size: int, shuffle: bool) -> InMemoryLoader:
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        where = placement(self.trainer)
+        device, skip = where.pop("device"), where.pop("skip", lambda: 0)
         return InMemoryLoader(
-            x.to(device),
-            y.to(device),
-            batch_size,
-            shuffle=shuffle,
-            seed=self.shuffle_seed,
-            epoch=(lambda: trainer.current_epoch) if trainer else (lambda: 0),
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
+            x.to(device), y.to(device), batch_size, shuffle=shuffle, seed=self.shuffle_seed,
+            skip=skip if shuffle else (lambda: 0), **where,
+        )  # fmt: skip
 
     def train_dataloader(self) -> InMemoryLoader:
         return self._loader(self.x, self.y, self.batch_size, shuffle=True)

@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 
 from lbtrain.config import ConfigError
 from lbtrain.data.augment import BatchTransform
-from lbtrain.data.in_memory import InMemoryLoader
+from lbtrain.data.in_memory import InMemoryLoader, placement
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,30 +111,16 @@ class _InMemoryVisionDataModule(L.LightningDataModule):
         self.x_test, self.y_test = self._read(train=False)
 
     def _loader(self, x: Tensor, y: Tensor, batch_size: int, train: bool) -> InMemoryLoader:
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer else torch.device("cpu")
-        epoch = (lambda: trainer.current_epoch) if trainer else (lambda: 0)
-        rank = trainer.global_rank if trainer else 0
+        where = placement(self.trainer)
+        device, skip = where.pop("device"), where.pop("skip", lambda: 0)
         transform = BatchTransform(
-            self.mean,
-            self.std,
-            device,
-            augment=train and self.augment,
-            seed=self.shuffle_seed,
-            epoch=epoch,
-            rank=rank,
-        )
+            self.mean, self.std, device, augment=train and self.augment,
+            seed=self.shuffle_seed, epoch=where["epoch"], rank=where["rank"],
+        )  # fmt: skip
         return InMemoryLoader(
-            x.to(device),
-            y.to(device),
-            batch_size,
-            shuffle=train,
-            seed=self.shuffle_seed,
-            epoch=epoch,
-            rank=rank,
-            world_size=trainer.world_size if trainer else 1,
-            transform=transform,
-        )
+            x.to(device), y.to(device), batch_size, shuffle=train, seed=self.shuffle_seed,
+            transform=transform, skip=skip if train else (lambda: 0), **where,
+        )  # fmt: skip
 
     def train_dataloader(self) -> InMemoryLoader:
         return self._loader(self.x, self.y, self.batch_size, train=True)

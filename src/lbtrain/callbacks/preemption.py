@@ -1,0 +1,67 @@
+"""Preemption: on SIGUSR1 or SIGTERM, checkpoint to a fixed path, stop, and requeue.
+
+lbtrain owns this (not submitit, not Lightning's SLURM-only auto-requeue), so it works the
+same under SLURM, submitit and a plain shell. SLURM sends the signal ahead of a time limit
+or a preemption (`#SBATCH --signal=USR1@120`; submitit: `signal_delay_s`). At the next step
+boundary the job saves `<job dir>/checkpoints/requeue.ckpt`, stops without writing a
+summary, and under SLURM asks `scontrol requeue` for itself. When the job starts again in
+the same directory, `lbtrain.run` resumes from that checkpoint, with the same W&B run id.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+REQUEUE_CHECKPOINT = "requeue.ckpt"
+
+
+class Preempted(Exception):
+    """Raised inside fit() once the requeue checkpoint is on disk."""
+
+
+class Preemption(L.Callback):
+    def __init__(self, dirpath: str | Path, signals: tuple[str, ...] = ("SIGUSR1", "SIGTERM")):
+        self.path = Path(dirpath) / REQUEUE_CHECKPOINT
+        self.signals = [getattr(signal, name) for name in signals]
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.received = signum  # act at the next step boundary, not inside the handler
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        # after Lightning's own handlers, so these take precedence for the training loop
+        self._previous = {s: signal.signal(s, self._handler) for s in self.signals}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
+        # Checked before the step: the checkpoint holds every completed step and none of
+        # this one, so the resumed run starts exactly with this batch.
+        stop = self.received is not None
+        if trainer.world_size > 1:  # every rank stops at the same step
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            trainer.save_checkpoint(self.path)
+            log.warning(
+                "signal %s: saved %s at step %d; stopping", self.received, self.path,
+                trainer.global_step,
+            )  # fmt: skip
+            raise Preempted(str(self.path))
+
+    def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def requeue_if_on_slurm() -> None:
+    """Put this SLURM job back in the queue (a no-op outside SLURM)."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
+    if job:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        log.warning("scontrol requeue %s: %s", job, result.returncode or "ok")

@@ -1,0 +1,62 @@
+"""A preempted job checkpoints at a step boundary and, run again, ends exactly as if it had
+never stopped (CPU, deterministic settings)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+RUN = ("trainer.max_epochs=30", "trainer.deterministic=true", "logger=csv")
+
+
+def start(tmp_path, data_dir, run_dir: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "LBTRAIN_RUN_ID"}
+    args = [sys.executable, "-m", "lbtrain.run", *RUN, f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={run_dir}"]  # fmt: skip
+    return subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(
+    tmp_path, data_dir, signum
+):
+    job = start(tmp_path, data_dir, "job")
+    for line in job.stderr:  # training has started once the data set is loaded
+        if "to estimate number of stepping batches" in line:
+            break
+    time.sleep(1.0)
+    job.send_signal(signum)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 124, err[-3000:]
+    requeue = tmp_path / "job" / "checkpoints" / "requeue.ckpt"
+    stopped_at = torch.load(requeue, weights_only=False)["global_step"]
+    assert 0 < stopped_at < 30 * 125, "the signal must land during training"
+    assert not (tmp_path / "job" / "summary.json").exists()  # not reported as finished
+
+    resumed = start(tmp_path, data_dir, "job")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "resuming the preempted run" in (tmp_path / "job" / "run.log").read_text()
+    assert not requeue.exists()
+    full = start(tmp_path, data_dir, "uninterrupted")
+    _, err = full.communicate(timeout=300)
+    assert full.returncode == 0, err[-3000:]
+
+    a, b = (
+        json.loads((tmp_path / d / "summary.json").read_text()) for d in ("job", "uninterrupted")
+    )
+    assert a["global_step"] == b["global_step"] == 30 * 125
+    for key in ("val/acc", "val/loss", "train/loss_epoch", "weight_distance"):
+        assert a[key] == b[key], key
+    wa, wb = (
+        torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for d in ("job", "uninterrupted")
+    )
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
