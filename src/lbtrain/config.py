@@ -155,9 +155,6 @@ def compose_config(overrides: list[str], run_dir: str) -> DictConfig:
     from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
 
-    from lbtrain import resolvers
-
-    resolvers.register()
     with initialize_config_module("lbtrain.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     cfg.hydra.runtime.output_dir = cfg.hydra.runtime.cwd = str(run_dir)

@@ -6,8 +6,13 @@ the sweep (with the Optuna sweeper, on different hyper-parameters), and under th
 submitit launchers there is no usable command line at all. `install()` makes Lightning start
 each extra rank as a single run of *this job*: `python -m lbtrain.run <the job's own
 overrides> hydra.run.dir=<the job's dir>`, whatever launched the job.
+
+Under the submitit launchers the processes already exist (one per task, made by submitit
+locally or by SLURM): `SubmititEnvironment` tells Lightning their ranks, so the same
+config runs as `submitit_local` with 2 CPU tasks or as `submitit_slurm` on 2 x 8 GPUs.
 """
 
+import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -15,6 +20,7 @@ from contextlib import contextmanager
 
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.plugins.environments import ClusterEnvironment
 
 
 def job_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
@@ -49,3 +55,53 @@ def job_scope() -> Iterator[None]:
             dist.destroy_process_group()
         os.environ.clear()
         os.environ.update(env)
+
+
+class SubmititEnvironment(ClusterEnvironment):
+    """Ranks and rendezvous from submitit's job environment (local or SLURM executor)."""
+
+    def __init__(self) -> None:
+        import submitit
+
+        self.job = submitit.JobEnvironment()
+
+    @property
+    def creates_processes_externally(self) -> bool:
+        return True
+
+    @property
+    def main_address(self) -> str:
+        return os.environ.get("MASTER_ADDR") or self.job.hostnames[0]
+
+    @property
+    def main_port(self) -> int:
+        # the same on every task of the job, and different between jobs on one host
+        digest = hashlib.sha1(self.job.job_id.encode()).digest()
+        return int(os.environ.get("MASTER_PORT") or 15000 + int.from_bytes(digest[:4]) % 20000)
+
+    @staticmethod
+    def detect() -> bool:
+        return "SUBMITIT_EXECUTOR" in os.environ
+
+    def world_size(self) -> int:
+        return self.job.num_tasks
+
+    def set_world_size(self, size: int) -> None:
+        pass  # fixed by submitit / SLURM
+
+    def global_rank(self) -> int:
+        return self.job.global_rank
+
+    def set_global_rank(self, rank: int) -> None:
+        pass
+
+    def local_rank(self) -> int:
+        return self.job.local_rank
+
+    def node_rank(self) -> int:
+        return self.job.node
+
+
+def cluster_plugins() -> list[ClusterEnvironment]:
+    """The cluster environment of a submitit job, if this is one (else Lightning detects)."""
+    return [SubmititEnvironment()] if SubmititEnvironment.detect() else []

@@ -1,4 +1,4 @@
-"""OmegaConf resolvers the configs use; registered when `lbtrain.run` is imported."""
+"""OmegaConf resolvers the configs use; registered on any import of lbtrain."""
 
 import hashlib
 import netrc

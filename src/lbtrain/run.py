@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lbtrain import distributed, resolvers
+from lbtrain import distributed
 from lbtrain.callbacks.preemption import (
     REQUEUE_CHECKPOINT,
     Preempted,
@@ -38,8 +38,6 @@ from lbtrain.scaling import make_plan
 
 log = logging.getLogger("lbtrain")
 EXIT_PREEMPTED = 124  # as `timeout` does: stopped early, resumable
-resolvers.register()
-distributed.install()
 # Lightning 2.6 trips over its own pytree deprecation on every run; nothing for users to act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
@@ -61,6 +59,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=loggers or False,
         callbacks=callbacks,
+        plugins=distributed.cluster_plugins(),
         default_root_dir=run_dir,
     )
 
@@ -136,6 +135,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="pkg://lbtrain.conf", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    # Here, not at import: launchers (joblib, submitit) run this function in worker
+    # processes that never import this module as a script.
+    distributed.install()
     try:
         validate(cfg)
         with distributed.job_scope():
