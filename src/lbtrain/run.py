@@ -64,8 +64,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     )
 
 
-def build(cfg: DictConfig, run_dir: Path) -> tuple[L.Trainer, Classifier, L.LightningDataModule]:
+def build(
+    cfg: DictConfig, run_dir: str | Path
+) -> tuple[L.Trainer, Classifier, L.LightningDataModule]:
     """Trainer, module and data of one run, from its validated config."""
+    run_dir = Path(run_dir)
     trainer = build_trainer(cfg, run_dir)
     plan = make_plan(cfg, trainer.world_size)
     check_ghost_batch_size(cfg.ghost_batch_size, plan.micro_batch)
