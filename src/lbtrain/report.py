@@ -121,73 +121,59 @@ def table(runs: list[Run]) -> pd.DataFrame:
                 "val acc % (best)": _mean_std([best_val_acc(r) for r in group], 100),
                 "gap to SB (points)": f"{pd.Series(acc).mean() * 100 - ref_acc:+.2f}",
                 "optimizer steps": int(pd.Series([r.summary["global_step"] for r in group]).mean()),
-                "weight distance": _mean_std(
-                    [r.summary.get("weight_distance", math.nan) for r in group]
-                ),
-                "diffusion slope": _mean_std(
-                    [r.summary.get("diffusion_slope", math.nan) for r in group]
-                ),
+                "weight distance": _mean_std([r.summary.get("weight_distance") for r in group]),
+                "diffusion slope": _mean_std([r.summary.get("diffusion_slope") for r in group]),
             }
         )
     return pd.DataFrame(rows)
 
 
-def plot_weight_distance(runs: list[Run], out: Path) -> Path:
+def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]) -> Path:
+    """One line per run of `curve(metrics rows with column) -> (x, y)`, one colour and one
+    legend entry per recipe / configuration, log-x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colours = {}
+    colours: dict[str, str] = {}
     for run in sorted(runs, key=lambda r: r.order):
-        if "weight_distance" not in run.metrics:
+        if column not in run.metrics:
             continue
-        curve = run.metrics.dropna(subset=["weight_distance"])
+        x, y = curve(run.metrics.dropna(subset=[column]))
         label = run.label if run.label not in colours else None
-        line = ax.plot(curve["step"], curve["weight_distance"], lw=1.2, label=label,
-                       color=colours.get(run.label), alpha=0.85)  # fmt: skip
-        colours.setdefault(run.label, line[0].get_color())
+        (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(run.label))
+        colours.setdefault(run.label, line.get_color())
     ax.set_xscale("log")
-    ax.set_xlabel("optimizer step t (log scale)")
-    ax.set_ylabel(r"$\|w_t - w_0\|_2$ (all trainable parameters)")
-    ax.set_title("Distance of the weights from initialization (Hoffer et al., Fig. 2)")
+    ax.set(xlabel=labels["x"], ylabel=labels["y"], title=labels["title"])
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="run", fontsize=8)
     fig.tight_layout()
-    path = out / "weight_distance.png"
+    path = out / labels["file"]
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_weight_distance(runs: list[Run], out: Path) -> Path:
+    labels = {
+        "x": "optimizer step t (log scale)",
+        "y": r"$\|w_t - w_0\|_2$ (all trainable parameters)",
+        "title": "Distance of the weights from initialization (Hoffer et al., Fig. 2)",
+        "file": "weight_distance.png",
+    }
+    return _plot(runs, out, "weight_distance", lambda m: (m["step"], m["weight_distance"]), labels)
 
 
 def plot_val_error(runs: list[Run], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colours = {}
-    for run in sorted(runs, key=lambda r: r.order):
-        if "val/acc" not in run.metrics:
-            continue
-        val = run.metrics.dropna(subset=["val/acc"])
-        label = run.label if run.label not in colours else None
-        line = ax.plot(val["epoch"] + 1, 100 * (1 - val["val/acc"]), lw=1.2, label=label,
-                       color=colours.get(run.label), alpha=0.85)  # fmt: skip
-        colours.setdefault(run.label, line[0].get_color())
-    ax.set_xscale("log")
-    ax.set_xlabel("epoch (log scale)")
-    ax.set_ylabel("validation error (%)")
-    ax.set_title("Validation error during training (Hoffer et al., Figs. 1 and 3)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="run", fontsize=8)
-    fig.tight_layout()
-    path = out / "val_error.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    labels = {
+        "x": "epoch (log scale)",
+        "y": "validation error (%)",
+        "title": "Validation error during training (Hoffer et al., Figs. 1 and 3)",
+        "file": "val_error.png",
+    }
+    return _plot(runs, out, "val/acc", lambda m: (m["epoch"] + 1, 100 * (1 - m["val/acc"])), labels)
 
 
 def write_report(paths: list[Path], out: Path) -> pd.DataFrame:
