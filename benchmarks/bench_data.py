@@ -18,20 +18,8 @@ use one thread each.
     python benchmarks/bench_data.py            # about 1 min on 2 CPU cores
     python benchmarks/bench_data.py --quick    # one short round, a smoke test
 
-One run on this project's 2-core x86_64 VM (torch 2.14.1), while other jobs kept both
-cores busy (load average 2.9-3.5), so absolute numbers are noisy:
-
-| path | images/s (median) | range | in-memory (1 thread) speed-up |
-|---|---|---|---|
-| torchvision DataLoader, 0 workers | 14,838 | 13,857-14,926 | 8.9x |
-| torchvision DataLoader, 2 workers | 11,225 | 10,726-13,542 | 11.7x |
-| InMemoryLoader + random_crop_flip + normalize, 1 thread | 131,327 | 122,198-173,097 | 1.0x |
-| InMemoryLoader + random_crop_flip + normalize, 2 threads | 1,819 | 1,789-3,205 | 72.2x |
-
-The 2-thread row is not the cost of the batch ops but of oversubscription: with both
-cores taken by other processes, OpenMP's two threads wait on each other at every op
-(a 128-image index op went from 0.4 ms at 1 thread to 16 ms at 2). On an accelerator
-these ops run on the device and the CPU only launches them.
+Results are in the README (Benchmarks). On a loaded machine the 2-thread rows collapse:
+OpenMP's two threads wait on each other at every op when another process holds a core.
 """
 
 import argparse

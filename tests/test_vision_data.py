@@ -109,10 +109,11 @@ def test_augmentation_is_seeded_by_epoch_and_rank():
 
     epoch = [0]  # one transform across epochs, as a loader keeps it
     t = BatchTransform((0.5,) * 3, (0.25,) * 3, augment=True, seed=3, epoch=lambda: epoch[0])
-    first, second = t(x), t(x)
+    first, second = t(x, 0), t(x, 1)
     assert torch.equal(first, batch(0, 0)) and not torch.equal(first, second)
+    assert torch.equal(t(x, 1), second)  # batch 1 redrawn alone (a mid-epoch resume)
     epoch[0] = 1
-    assert torch.equal(t(x), batch(1, 0))  # reseeded when the epoch changed
+    assert torch.equal(t(x, 0), batch(1, 0))  # every epoch draws anew
 
 
 # --- on-disk formats -----------------------------------------------------------------------

@@ -51,20 +51,20 @@ def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | 
     return x.float().div(255).sub_(mean_t).div_(std_t)  # div() makes a copy: x is never changed
 
 
-def augment_seed(seed: int, epoch: int, rank: int) -> int:
-    """A generator seed per (seed, epoch, rank), mixed by numpy's SeedSequence so that
-    neighbouring triples give unrelated streams."""
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+def augment_seed(seed: int, epoch: int, rank: int, batch: int = 0) -> int:
+    """A generator seed per (seed, epoch, rank, batch), mixed by numpy's SeedSequence so
+    that neighbouring tuples give unrelated streams."""
+    return int(np.random.SeedSequence([seed, epoch, rank, batch]).generate_state(1)[0])
 
 
 class BatchTransform:
     """Optional random_crop_flip, then normalize: what InMemoryLoader applies to each batch.
 
-    Augmentation draws from its own generator on `device`, reseeded from
-    `augment_seed(seed, epoch(), rank)` when the epoch changes. Seeding by rank matters
-    under DDP: every rank starts from the same global seed, so drawing from the global RNG
-    would give sample i of every rank's batch the same crop and flip. Seeding by epoch makes
-    a run resumed at an epoch boundary see the same augmentations as one that never
+    Augmentation draws from its own generator on `device`, seeded for each batch from
+    `augment_seed(seed, epoch(), rank, batch)`. Seeding by rank matters under DDP: every
+    rank starts from the same global seed, so drawing from the global RNG would give sample
+    i of every rank's batch the same crop and flip. Seeding by epoch and batch index makes a
+    run resumed anywhere, mid-epoch included, see the same augmentations as one that never
     stopped, as InMemoryLoader does for the order.
     """
 
@@ -85,13 +85,10 @@ class BatchTransform:
         self.augment, self.padding = augment, padding
         self.seed, self.epoch, self.rank = seed, epoch, rank
         self.generator = torch.Generator(device=device) if augment else None
-        self._seeded_epoch: int | None = None
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, batch: int = 0) -> Tensor:
+        """Transform the epoch's batch number `batch`."""
         if self.generator is not None:
-            epoch = self.epoch()
-            if epoch != self._seeded_epoch:
-                self.generator.manual_seed(augment_seed(self.seed, epoch, self.rank))
-                self._seeded_epoch = epoch
+            self.generator.manual_seed(augment_seed(self.seed, self.epoch(), self.rank, batch))
             x = random_crop_flip(x, self.padding, self.generator)
         return normalize(x, self.mean, self.std)

@@ -29,7 +29,7 @@ class InMemoryLoader:
         epoch: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
-        transform: Callable[[Tensor], Tensor] | None = None,
+        transform: Callable[[Tensor, int], Tensor] | None = None,
         skip: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
@@ -56,9 +56,10 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         batches = self._indices().split(self.batch_size)
-        for idx in batches[self.skip() :]:
-            x = self.x[idx]
-            yield (self.transform(x) if self.transform else x), self.y[idx]
+        start = self.skip()
+        for i, idx in enumerate(batches[start:], start=start):
+            x = self.x[idx]  # the transform gets the batch's number within the epoch
+            yield (self.transform(x, i) if self.transform else x), self.y[idx]
 
 
 def placement(trainer) -> dict:
