@@ -28,7 +28,8 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.model = model
         self.plan = plan
-        self.save_hyperparameters(ignore=["model", "plan"])
+        # logger=False: the loggers get the whole resolved config (run.py), not this subset
+        self.save_hyperparameters(ignore=["model", "plan"], logger=False)
         # validate_args=False: the argument checks read tensor values on the host every step
         acc = dict(num_classes=num_classes, average="micro", validate_args=False)
         self.train_acc, self.val_acc = MulticlassAccuracy(**acc), MulticlassAccuracy(**acc)
