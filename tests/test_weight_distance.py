@@ -49,10 +49,17 @@ def logged(run_dir) -> pd.Series:
     return df.dropna(subset=["weight_distance"]).set_index("step")["weight_distance"]
 
 
-def test_weight_distance_equals_an_independent_computation_at_every_step(tmp_path, data_dir):
+@pytest.mark.parametrize(
+    "variant",
+    [(), ("ghost_batch_size=8",), ("trainer.precision=bf16-mixed", "ghost_batch_size=8")],
+    ids=["plain", "gbn", "bf16-autocast+gbn"],
+)
+def test_weight_distance_equals_an_independent_computation_at_every_step(
+    tmp_path, data_dir, variant
+):
     record = RecordWeights()
     overrides = ("trainer.max_epochs=2", "callbacks.weight_distance.flush_every_n_steps=3")
-    fit(tmp_path, data_dir, *overrides, extra_callbacks=[record])
+    fit(tmp_path, data_dir, *overrides, *variant, extra_callbacks=[record])
     series = logged(tmp_path)
     assert list(series.index) == list(range(1, 11))  # every optimizer step t = 1..10, once
     w0 = record.snapshots[0]
