@@ -62,6 +62,8 @@ def plain_loop(cfg, run_dir: str) -> float:
 def lightning_loop(cfg, run_dir: str) -> float:
     trainer, module, dm = build(cfg, run_dir)
     dm.prepare_data()  # the data set is generated once, outside the timings
+    for logger in trainer.loggers:
+        logger.experiment  # noqa: B018  W&B starts its run here, before fit(), as run.py does
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     return time.perf_counter() - start
