@@ -44,6 +44,6 @@ table1: $(STAMP) ## reproduce Table 1's pattern on MNIST-1D (15 runs, ~5 min on 
 bench: $(STAMP) ## run the benchmarks (speed ratios against baselines in the same run)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-clean: ## remove the venv, caches and run outputs (logs/, multirun/)
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache logs outputs multirun
+clean: ## remove the venv and caches (never logs/: runs' results stay)
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -60,6 +60,17 @@ def test_resume_continues_from_checkpoint(cli, tmp_path):
     assert torch.load(ckpt, weights_only=False)["global_step"] == 12  # earlier run untouched
 
 
+def test_a_finished_run_dir_is_never_overwritten(cli, tmp_path):
+    first = cli(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {p: p.read_bytes() for p in (tmp_path / "logs" / "mine").rglob("*") if p.is_file()}
+    again = cli(*TINY, "logger=csv", "hydra.run.dir=logs/mine", "seed=1")
+    assert again.returncode == 2
+    assert "error: hydra.run.dir=logs/mine already holds a run (summary.json)" in again.stderr
+    after = {p: p.read_bytes() for p in (tmp_path / "logs" / "mine").rglob("*") if p.is_file()}
+    assert after == before  # refused before Hydra wrote anything
+
+
 def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli, tmp_path):
     result = cli("-m", "batch_size=32,64", *TINY, "logger=csv")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -70,6 +81,11 @@ def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli, tmp_path):
         assert f"batch_size: {batch}" in (job / "config.yaml").read_text()
         assert json.loads((job / "summary.json").read_text())["global_step"] == 12
         assert metrics_rows(job)
+    again = cli("-m", "batch_size=32,64", *TINY, "logger=csv", f"hydra.sweep.dir={sweep_dir}")
+    assert again.returncode == 2
+    assert (
+        f"hydra.sweep.dir={sweep_dir} already holds finished jobs (0/summary.json)" in again.stderr
+    )
 
 
 def test_two_runs_in_the_same_second_never_share_a_directory(cli, tmp_path):

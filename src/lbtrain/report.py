@@ -141,7 +141,9 @@ def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]
     for run in sorted(runs, key=lambda r: r.order):
         if column not in run.metrics:
             continue
-        x, y = curve(run.metrics.dropna(subset=[column]))
+        # a run resumed from an older checkpoint logs some steps twice: the last one counts
+        rows = run.metrics.dropna(subset=[column]).drop_duplicates("step", keep="last")
+        x, y = curve(rows)
         label = run.label if run.label not in colours else None
         (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(run.label))
         colours.setdefault(run.label, line.get_color())

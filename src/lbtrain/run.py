@@ -91,8 +91,23 @@ def build(
     return trainer, module, datamodule
 
 
+def check_run_dir(run_dir: Path, ckpt_path: str | None, requeue: Path) -> None:
+    """Never overwrite an earlier run: a run dir that already holds one is only reused to
+    resume it (explicitly with ckpt_path=, or automatically after preemption)."""
+    used = [f for f in ("summary.json", "csv/metrics.csv", "checkpoints/last.ckpt")
+            if (run_dir / f).exists()]  # fmt: skip
+    if used and ckpt_path is None and not requeue.exists():
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} already holds a run ({used[0]}); pick a new dir, or resume "
+            f"it with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
+    if rank_zero_only.rank == 0:
+        check_run_dir(run_dir, cfg.ckpt_path, requeue)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     text = OmegaConf.to_yaml(resolved)
     config_hash = hashlib.sha1(text.encode()).hexdigest()[:12]
@@ -109,7 +124,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 "W&B run %s (%s): name %s, group %s, tags %s",
                 run.id, run.settings.mode, run.name, run.group, list(run.tags),
             )  # fmt: skip
-    requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
     ckpt_path = cfg.ckpt_path
     if ckpt_path is None and requeue.exists():  # this job was preempted: carry on
         ckpt_path = str(requeue)
@@ -156,9 +170,27 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(EXIT_PREEMPTED)
 
 
+def check_explicit_dirs(overrides: list[str], multirun: bool) -> None:
+    """Before Hydra writes <dir>/.hydra: an explicit hydra.run.dir / hydra.sweep.dir must
+    not hold earlier results (unless this run resumes it)."""
+    given = dict(o.split("=", 1) for o in overrides if "=" in o)
+    if not multirun and "hydra.run.dir" in given:
+        run_dir = Path(given["hydra.run.dir"].strip("'\""))
+        check_run_dir(run_dir, given.get("ckpt_path"), run_dir / "checkpoints" / REQUEUE_CHECKPOINT)
+    if multirun and "hydra.sweep.dir" in given:
+        sweep = Path(given["hydra.sweep.dir"].strip("'\""))
+        if done := sorted(sweep.glob("*/summary.json")):
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep} already holds finished jobs ({done[0].parent.name}/"
+                "summary.json); pick a new sweep dir"
+            )
+
+
 def main() -> None:
+    args = sys.argv[1:]
     try:
-        check_group_choices([a for a in sys.argv[1:] if not a.startswith("-")])
+        check_group_choices([a for a in args if not a.startswith("-")])
+        check_explicit_dirs(args, multirun="-m" in args or "--multirun" in args)
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
         sys.exit(2)
