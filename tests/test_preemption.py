@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 
@@ -60,3 +61,9 @@ def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_o
         for d in ("job", "uninterrupted")
     )
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    curves = [
+        pd.read_csv(tmp_path / d / "csv" / "metrics.csv").dropna(subset=["weight_distance"])
+        for d in ("job", "uninterrupted")
+    ]  # the resumed job appended to its log: one value per step, the same curve
+    assert list(curves[0]["step"]) == list(range(1, 30 * 125 + 1))
+    assert list(curves[0]["weight_distance"]) == list(curves[1]["weight_distance"])
