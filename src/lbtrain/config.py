@@ -1,9 +1,9 @@
 """The one place that validates a run's configuration, before anything is built.
 
-Two checks, both ending in one line that names the key, the bad value and what is allowed:
-`check_group_choices` reads the command line before Hydra composes (Hydra's own message
-for an unknown option spans several lines), and `validate` checks the composed config
-against typed schemas and value ranges.
+Every check ends in one line that names the key, the bad value and what is allowed. Before
+Hydra starts (its own messages span several lines): `check_group_choices` (unknown
+options, sweep values included) and `check_keys` (misspelt keys). Inside each job:
+`validate` checks the composed config against typed schemas and value ranges.
 """
 
 from dataclasses import dataclass, field
@@ -49,6 +49,44 @@ def check_group_choices(overrides: list[str]) -> None:
                 raise ConfigError(
                     f"{group}={value}: no such {group} config; choose one of: {', '.join(options)}"
                 )
+
+
+def check_keys(overrides: list[str]) -> None:
+    """Compose the sweep's first point as Hydra will, before Hydra starts, so that a
+    misspelt key (`batchsize=5`) fails in one line instead of Hydra's several."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # malformed: Hydra reports it in its own words
+        return
+    first = []
+    for override in parsed:
+        if override.key_or_group.startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            try:
+                value = next(iter(override.sweep_string_iterator()))
+            except Exception:  # e.g. an Optuna interval: no first point to check
+                continue
+            first.append(f"{override.get_key_element()}={value}")
+        else:
+            first.append(override.input_line)
+    try:
+        with initialize_config_module("lbtrain.conf", version_base="1.3"):
+            compose("train", overrides=first)
+    except ConfigCompositionException as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        if lines[0].startswith("Could not override '"):
+            key = lines[0].split("'")[1]
+            given = next((o for o in first if o.split("=", 1)[0] == key), key)
+            raise ConfigError(
+                f"{given}: no such key in the config (check the spelling; a new key needs a "
+                f"leading +, as in +{given})"
+            ) from None
+        raise ConfigError(" ".join(lines)) from None
 
 
 @dataclass
