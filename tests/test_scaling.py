@@ -14,7 +14,7 @@ def plan(**overrides) -> BatchPlan:
     kw = dict(
         batch_size=4096, world_size=2, accumulate=1, ghost_batch_size=128, base_batch_size=128,
         base_lr=0.1, lr_scaling="sqrt", base_epochs=10, base_milestones=(5.0, 8.0),
-        base_warmup_epochs=0.0, stretch=1.0,
+        base_warmup=0.0, stretch=1.0,
     )  # fmt: skip
     return BatchPlan(**{**kw, **overrides})
 
@@ -30,9 +30,9 @@ def test_adapted_regime_stretches_by_the_batch_ratio_times_the_multiplier():
     assert regime_factor("fixed", 2.0, 4096, 128) == 2.0
     assert regime_factor("adapted", 1.0, 4096, 128) == 32.0
     assert regime_factor("adapted", 0.5, 4096, 128) == 16.0
-    p = plan(stretch=2.5, base_epochs=3, base_warmup_epochs=1.0)
+    p = plan(stretch=2.5, base_epochs=3, base_warmup=1.0)
     assert p.epochs == 8  # 7.5 rounds up: never less training than asked
-    assert p.milestones == (12.5, 20.0) and p.warmup_epochs == 2.5
+    assert p.milestones == (12.5, 20.0) and p.warmup == 2.5
 
 
 def test_the_log_line_states_the_arithmetic():
@@ -40,7 +40,7 @@ def test_the_log_line_states_the_arithmetic():
         "batch 4096 = 2 devices x 2048; ghost 128 (16 ghosts per forward); "
         "lr 0.1 x sqrt(4096/128) = 0.5657; regime x1: 10 epochs, lr decays at epochs [5.0, 8.0]"
     )
-    line = plan(accumulate=4, lr_scaling="linear", base_warmup_epochs=5, stretch=32).describe()
+    line = plan(accumulate=4, lr_scaling="linear", base_warmup=5, stretch=32).describe()
     assert "batch 4096 = 2 devices x 2048 (4 micro-batches of 512)" in line
     assert "ghost 128 (4 ghosts per forward)" in line
     assert "lr 0.1 x 4096/128 = 3.2" in line and "warmup 160 epochs from lr 0.1" in line
@@ -60,7 +60,7 @@ def lrs_over_run(p: BatchPlan, steps_per_epoch: int, gamma: float = 0.1) -> list
 
 @pytest.mark.parametrize("stretch", [1.0, 32.0, 2.5])
 def test_lr_at_every_step_follows_the_stretched_schedule(stretch):
-    p, spe = plan(stretch=stretch, base_warmup_epochs=1.0), 7
+    p, spe = plan(stretch=stretch, base_warmup=1.0), 7
     warmup = round(1.0 * stretch * spe)
     decays = [round(5.0 * stretch * spe), round(8.0 * stretch * spe)]
     for step, lr in enumerate(lrs_over_run(p, spe)):
@@ -89,7 +89,8 @@ def cfg(**kw):
     base = dict(
         batch_size=4096, ghost_batch_size=None, lr_scaling="none", regime="fixed",
         regime_multiplier=1.0, trainer={"max_epochs": 10, "accumulate_grad_batches": 1},
-        optim={"base_batch_size": 128, "lr": 0.1, "milestones": [5], "warmup_epochs": 0},
+        optim={"base_batch_size": 128, "lr": 0.1, "milestones": [5], "warmup": 0,
+               "schedule_unit": "epoch"},
     )  # fmt: skip
     return OmegaConf.create({**base, **kw})
 
@@ -107,3 +108,37 @@ def test_per_milestone_factors_give_alexnets_schedule():
     p = plan(base_lr=0.01, lr_scaling="none", base_milestones=(10, 15, 20, 25), base_epochs=30)
     lrs = lrs_over_run(p, steps_per_epoch=1, gamma=[0.5, 0.2, 0.5, 0.2])
     assert [lrs[e] for e in (0, 10, 15, 20, 25)] == pytest.approx([1e-2, 5e-3, 1e-3, 5e-4, 1e-4])
+
+
+def test_step_based_regimes_stretch_steps_milestones_and_warmup():
+    p = plan(base_epochs=-1, base_max_steps=1000, unit="step", base_milestones=(500.0,),
+             base_warmup=100.0, stretch=4.0)  # fmt: skip
+    assert (p.epochs, p.max_steps, p.milestones, p.warmup) == (-1, 4000, (2000.0,), 400.0)
+    assert "regime x4: 4000 steps, lr decays at steps [2000.0]" in p.describe()
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
+    scheduler = make_scheduler(optimizer, p, steps_per_epoch=7, gamma=0.1)  # epochs: irrelevant
+    lrs = []
+    for _ in range(p.max_steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[400] == pytest.approx(p.lr) and lrs[399] < p.lr  # warmup ends at step 400
+    assert lrs[1999] == pytest.approx(p.lr) and lrs[2000] == pytest.approx(p.lr * 0.1)
+
+
+def test_adapted_step_budget_trains_the_stretched_number_of_steps(tmp_path, data_dir):
+    from lbtrain.config import compose_config, validate
+    from lbtrain.run import build
+
+    cfg = compose_config(
+        ["trainer.max_epochs=-1", "trainer.max_steps=20", "optim.schedule_unit=step",
+         "optim.milestones=[10]", "batch_size=64", "regime=adapted", "logger=csv",
+         "callbacks=none", f"paths.data_dir={data_dir}", "trainer.log_every_n_steps=1",
+         "trainer.limit_val_batches=0"],
+        str(tmp_path),
+    )  # fmt: skip
+    validate(cfg)
+    trainer, module, dm = build(cfg, tmp_path)
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 40  # 20 base steps x (64 / 32)
+    assert module.lr_schedulers().get_last_lr()[0] == pytest.approx(0.05 * 0.1)  # decayed at 20

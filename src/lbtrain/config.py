@@ -100,7 +100,8 @@ class OptimSchema:
     nesterov: bool = False
     milestones: list[float] = field(default_factory=list)  # epochs of the base regime
     gamma: Any = 0.1  # x gamma at each milestone, or a list: one multiplier per milestone
-    warmup_epochs: float = 0.0
+    warmup: float = 0.0  # linear warmup length, in schedule_unit
+    schedule_unit: str = "epoch"  # epoch | step: the unit of milestones and warmup
 
 
 @dataclass
@@ -169,16 +170,22 @@ def validate(cfg: DictConfig) -> None:
         o.gamma,
         "must be a factor in (0, 1], or one such factor per milestone",
     )
-    _check(o.warmup_epochs >= 0, "optim.warmup_epochs", o.warmup_epochs, "must be >= 0")
+    _check(o.warmup >= 0, "optim.warmup", o.warmup, "must be >= 0")
+    units = ("epoch", "step")
+    _check(o.schedule_unit in units, "optim.schedule_unit", o.schedule_unit, "use epoch, step")
     _check(
         all(m > 0 for m in o.milestones) and list(o.milestones) == sorted(o.milestones),
         "optim.milestones",
         list(o.milestones),
         "must be increasing positive epochs",
     )
-    epochs = cfg.trainer.get("max_epochs")
+    epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps") or -1
+    step_based = o.schedule_unit == "step" and steps > 0
     _check(
-        isinstance(epochs, int) and epochs > 0, "trainer.max_epochs", epochs, "must be an int > 0"
+        isinstance(epochs, int) and (epochs > 0 or (epochs == -1 and step_based)),
+        "trainer.max_epochs",
+        epochs,
+        "must be an int > 0 (or -1 with trainer.max_steps > 0 and optim.schedule_unit=step)",
     )
     models = ", ".join(list_models())
     _check(cfg.model.name in list_models(), "model.name", cfg.model.name, f"use one of {models}")

@@ -4,6 +4,8 @@ It wires the paper's pieces (the model, already Ghost-BN-converted; the `BatchPl
 the scaled LR and stretched regime); it does not re-implement them.
 """
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -76,8 +78,14 @@ class Classifier(L.LightningModule):
             weight_decay=hp.weight_decay,
             nesterov=hp.nesterov,
         )
-        # optimizer steps per epoch, after limit_train_batches and gradient accumulation
-        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // self.trainer.max_epochs)
+        # optimizer steps per epoch, after limit_train_batches and gradient accumulation (the
+        # estimate loads the train dataloader, which sets num_training_batches); a schedule
+        # in steps does not need it
+        steps_per_epoch = 1
+        if self.plan.unit == "epoch":
+            self.trainer.estimated_stepping_batches  # noqa: B018
+            batches = self.trainer.num_training_batches
+            steps_per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
         self.steps_per_epoch = steps_per_epoch
         scheduler = make_scheduler(optimizer, self.plan, steps_per_epoch, hp.gamma)
         return {

@@ -73,6 +73,7 @@ def build(
     plan = make_plan(cfg, trainer.world_size)
     check_ghost_batch_size(cfg.ghost_batch_size, plan.micro_batch)
     trainer.fit_loop.max_epochs = plan.epochs  # the stretched regime
+    trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
     log.info(plan.describe())
 
     L.seed_everything(cfg.seed, workers=True)

@@ -40,10 +40,12 @@ class BatchPlan:
     base_batch_size: int
     base_lr: float
     lr_scaling: str
-    base_epochs: int
-    base_milestones: tuple[float, ...]
-    base_warmup_epochs: float
+    base_epochs: int  # trainer.max_epochs; -1: the budget is base_max_steps
+    base_milestones: tuple[float, ...]  # in `unit`s of the base regime
+    base_warmup: float  # in `unit`s of the base regime
     stretch: float
+    base_max_steps: int = -1  # trainer.max_steps; -1: the budget is base_epochs
+    unit: str = "epoch"  # of milestones and warmup: "epoch" or "step"
 
     @property
     def per_device_batch(self) -> int:
@@ -61,7 +63,13 @@ class BatchPlan:
     @property
     def epochs(self) -> int:
         # Fractional stretched budgets round up: a run never trains less than asked.
-        return math.ceil(self.base_epochs * self.stretch - 1e-9)
+        return math.ceil(self.base_epochs * self.stretch - 1e-9) if self.base_epochs > 0 else -1
+
+    @property
+    def max_steps(self) -> int:
+        return (
+            math.ceil(self.base_max_steps * self.stretch - 1e-9) if self.base_max_steps > 0 else -1
+        )
 
     @property
     def milestones(self) -> tuple[float, ...]:
@@ -69,8 +77,12 @@ class BatchPlan:
         return tuple(m * self.stretch for m in self.base_milestones)
 
     @property
-    def warmup_epochs(self) -> float:
-        return self.base_warmup_epochs * self.stretch
+    def warmup(self) -> float:
+        return self.base_warmup * self.stretch
+
+    def to_steps(self, amount: float, steps_per_epoch: int) -> int:
+        """An amount of `unit`s (a milestone, the warmup) in optimizer steps."""
+        return round(amount * (steps_per_epoch if self.unit == "epoch" else 1))
 
     def describe(self) -> str:
         devices = f"{self.world_size} device{'s' if self.world_size > 1 else ''}"
@@ -83,11 +95,13 @@ class BatchPlan:
         ratio = f"{self.batch_size}/{self.base_batch_size}"
         rule = {"none": "", "linear": f" x {ratio}", "sqrt": f" x sqrt({ratio})"}
         parts.append(f"lr {self.base_lr:g}{rule[self.lr_scaling]} = {self.lr:.4g}")
-        if self.warmup_epochs:
-            parts.append(f"warmup {self.warmup_epochs:g} epochs from lr {self.base_lr:g}")
+        if self.warmup:
+            parts.append(f"warmup {self.warmup:g} {self.unit}s from lr {self.base_lr:g}")
+        budget = [f"{self.epochs} epochs"] if self.epochs > 0 else []
+        budget += [f"{self.max_steps} steps"] if self.max_steps > 0 else []
         parts.append(
-            f"regime x{self.stretch:g}: {self.epochs} epochs, "
-            f"lr decays at epochs {[round(m, 2) for m in self.milestones]}"
+            f"regime x{self.stretch:g}: {' or '.join(budget)}, "
+            f"lr decays at {self.unit}s {[round(m, 2) for m in self.milestones]}"
         )
         return "; ".join(parts)
 
@@ -116,8 +130,10 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         base_lr=optim.lr,
         lr_scaling=cfg.lr_scaling,
         base_epochs=cfg.trainer.max_epochs,
+        base_max_steps=cfg.trainer.get("max_steps") or -1,
+        unit=optim.schedule_unit,
         base_milestones=tuple(optim.milestones),
-        base_warmup_epochs=optim.warmup_epochs,
+        base_warmup=optim.warmup,
         stretch=regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size),
     )
 
@@ -131,15 +147,16 @@ def decay_factors(gamma: float | list[float], n_milestones: int) -> list[float]:
 
 def make_scheduler(optimizer, plan: BatchPlan, steps_per_epoch: int, gamma):
     """Per-step LR schedule: optional linear warmup from base_lr to the scaled lr (Goyal et
-    al.), times a step decay at each (stretched) milestone. Milestones in epochs become
-    optimizer steps here, rounded to the nearest step, so fractional epochs are honoured."""
+    al.), times a step decay at each (stretched) milestone. Milestones and warmup in epochs
+    become optimizer steps here, rounded to the nearest step, so fractional epochs are
+    honoured; in steps they are used as they are (rounded)."""
     from bisect import bisect_right
 
     from torch.optim.lr_scheduler import LambdaLR
 
-    milestones = [round(m * steps_per_epoch) for m in plan.milestones]
+    milestones = [plan.to_steps(m, steps_per_epoch) for m in plan.milestones]
     factors = decay_factors(gamma, len(milestones))
-    warmup_steps = round(plan.warmup_epochs * steps_per_epoch)
+    warmup_steps = plan.to_steps(plan.warmup, steps_per_epoch)
     start = plan.base_lr / plan.lr if plan.lr > 0 else 1.0
 
     def factor(step: int) -> float:

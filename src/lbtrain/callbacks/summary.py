@@ -36,7 +36,9 @@ def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]
     if distance and distance.history:
         steps, values = zip(*distance.history, strict=True)
         summary["weight_distance"] = values[-1]
-        milestones = module.plan.milestones
-        first_decay = round(milestones[0] * module.steps_per_epoch) if milestones else None
+        plan = module.plan
+        first_decay = (
+            plan.to_steps(plan.milestones[0], module.steps_per_epoch) if plan.milestones else None
+        )
         summary.update(fit_diffusion(steps, values, until_step=first_decay))
     return summary
