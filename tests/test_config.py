@@ -37,3 +37,15 @@ def test_wandb_goes_online_only_when_configured(monkeypatch, tmp_path):
     assert resolvers.wandb_mode() == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolvers.wandb_mode() == "disabled"
+
+
+def test_slurm_launcher_maps_devices_and_nodes_to_tasks_gpus_and_nodes():
+    from hydra import compose, initialize_config_module
+
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"]
+    with initialize_config_module("lbtrain.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (8, 8, 2)
+    assert launcher.additional_parameters.signal == "USR1@120"  # checkpoint before the limit
