@@ -48,4 +48,4 @@ def test_slurm_launcher_maps_devices_and_nodes_to_tasks_gpus_and_nodes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (8, 8, 2)
-    assert launcher.additional_parameters.signal == "USR1@120"  # checkpoint before the limit
+    assert launcher.signal_delay_s == 120  # SIGUSR1 (see lbtrain/__init__.py) before the limit

@@ -67,3 +67,37 @@ def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_o
     ]  # the resumed job appended to its log: one value per step, the same curve
     assert list(curves[0]["step"]) == list(range(1, 30 * 125 + 1))
     assert list(curves[0]["weight_distance"]) == list(curves[1]["weight_distance"])
+
+
+def test_the_signal_reaches_the_launchers_handler_after_the_checkpoint(tmp_path, data_dir):
+    """Under submitit the launcher's own handler requeues the job: it must still get the
+    signal, after the checkpoint is on disk."""
+    import lightning as L
+
+    from lbtrain.callbacks.preemption import Preempted
+    from lbtrain.config import compose_config
+    from lbtrain.run import build
+
+    seen = []
+
+    def launcher_handler(signum, frame):  # stands in for submitit's checkpoint-and-requeue
+        seen.append((signum, (tmp_path / "checkpoints" / "requeue.ckpt").exists()))
+
+    class SignalAtStep(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 5:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, launcher_handler)
+    try:
+        cfg = compose_config(["logger=csv", f"paths.data_dir={data_dir}"], str(tmp_path))
+        trainer, module, dm = build(cfg, tmp_path)
+        trainer.callbacks.append(SignalAtStep())
+        with pytest.raises(Preempted):
+            trainer.fit(module, datamodule=dm)
+        assert signal.getsignal(signal.SIGUSR1) is launcher_handler  # lbtrain's handler removed
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert seen == [(signal.SIGUSR1, True)]
+    ckpt = torch.load(tmp_path / "checkpoints" / "requeue.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 5

@@ -1,11 +1,14 @@
 """Preemption: on SIGUSR1 or SIGTERM, checkpoint to a fixed path, stop, and requeue.
 
-lbtrain owns this (not submitit, not Lightning's SLURM-only auto-requeue), so it works the
-same under SLURM, submitit and a plain shell. SLURM sends the signal ahead of a time limit
-or a preemption (`#SBATCH --signal=USR1@120`; submitit: `signal_delay_s`). At the next step
-boundary the job saves `<job dir>/checkpoints/requeue.ckpt`, stops without writing a
-summary, and under SLURM asks `scontrol requeue` for itself. When the job starts again in
-the same directory, `lbtrain.run` resumes from that checkpoint, with the same W&B run id.
+lbtrain owns the checkpoint (not Lightning's SLURM-only auto-requeue), so it works the same
+under SLURM, submitit and a plain shell. SLURM sends the signal ahead of a time limit or a
+preemption (`#SBATCH --signal=USR1@120`; submitit: `signal_delay_s`, with lbtrain setting
+SUBMITIT_PREEMPT_SIGNAL=USR1). At the next step boundary the job saves
+`<job dir>/checkpoints/requeue.ckpt` and stops without writing a summary. Then whoever
+handled the signal before training started requeues the job: submitit's own handler
+(which knows its requeue protocol), or else `scontrol requeue` under SLURM. When the job
+starts again in the same directory, `lbtrain.run` resumes from that checkpoint, with the
+same W&B run id.
 """
 
 import logging
@@ -50,12 +53,25 @@ class Preemption(L.Callback):
                 "signal %s: saved %s at step %d; stopping", self.received, self.path,
                 trainer.global_step,
             )  # fmt: skip
+            previous = self._previous.get(self.received)
+            self.teardown(trainer, pl_module, "fit")
+            if _hands_over(previous):  # e.g. submitit: it requeues the job its own way
+                previous(self.received, None)
             raise Preempted(str(self.path))
 
     def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+def _hands_over(handler) -> bool:
+    """A handler of the launcher's (submitit's) that the signal must still reach; not the
+    defaults and not Lightning's own, which would only stop the loop again."""
+    if not callable(handler) or handler is signal.default_int_handler:
+        return False
+    owner = getattr(handler, "__module__", None) or type(handler).__module__
+    return not owner.startswith(("lightning", "pytorch_lightning"))
 
 
 def requeue_if_on_slurm() -> None:
