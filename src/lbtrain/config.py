@@ -1,9 +1,8 @@
 """The one place that validates a run's configuration, before anything is built.
 
-Every check ends in one line that names the key, the bad value and what is allowed. Before
-Hydra starts (its own messages span several lines): `check_group_choices` (unknown
-options, sweep values included) and `check_keys` (misspelt keys). Inside each job:
-`validate` checks the composed config against typed schemas and value ranges.
+Every check ends in one line that names the key, the bad value and what is allowed:
+`check_overrides` reads the command line before Hydra starts (unknown options, misspelt
+keys), and `validate` checks each job's composed config against typed schemas and ranges.
 """
 
 from dataclasses import dataclass, field
@@ -26,34 +25,10 @@ def group_options(group: str) -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def check_group_choices(overrides: list[str]) -> None:
-    """Reject `model=nope` (also inside sweeps: `model=cnn1d,nope`) before Hydra starts."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # let Hydra report malformed overrides in its own words
-        return
-    for override in parsed:
-        group = override.key_or_group.removeprefix("hydra/")
-        if override.is_delete() or group not in GROUPS or override.package:
-            continue
-        values = (
-            list(override.sweep_string_iterator())
-            if override.is_sweep_override()
-            else [override.get_value_element_as_str()]
-        )
-        options = group_options(group)
-        for value in values:
-            if value not in options and value != "null":
-                raise ConfigError(
-                    f"{group}={value}: no such {group} config; choose one of: {', '.join(options)}"
-                )
-
-
-def check_keys(overrides: list[str]) -> None:
-    """Compose the sweep's first point as Hydra will, before Hydra starts, so that a
-    misspelt key (`batchsize=5`) fails in one line instead of Hydra's several."""
+def check_overrides(overrides: list[str]) -> None:
+    """Before Hydra starts, whose own messages span several lines: reject unknown group
+    options (`model=nope`, also inside sweeps: `model=cnn1d,nope`), then compose the
+    sweep's first point as Hydra will, so that a misspelt key (`batchsize=5`) fails too."""
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException
@@ -62,16 +37,29 @@ def check_keys(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # malformed: Hydra reports it in its own words
         return
-    first = []
+    first = []  # the sweep's first point
     for override in parsed:
         if override.key_or_group.startswith("hydra"):
             continue
+        try:
+            values = (
+                list(override.sweep_string_iterator())
+                if override.is_sweep_override()
+                else [override.get_value_element_as_str()]
+            )
+        except Exception:  # e.g. an Optuna interval: no points to check
+            continue
+        group = override.key_or_group
+        if group in GROUPS and not override.is_delete() and not override.package:
+            options = group_options(group)
+            for value in values:
+                if value not in options and value != "null":
+                    raise ConfigError(
+                        f"{group}={value}: no such {group} config; choose one of: "
+                        + ", ".join(options)
+                    )
         if override.is_sweep_override():
-            try:
-                value = next(iter(override.sweep_string_iterator()))
-            except Exception:  # e.g. an Optuna interval: no first point to check
-                continue
-            first.append(f"{override.get_key_element()}={value}")
+            first.append(f"{override.get_key_element()}={values[0]}")
         else:
             first.append(override.input_line)
     try:

@@ -29,7 +29,7 @@ from lbtrain.callbacks.preemption import (
     requeue_if_on_slurm,
 )
 from lbtrain.callbacks.summary import RunSummary
-from lbtrain.config import ConfigError, check_group_choices, check_keys, validate
+from lbtrain.config import ConfigError, check_overrides, validate
 from lbtrain.data import DATAMODULES
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
@@ -191,8 +191,7 @@ def main() -> None:
     args = sys.argv[1:]
     try:
         overrides = [a for a in args if not a.startswith("-")]
-        check_group_choices(overrides)
-        check_keys(overrides)
+        check_overrides(overrides)
         check_explicit_dirs(args, multirun="-m" in args or "--multirun" in args)
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
