@@ -70,6 +70,22 @@ def test_weight_distance_equals_an_independent_computation_at_every_step(
     assert series.iloc[0] > 0
 
 
+def test_weight_distance_of_a_channels_last_convnet(tmp_path, cifar10_dir, skip_cifar_md5):
+    record = RecordWeights()
+    overrides = ("model=resnet20", "data=cifar10", f"data.data_dir={cifar10_dir}",
+                 "channels_last=true", "batch_size=8", "trainer.max_epochs=1",
+                 "callbacks.weight_distance.flush_every_n_steps=2")  # fmt: skip
+    fit(tmp_path, cifar10_dir, *overrides, extra_callbacks=[record])
+    series = logged(tmp_path)
+    assert list(series.index) == [1, 2, 3, 4, 5]
+    w0 = record.snapshots[0]
+    for step, value in series.items():
+        expected = torch.sqrt(
+            sum(((a - b) ** 2).sum() for a, b in zip(record.snapshots[step], w0, strict=True))
+        )
+        assert value == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path, data_dir):
     fit(tmp_path, data_dir, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2")
     # 5 micro-batches of 16, accumulated in pairs: optimizer steps 1, 2 and the epoch's last

@@ -30,9 +30,10 @@ class WeightDistance(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         named = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
-        # Flat views share storage with the parameters, which optimizers update in place.
-        self._views = [p.detach().view(-1) for _, p in named]
-        flat = torch.cat(self._views)
+        # Flat views share storage with the parameters, which optimizers update in place;
+        # a channels_last weight has no flat view and is flattened at each step instead.
+        self._views = [p.detach().view(-1) if p.is_contiguous() else p.detach() for _, p in named]
+        flat = self._flatten()
         if self.w0 is None:
             self.w0 = flat.clone()
         else:  # restored from a checkpoint
@@ -56,7 +57,7 @@ class WeightDistance(L.Callback):
             return  # a gradient-accumulation micro-batch: no optimizer step was taken
         self._last_step = step
         with torch.no_grad():
-            flat = torch.cat(self._views)
+            flat = self._flatten()
             if self.per_layer:
                 sq = (flat - self.w0).square()
                 sums = torch.zeros(len(self._layer_names), device=sq.device, dtype=sq.dtype)
@@ -67,6 +68,9 @@ class WeightDistance(L.Callback):
         self._pending.append((step, value))
         if len(self._pending) >= self.flush_every_n_steps:
             self.flush(trainer)
+
+    def _flatten(self) -> Tensor:
+        return torch.cat([v if v.dim() == 1 else v.reshape(-1) for v in self._views])
 
     def flush(self, trainer: L.Trainer) -> None:
         if not self._pending:
