@@ -125,3 +125,11 @@ def test_sweep_jobs_share_a_wandb_group_and_are_named_by_their_overrides(cli, tm
     assert runs[0][0] != runs[1][0]
     for job, (run_id, *_) in zip(("0", "1"), runs, strict=True):
         assert list((sweep_dir / job / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+
+
+def test_compiled_model_with_ghost_batch_norm_trains(cli, tmp_path):
+    result = cli("compile=true", "ghost_batch_size=8", "logger=csv", "trainer.max_epochs=1",
+                 "trainer.limit_train_batches=5")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["global_step"] == 5 and summary["weight_distance"] > 0
