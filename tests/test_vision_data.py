@@ -98,22 +98,18 @@ def test_augmentation_is_seeded_by_epoch_and_rank():
     x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
 
     def batch(epoch: int, rank: int) -> torch.Tensor:
-        t = BatchTransform(
-            (0.5,) * 3, (0.25,) * 3, augment=True, seed=3, epoch=lambda: epoch, rank=rank
-        )
-        return t(x)
+        t = BatchTransform((0.5,) * 3, (0.25,) * 3, augment=True, seed=3)
+        return t(x, epoch, rank)
 
     assert torch.equal(batch(0, 0), batch(0, 0))  # a resumed run redraws the same crops
     assert not torch.equal(batch(0, 0), batch(0, 1))  # DDP ranks draw their own
     assert not torch.equal(batch(0, 0), batch(1, 0))  # every epoch draws anew
 
-    epoch = [0]  # one transform across epochs, as a loader keeps it
-    t = BatchTransform((0.5,) * 3, (0.25,) * 3, augment=True, seed=3, epoch=lambda: epoch[0])
-    first, second = t(x, 0), t(x, 1)
+    t = BatchTransform((0.5,) * 3, (0.25,) * 3, augment=True, seed=3)  # one across epochs,
+    first, second = t(x, 0, 0, 0), t(x, 0, 0, 1)  # as a loader keeps it
     assert torch.equal(first, batch(0, 0)) and not torch.equal(first, second)
-    assert torch.equal(t(x, 1), second)  # batch 1 redrawn alone (a mid-epoch resume)
-    epoch[0] = 1
-    assert torch.equal(t(x, 0), batch(1, 0))  # every epoch draws anew
+    assert torch.equal(t(x, 0, 0, 1), second)  # batch 1 redrawn alone (a mid-epoch resume)
+    assert torch.equal(t(x, 1, 0, 0), batch(1, 0))  # every epoch draws anew
 
 
 # --- on-disk formats -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ lives, with each image drawing its own offsets and flip, so the statistics are t
 offsets uniform on {0, ..., 2 * padding} in each axis, flips Bernoulli(0.5).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -60,8 +60,8 @@ def augment_seed(seed: int, epoch: int, rank: int, batch: int = 0) -> int:
 class BatchTransform:
     """Optional random_crop_flip, then normalize: what InMemoryLoader applies to each batch.
 
-    Augmentation draws from its own generator on `device`, seeded for each batch from
-    `augment_seed(seed, epoch(), rank, batch)`. Seeding by rank matters under DDP: every
+    Augmentation draws from its own generator on the batch's device, seeded for each batch
+    from `augment_seed(seed, epoch, rank, batch)`. Seeding by rank matters under DDP: every
     rank starts from the same global seed, so drawing from the global RNG would give sample
     i of every rank's batch the same crop and flip. Seeding by epoch and batch index makes a
     run resumed anywhere, mid-epoch included, see the same augmentations as one that never
@@ -72,23 +72,23 @@ class BatchTransform:
         self,
         mean: Sequence[float],
         std: Sequence[float],
-        device: torch.device | str = "cpu",
         *,
         augment: bool = False,
         padding: int = 4,
         seed: int = 0,
-        epoch: Callable[[], int] = lambda: 0,
-        rank: int = 0,
     ) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device)
-        self.augment, self.padding = augment, padding
-        self.seed, self.epoch, self.rank = seed, epoch, rank
-        self.generator = torch.Generator(device=device) if augment else None
+        self.mean = torch.tensor(mean, dtype=torch.float32)
+        self.std = torch.tensor(std, dtype=torch.float32)
+        self.augment, self.padding, self.seed = augment, padding, seed
+        self.generator: torch.Generator | None = None
 
-    def __call__(self, x: Tensor, batch: int = 0) -> Tensor:
-        """Transform the epoch's batch number `batch`."""
-        if self.generator is not None:
-            self.generator.manual_seed(augment_seed(self.seed, self.epoch(), self.rank, batch))
+    def __call__(self, x: Tensor, epoch: int = 0, rank: int = 0, batch: int = 0) -> Tensor:
+        """Transform batch number `batch` of `epoch` on `rank`."""
+        if self.mean.device != x.device:  # once: the statistics follow the data
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        if self.augment:
+            if self.generator is None or self.generator.device != x.device:
+                self.generator = torch.Generator(device=x.device)
+            self.generator.manual_seed(augment_seed(self.seed, epoch, rank, batch))
             x = random_crop_flip(x, self.padding, self.generator)
         return normalize(x, self.mean, self.std)

@@ -15,7 +15,8 @@ class InMemoryLoader:
     stopped. Training drops the `n % world_size` leftover samples so all ranks take the
     same number of steps; evaluation keeps every sample (ranks may differ by one).
     `skip()` batches are left out at the start of an epoch: a run resumed mid-epoch takes
-    up exactly where it stopped.
+    up exactly where it stopped. `transform(x, epoch, rank, batch)` sees each batch with
+    its place in the run, so random augmentation can be seeded by it.
     """
 
     def __init__(
@@ -29,7 +30,7 @@ class InMemoryLoader:
         epoch: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
-        transform: Callable[[Tensor, int], Tensor] | None = None,
+        transform: Callable[[Tensor, int, int, int], Tensor] | None = None,
         skip: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
@@ -56,22 +57,25 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         batches = self._indices().split(self.batch_size)
-        start = self.skip()
+        start, epoch = self.skip(), self.epoch()
         for i, idx in enumerate(batches[start:], start=start):
-            x = self.x[idx]  # the transform gets the batch's number within the epoch
-            yield (self.transform(x, i) if self.transform else x), self.y[idx]
+            x = self.x[idx]
+            yield (self.transform(x, epoch, self.rank, i) if self.transform else x), self.y[idx]
 
-
-def placement(trainer) -> dict:
-    """Where a trainer's batches go and in which order: its device, rank, world size, the
-    current epoch, and (for training) how many batches of this epoch are already done."""
-    if trainer is None:
-        return {"device": torch.device("cpu"), "rank": 0, "world_size": 1, "epoch": lambda: 0}
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    return {
-        "device": trainer.strategy.root_device,
-        "rank": trainer.global_rank,
-        "world_size": trainer.world_size,
-        "epoch": lambda: trainer.current_epoch,
-        "skip": lambda: progress.current.completed,
-    }
+    @classmethod
+    def for_trainer(
+        cls, trainer, x: Tensor, y: Tensor, batch_size: int, *, train: bool, seed: int,
+        transform: Callable[[Tensor, int, int, int], Tensor] | None = None,
+    ) -> "InMemoryLoader":  # fmt: skip
+        """A trainer's loader: the data on its device, its rank's share, its epoch; for
+        training, shuffled and skipping the batches of this epoch already done."""
+        if trainer is None:  # outside a Trainer: one process on the CPU
+            return cls(x, y, batch_size, shuffle=train, seed=seed, transform=transform)
+        device = trainer.strategy.root_device
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        return cls(
+            x.to(device), y.to(device), batch_size, shuffle=train, seed=seed,
+            epoch=lambda: trainer.current_epoch, rank=trainer.global_rank,
+            world_size=trainer.world_size, transform=transform,
+            skip=(lambda: progress.current.completed) if train else (lambda: 0),
+        )  # fmt: skip

@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from lbtrain.data.in_memory import InMemoryLoader, placement
+from lbtrain.data.in_memory import InMemoryLoader
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +84,13 @@ class MNIST1DDataModule(L.LightningDataModule):
         self.x, self.x_test = (x - mean) / std, (x_test - mean) / std
         self.y, self.y_test = torch.from_numpy(d["y"]).long(), torch.from_numpy(d["y_test"]).long()
 
-    def _loader(self, x, y, batch_size: int, shuffle: bool) -> InMemoryLoader:
-        where = placement(self.trainer)
-        device, skip = where.pop("device"), where.pop("skip", lambda: 0)
-        return InMemoryLoader(
-            x.to(device), y.to(device), batch_size, shuffle=shuffle, seed=self.shuffle_seed,
-            skip=skip if shuffle else (lambda: 0), **where,
-        )  # fmt: skip
-
     def train_dataloader(self) -> InMemoryLoader:
-        return self._loader(self.x, self.y, self.batch_size, shuffle=True)
+        return InMemoryLoader.for_trainer(
+            self.trainer, self.x, self.y, self.batch_size, train=True, seed=self.shuffle_seed
+        )
 
     def val_dataloader(self) -> InMemoryLoader:
-        return self._loader(self.x_test, self.y_test, self.eval_batch_size, shuffle=False)
+        return InMemoryLoader.for_trainer(
+            self.trainer, self.x_test, self.y_test, self.eval_batch_size, train=False,
+            seed=self.shuffle_seed,
+        )  # fmt: skip

@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 
 from lbtrain.config import ConfigError
 from lbtrain.data.augment import BatchTransform
-from lbtrain.data.in_memory import InMemoryLoader, placement
+from lbtrain.data.in_memory import InMemoryLoader
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,16 +111,12 @@ class _InMemoryVisionDataModule(L.LightningDataModule):
         self.x_test, self.y_test = self._read(train=False)
 
     def _loader(self, x: Tensor, y: Tensor, batch_size: int, train: bool) -> InMemoryLoader:
-        where = placement(self.trainer)
-        device, skip = where.pop("device"), where.pop("skip", lambda: 0)
-        transform = BatchTransform(
-            self.mean, self.std, device, augment=train and self.augment,
-            seed=self.shuffle_seed, epoch=where["epoch"], rank=where["rank"],
-        )  # fmt: skip
-        return InMemoryLoader(
-            x.to(device), y.to(device), batch_size, shuffle=train, seed=self.shuffle_seed,
-            transform=transform, skip=skip if train else (lambda: 0), **where,
-        )  # fmt: skip
+        augment = BatchTransform(
+            self.mean, self.std, augment=train and self.augment, seed=self.shuffle_seed
+        )
+        return InMemoryLoader.for_trainer(
+            self.trainer, x, y, batch_size, train=train, seed=self.shuffle_seed, transform=augment
+        )
 
     def train_dataloader(self) -> InMemoryLoader:
         return self._loader(self.x, self.y, self.batch_size, train=True)
