@@ -101,3 +101,26 @@ def test_the_signal_reaches_the_launchers_handler_after_the_checkpoint(tmp_path,
     assert seen == [(signal.SIGUSR1, True)]
     ckpt = torch.load(tmp_path / "checkpoints" / "requeue.ckpt", weights_only=False)
     assert ckpt["global_step"] == 5
+
+
+def test_with_gradient_accumulation_the_job_stops_between_optimizer_steps(tmp_path, data_dir):
+    """A checkpoint inside an accumulation window would lose the window's gradients."""
+    import lightning as L
+
+    from lbtrain.callbacks.preemption import Preempted
+    from lbtrain.config import compose_config
+    from lbtrain.run import build
+
+    class SignalAfterMicroBatch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 4:  # the first half of the window of batches 4 and 5
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    overrides = ["logger=csv", "trainer.accumulate_grad_batches=2", f"paths.data_dir={data_dir}"]
+    trainer, module, dm = build(compose_config(overrides, str(tmp_path)), tmp_path)
+    trainer.callbacks.append(SignalAfterMicroBatch())
+    with pytest.raises(Preempted):
+        trainer.fit(module, datamodule=dm)
+    ckpt = torch.load(tmp_path / "checkpoints" / "requeue.ckpt", weights_only=False)
+    progress = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
+    assert (ckpt["global_step"], progress["completed"]) == (3, 6)  # windows 0-1, 2-3, 4-5

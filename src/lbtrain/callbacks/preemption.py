@@ -28,9 +28,16 @@ class Preempted(Exception):
 
 
 class Preemption(L.Callback):
-    def __init__(self, dirpath: str | Path, signals: tuple[str, ...] = ("SIGUSR1", "SIGTERM")):
+    def __init__(
+        self,
+        dirpath: str | Path,
+        signals: tuple[str, ...] = ("SIGUSR1", "SIGTERM"),
+        ddp_check_every_n_steps: int = 20,
+    ) -> None:
         self.path = Path(dirpath) / REQUEUE_CHECKPOINT
         self.signals = [getattr(signal, name) for name in signals]
+        # Under DDP the ranks agree through a collective (and a host sync): not every step.
+        self.ddp_check_every_n_steps = ddp_check_every_n_steps
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -42,10 +49,15 @@ class Preemption(L.Callback):
         self._previous = {s: signal.signal(s, self._handler) for s in self.signals}
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
-        # Checked before the step: the checkpoint holds every completed step and none of
-        # this one, so the resumed run starts exactly with this batch.
+        # Checked before an optimizer step's first micro-batch: the checkpoint holds every
+        # completed step and none of this one, so the resumed run starts with this batch.
+        accumulate = trainer.accumulate_grad_batches
+        if batch_idx % accumulate:
+            return
         stop = self.received is not None
         if trainer.world_size > 1:  # every rank stops at the same step
+            if (batch_idx // accumulate) % self.ddp_check_every_n_steps:
+                return
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
             trainer.save_checkpoint(self.path)
