@@ -38,7 +38,22 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-class _InMemoryVisionDataModule(L.LightningDataModule):
+class _VisionDataModule(L.LightningDataModule):
+    """What every image data module is configured with (conf/data/*.yaml)."""
+
+    def __init__(
+        self, data_dir: str, batch_size: int, eval_batch_size: int, shuffle_seed: int,
+        download: bool,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size  # per device (micro-batch)
+        self.eval_batch_size = eval_batch_size
+        self.shuffle_seed = shuffle_seed
+        self.download = download
+
+
+class _InMemoryVisionDataModule(_VisionDataModule):
     """A torchvision data set read whole into uint8 tensors; batches cut on the device."""
 
     dataset_cls: ClassVar[type]
@@ -57,12 +72,7 @@ class _InMemoryVisionDataModule(L.LightningDataModule):
         download: bool = False,
         augment: bool = False,
     ) -> None:
-        super().__init__()
-        self.data_dir = Path(data_dir)
-        self.batch_size = batch_size  # per device
-        self.eval_batch_size = eval_batch_size
-        self.shuffle_seed = shuffle_seed
-        self.download = download
+        super().__init__(data_dir, batch_size, eval_batch_size, shuffle_seed, download)
         self.augment = augment
         self.x: Tensor | None = None
 
@@ -206,7 +216,7 @@ def _count_classes(folder: Path, default: int) -> int:
         return default
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(_VisionDataModule):
     """ImageNet (ILSVRC2012) from JPEG folders: data_dir/train/<wnid>/*.JPEG and
     data_dir/val/<wnid>/*.JPEG, read by ImageFolder and decoded in DataLoader workers.
 
@@ -229,12 +239,8 @@ class ImageNetDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
-        super().__init__()
-        self.data_dir = Path(data_dir)
-        self.batch_size = batch_size  # per device
-        self.eval_batch_size = eval_batch_size
-        self.shuffle_seed = shuffle_seed
-        self.download = download  # only reported: ImageNet has no public download URL
+        # download is only reported: ImageNet has no public download URL
+        super().__init__(data_dir, batch_size, eval_batch_size, shuffle_seed, download)
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
