@@ -45,3 +45,37 @@ def test_ddp_ranks_take_disjoint_equal_shards_of_one_permutation():
     seen = torch.cat([b[1] for loader in evals for b in loader])
     assert sorted(seen.tolist()) == list(range(103))  # evaluation keeps every sample
     assert [len(e) for e in evals] == [7, 7]
+
+
+def test_no_two_seed_epoch_pairs_share_a_training_order():
+    """Seeds 0..9 x epochs 0..99: 1000 distinct orders, so runs over seeds are independent
+    (with `seed + epoch`, seed 1's epoch e replayed seed 0's epoch e + 1)."""
+    x, y = torch.zeros(64, 1), torch.arange(64)
+    epoch = [0]
+    orders = set()
+    for seed in range(10):
+        loader = InMemoryLoader(x, y, 64, shuffle=True, seed=seed, epoch=lambda: epoch[0])
+        for epoch[0] in range(100):
+            orders.add(tuple(next(iter(loader))[1].tolist()))
+    assert len(orders) == 1000
+
+
+def test_imagenet_order_depends_on_seed_and_epoch_without_aliasing(imagenet_dir):
+    """The DataLoader path (ImageNet) draws its order the same way, on one device and per
+    DDP rank."""
+    from lbtrain.data.order import EpochShuffleSampler
+    from lbtrain.data.vision import ImageNetDataModule
+
+    dm = ImageNetDataModule(str(imagenet_dir), batch_size=6, num_workers=0)
+    dm.setup()
+
+    def order(seed: int, epoch: int) -> tuple[int, ...]:
+        dm.shuffle_seed = seed
+        sampler = dm.train_dataloader().sampler
+        sampler.set_epoch(epoch)  # as Lightning does each epoch
+        return tuple(sampler)
+
+    assert sorted(order(0, 0)) == list(range(6))
+    assert order(1, 0) != order(0, 1) and order(2, 0) != order(1, 1) != order(0, 2)
+    shards = [list(EpochShuffleSampler(dm.train_set, 2, rank, seed=0)) for rank in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(6))

@@ -19,7 +19,7 @@ import lbtrain.models.resnet_cifar  # noqa: F401
 import lbtrain.models.shallow  # noqa: F401
 import lbtrain.models.vgg  # noqa: F401
 import lbtrain.models.wide_resnet  # noqa: F401
-from lbtrain.config import ConfigError
+from lbtrain.errors import ConfigError
 from lbtrain.models import create_model, list_models
 
 MNIST, CIFAR, IMAGENET = (1, 28, 28), (3, 32, 32), (3, 224, 224)

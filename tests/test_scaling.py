@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lbtrain.config import ConfigError
+from lbtrain.errors import ConfigError
 from lbtrain.scaling import BatchPlan, make_plan, make_scheduler, regime_factor, scaled_lr
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from lbtrain.config import ConfigError
+from lbtrain.errors import ConfigError
 from lbtrain.data.augment import BatchTransform, normalize, random_crop_flip
 from lbtrain.data.vision import (
     IMAGENET_MEAN,

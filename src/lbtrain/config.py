@@ -12,9 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A bad configuration value; its message is one line: key, bad value, what is allowed."""
+from lbtrain.errors import ConfigError
 
 
 GROUPS = ("data", "model", "optim", "trainer", "logger", "callbacks", "recipe", "experiment")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lbtrain.config import ConfigError
+from lbtrain.errors import ConfigError
 
 Implementation = Literal["auto", "fold", "loop"]
 IMPLEMENTATIONS: tuple[str, ...] = ("auto", "fold", "loop")

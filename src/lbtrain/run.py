@@ -29,8 +29,9 @@ from lbtrain.callbacks.preemption import (
     requeue_if_on_slurm,
 )
 from lbtrain.callbacks.summary import RunSummary
-from lbtrain.config import ConfigError, check_overrides, validate
+from lbtrain.config import check_overrides, validate
 from lbtrain.data import DATAMODULES
+from lbtrain.errors import ConfigError
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier

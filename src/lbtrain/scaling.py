@@ -7,7 +7,7 @@ The paper's fixes +LR and +RA are two pure functions here (`scaled_lr`, `regime_
 import math
 from dataclasses import dataclass
 
-from lbtrain.config import ConfigError
+from lbtrain.errors import ConfigError
 
 # lr = base_lr * (batch_size / base_batch_size) ** power
 LR_SCALING_POWERS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}

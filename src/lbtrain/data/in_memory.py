@@ -5,11 +5,13 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from lbtrain.data.order import epoch_permutation
+
 
 class InMemoryLoader:
     """Iterates (x, y) batches of tensors that already live on the training device.
 
-    Shuffling draws a fresh permutation each epoch from `seed + epoch()`, so every rank
+    Shuffling draws a fresh permutation each epoch from (seed, epoch()), so every rank
     of a DDP job draws the same one and takes its own stride (as DistributedSampler
     does), and a run resumed at an epoch boundary sees the same order as one that never
     stopped. Training drops the `n % world_size` leftover samples so all ranks take the
@@ -43,8 +45,7 @@ class InMemoryLoader:
     def _indices(self) -> Tensor:
         n = len(self.x)
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch())
-            order = torch.randperm(n, generator=g)
+            order = epoch_permutation(n, self.seed, self.epoch())
             order = order[: n - n % self.world_size]
         else:
             order = torch.arange(n)

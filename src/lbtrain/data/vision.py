@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from lbtrain.config import ConfigError
+from lbtrain.errors import ConfigError
 from lbtrain.data.augment import BatchTransform
 from lbtrain.data.in_memory import InMemoryLoader
+from lbtrain.data.order import EpochShuffleSampler
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -221,9 +222,9 @@ class ImageNetDataModule(_VisionDataModule):
     data_dir/val/<wnid>/*.JPEG, read by ImageFolder and decoded in DataLoader workers.
 
     Standard transforms: RandomResizedCrop(224) + horizontal flip for training, Resize(256)
-    + CenterCrop(224) for validation, both normalised with ImageNet's statistics. Under DDP
-    Lightning swaps in a DistributedSampler. `num_classes` is the number of class folders
-    in train/ (1000 for the full set) so that a subset builds a matching classifier head.
+    + CenterCrop(224) for validation, both normalised with ImageNet's statistics. Training
+    takes one order per (seed, epoch), each DDP rank its share. `num_classes` is the number
+    of class folders in train/ (1000 for the full set), so a subset gets a matching head.
     """
 
     input_shape = (3, 224, 224)
@@ -289,13 +290,18 @@ class ImageNetDataModule(_VisionDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
-            # single device: a seeded order; under DDP Lightning's sampler replaces it
-            generator=torch.Generator().manual_seed(self.shuffle_seed) if train else None,
+            # training: one order per (seed, epoch), this rank's share of it (Lightning
+            # keeps a DistributedSampler it is given); evaluation: Lightning shards it
+            sampler=self._train_sampler(dataset) if train else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and on_cuda,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
+
+    def _train_sampler(self, dataset: datasets.ImageFolder) -> EpochShuffleSampler:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        return EpochShuffleSampler(dataset, world, rank, seed=self.shuffle_seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, train=True)

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from lbtrain.config import ConfigError
+from lbtrain.errors import ConfigError
 
 ModelFn = Callable[..., nn.Module]
 _MODELS: dict[str, ModelFn] = {}

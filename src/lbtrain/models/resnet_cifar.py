@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lbtrain.config import ConfigError
+from lbtrain.errors import ConfigError
 from lbtrain.models.registry import register_model
 
 

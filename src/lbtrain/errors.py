@@ -1,0 +1,6 @@
+"""lbtrain's one error type for bad input. Dependency-free, so that leaf modules (`gbn.py`,
+the model registry, the data modules) can raise it without importing the config layer."""
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; its message is one line: key, bad value, what is allowed."""
