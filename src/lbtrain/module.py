@@ -2,6 +2,11 @@
 
 It wires the paper's pieces (the model, already Ghost-BN-converted; the `BatchPlan` with
 the scaled LR and stretched regime); it does not re-implement them.
+
+Every value it logs carries lbtrain's step convention (README, "Which step a value belongs
+to"): step t is after t optimizer updates. `train/loss_step` at t is the loss of the batch
+that made update t; epoch metrics sit at the epoch's last update. Lightning would log
+these one step early (its counter is raised after the logging), so `step` is logged too.
 """
 
 import math
@@ -37,6 +42,10 @@ class Classifier(L.LightningModule):
         self.train_acc, self.val_acc = MulticlassAccuracy(**acc), MulticlassAccuracy(**acc)
         # weighted by batch size, so exact under uneven DDP shards and short last batches
         self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        # the epoch's running sums go into checkpoints: a run resumed mid-epoch reports the
+        # same train/loss_epoch and train/acc as one that never stopped
+        self.train_loss.persistent(True)
+        self.train_acc.persistent(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -51,13 +60,23 @@ class Classifier(L.LightningModule):
         # value is logged only on the steps the loggers write (Lightning writes after the
         # optimizer step that makes `global_step + 1` a multiple of log_every_n_steps).
         every = self.trainer.log_every_n_steps
-        if every and (self.global_step + 1) % every == 0:
-            self.log("train/loss_step", loss)
+        update = self.global_step + 1  # the update this batch makes
+        if every and update % every == 0:
+            self.log_dict({"train/loss_step": loss, "step": float(update)})
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # A new epoch (not called when a run resumes mid-epoch): start the sums afresh, also
+        # after resuming from a checkpoint saved before Lightning reset them at epoch end.
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def _at_this_step(self) -> dict[str, float]:
+        return {"step": float(self.global_step), "epoch": float(self.current_epoch)}
+
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss_epoch", self.train_loss)
-        self.log("train/acc", self.train_acc)
+        self.log_dict({"train/loss_epoch": self.train_loss, "train/acc": self.train_acc})
+        self.log_dict(self._at_this_step())
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
@@ -68,6 +87,7 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log("val/loss", self.val_loss)
         self.log("val/acc", self.val_acc, prog_bar=True)
+        self.log_dict(self._at_this_step())
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -54,8 +54,10 @@ def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...])
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks += [RunSummary(run_dir), Preemption(run_dir / "checkpoints")]
+    # Preemption first: a step it stops before must leave no trace in any logger
+    callbacks = [Preemption(run_dir / "checkpoints")]
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks.append(RunSummary(run_dir))
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=loggers or False,

@@ -49,6 +49,10 @@ class Preemption(L.Callback):
         self._previous = {s: signal.signal(s, self._handler) for s in self.signals}
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
+        # Lightning restores a checkpoint as if saved after a batch, as its own are, and so
+        # raises its logging counter by one when resuming from ours, saved before a batch:
+        # it would log (and gate the logging of) every later value one step off.
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
         # Checked before an optimizer step's first micro-batch: the checkpoint holds every
         # completed step and none of this one, so the resumed run starts with this batch.
         accumulate = trainer.accumulate_grad_batches

@@ -30,7 +30,10 @@ class RunSummary(L.Callback):
 
 def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]:
     """Final metrics, steps taken and the diffusion fit over the initial high-LR phase."""
-    summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # `step` and `epoch` only place the logged values on the x-axis (module.py)
+    summary = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k not in ("step", "epoch")
+    }
     summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
     distance = next((c for c in trainer.callbacks if isinstance(c, WeightDistance)), None)
     if distance and distance.history:

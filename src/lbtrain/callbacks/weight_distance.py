@@ -25,7 +25,8 @@ class WeightDistance(L.Callback):
         self.per_layer = per_layer
         self.w0: Tensor | None = None  # flat copy of the trainable parameters at step 0
         self.history: list[tuple[int, float]] = []  # (t, ||w_t - w_0||) already logged
-        self._pending: list[tuple[int, Tensor]] = []
+        self._pending: list[tuple[int, Tensor]] = []  # on the device
+        self._unlogged: list[tuple[int, dict]] = []  # in `history`, not yet with the loggers
         self._last_step = -1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -72,11 +73,12 @@ class WeightDistance(L.Callback):
     def _flatten(self) -> Tensor:
         return torch.cat([v if v.dim() == 1 else v.reshape(-1) for v in self._views])
 
-    def flush(self, trainer: L.Trainer) -> None:
+    def _to_host(self) -> None:
+        """Pending device values into the history (the one sync), queued for the loggers."""
         if not self._pending:
             return
         steps = [s for s, _ in self._pending]
-        values = torch.stack([v for _, v in self._pending]).cpu().tolist()  # the one sync
+        values = torch.stack([v for _, v in self._pending]).cpu().tolist()
         self._pending.clear()
         for step, value in zip(steps, values, strict=True):
             self.history.append((step, value[0] if self.per_layer else value))
@@ -87,8 +89,14 @@ class WeightDistance(L.Callback):
                 }
             else:
                 metrics = {"weight_distance": value}
+            self._unlogged.append((step, metrics))
+
+    def flush(self, trainer: L.Trainer) -> None:
+        self._to_host()
+        for step, metrics in self._unlogged:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
+        self._unlogged.clear()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         self.flush(trainer)
@@ -100,6 +108,9 @@ class WeightDistance(L.Callback):
         self.flush(trainer)
 
     def state_dict(self) -> dict:
+        # Lightning asks for this before `on_save_checkpoint`: the checkpoint must already
+        # hold the pending values, or a run resumed from it would lack them
+        self._to_host()
         w0 = self.w0.cpu() if self.w0 is not None else None
         return {"w0": w0, "history": list(self.history)}
 

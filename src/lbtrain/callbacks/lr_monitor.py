@@ -1,0 +1,17 @@
+"""Lightning's LearningRateMonitor on lbtrain's step convention: the LR of update t is
+logged at step t (Lightning logs it at t - 1, before the update)."""
+
+from lightning.pytorch.callbacks import LearningRateMonitor as _LightningMonitor
+
+
+class LearningRateMonitor(_LightningMonitor):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        connector = trainer._logger_connector
+        if self.logging_interval == "epoch" or not connector.should_update_logs:
+            return
+        if batch_idx % trainer.accumulate_grad_batches:
+            return  # a later micro-batch of the same update: logged once per update
+        stats = self._extract_stats(trainer, "step" if self.logging_interval is None else "any")
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1  # the update to come
+        for logger in trainer.loggers if stats else ():
+            logger.log_metrics(stats, step=step)
