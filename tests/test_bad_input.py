@@ -17,6 +17,8 @@ CASES = [
         "batch_size=32 is not divisible by the 3 devices",
     ),
     (["optim.gamma=[0.5,0.2,0.1]"], "optim.gamma=[0.5, 0.2, 0.1]: must be a factor in (0, 1], or"),
+    # one factor in a list would decay once, at the first of the two milestones
+    (["optim.gamma=[0.1]"], "optim.gamma=[0.1]: must be a factor in (0, 1], or a list of one such"),
     (["batchsize=64"], "batchsize=64: no such key in the config (check the spelling; a new key"),
     (["-m", "optim.lrr=0.1,0.2"], "optim.lrr=0.1: no such key in the config"),
     (["+foo=1"], "foo: Key 'foo' not in 'RunSchema'"),

@@ -259,3 +259,18 @@ def test_ghost_larger_than_per_device_batch_is_refused() -> None:
         check_ghost_batch_size(256, per_device_batch=128)
     check_ghost_batch_size(128, per_device_batch=128)  # equal: one ghost per device, allowed
     check_ghost_batch_size(None, per_device_batch=128)
+
+
+@pytest.mark.parametrize("path", ["fold", "loop"])
+def test_running_statistics_under_bf16_autocast_match_float32(path):
+    """bf16-mixed training must not round the running statistics: under CPU bf16 autocast
+    they equal the float32 ones to 1e-6."""
+    x = torch.randn(256, 16, 4, 4) * 3 + 5
+    reference, under_autocast = (GhostBatchNorm(16, 8, implementation=path) for _ in range(2))
+    reference(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast(x)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(
+            getattr(under_autocast, name), getattr(reference, name), rtol=1e-6, atol=1e-6
+        )

@@ -148,13 +148,15 @@ def validate(cfg: DictConfig) -> None:
     _check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "must be > 0")
     _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
-    gammas = [o.gamma] if isinstance(o.gamma, int | float) else list(o.gamma)
+    one_factor = isinstance(o.gamma, int | float)
+    gammas = [o.gamma] if one_factor else list(o.gamma)
     _check(
         all(isinstance(g, int | float) and 0 < g <= 1 for g in gammas)
-        and len(gammas) in (1, len(o.milestones)),
+        and (one_factor or len(gammas) == len(o.milestones)),
         "optim.gamma",
         o.gamma,
-        "must be a factor in (0, 1], or one such factor per milestone",
+        f"must be a factor in (0, 1], or a list of one such factor per milestone "
+        f"({len(o.milestones)} milestones: {list(o.milestones)})",
     )
     _check(o.warmup >= 0, "optim.warmup", o.warmup, "must be >= 0")
     units = ("epoch", "step")

@@ -183,9 +183,10 @@ class GhostBatchNorm(_BatchNorm):
             m = self.momentum
             # the newest ghost weighs m, each earlier one (1 - m) times less than the next
             age = torch.arange(k - 1, -1, -1, device=means.device, dtype=means.dtype)
-            weights = m * (1.0 - m) ** age
-            self.running_mean.mul_((1.0 - m) ** k).add_(weights @ means)
-            self.running_var.mul_((1.0 - m) ** k).add_(weights @ vars_)
+            weights = (m * (1.0 - m) ** age)[:, None]
+            # a weighted sum, not `weights @ means`: autocast would run a matmul in bf16
+            self.running_mean.mul_((1.0 - m) ** k).add_((weights * means).sum(0))
+            self.running_var.mul_((1.0 - m) ** k).add_((weights * vars_).sum(0))
         self.num_batches_tracked.add_(k)
 
 
