@@ -10,7 +10,8 @@ DONE = re.compile(r"rank (\d) of (\d) done, config (\w+)")
 
 
 LAUNCHES = {
-    "ddp, basic launcher": ("trainer=ddp",),
+    # the default loggers (CSV + W&B offline): the W&B group must resolve alike on each rank
+    "ddp, basic launcher, default loggers": ("trainer=ddp", "logger=default"),
     "ddp_spawn, basic launcher": ("trainer=ddp_spawn",),
     "ddp, joblib launcher": ("trainer=ddp", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
     "submitit_local, 2 tasks": ("trainer=ddp", "hydra/launcher=local_tasks"),
@@ -20,8 +21,8 @@ LAUNCHES = {
 @pytest.mark.parametrize("launch", LAUNCHES.values(), ids=LAUNCHES.keys())
 def test_multirun_ddp_runs_exactly_one_job_per_sweep_point(cli, tmp_path, launch):
     result = cli(
-        "-m", "batch_size=32,64", *launch, "trainer.accelerator=cpu", "trainer.devices=2",
-        "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+        "-m", "batch_size=32,64", "trainer.accelerator=cpu", "trainer.devices=2",
+        "logger=csv", *launch, "trainer.max_epochs=1", "trainer.limit_train_batches=3",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()  # no stray sweep dirs

@@ -35,8 +35,11 @@ def start(tmp_path, data_dir, run_dir: str, *extra: str) -> subprocess.Popen:
 def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(
     tmp_path, data_dir, signame
 ):
-    signal_at = ("+callbacks.signal._target_=helpers.SignalAtStep",
-                 f"+callbacks.signal.step={SIGNAL_STEP}", f"+callbacks.signal.signal={signame}")  # fmt: skip
+    signal_at = (
+        "+callbacks.signal._target_=helpers.SignalAtStep",
+        f"+callbacks.signal.step={SIGNAL_STEP}",
+        f"+callbacks.signal.signal={signame}",
+    )
     job = start(tmp_path, data_dir, "job", *signal_at)
     _, err = job.communicate(timeout=300)
     assert job.returncode == 124, err[-3000:]

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from lbtrain.errors import ConfigError
 from lbtrain.data.augment import BatchTransform, normalize, random_crop_flip
 from lbtrain.data.vision import (
     IMAGENET_MEAN,
@@ -27,6 +26,7 @@ from lbtrain.data.vision import (
     ImageNetDataModule,
     MNISTDataModule,
 )
+from lbtrain.errors import ConfigError
 
 # --- augmentation -------------------------------------------------------------------------
 

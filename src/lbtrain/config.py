@@ -14,7 +14,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lbtrain.errors import ConfigError
 
-
 GROUPS = ("data", "model", "optim", "trainer", "logger", "callbacks", "recipe", "experiment")
 
 

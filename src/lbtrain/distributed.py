@@ -44,10 +44,15 @@ def install() -> None:
 
 @contextmanager
 def job_scope() -> Iterator[None]:
-    """One multirun job's distributed state ends with the job: the process group is torn
+    """One multirun job's distributed state is its own. Its extra ranks inherit the sweep's
+    name (a single run's config would resolve no W&B group). At the end the process group is torn
     down and the MASTER_PORT / WORLD_SIZE / ... that Lightning exported are unset, so the
     next job of the sweep starts its own group instead of joining the finished one."""
+    from lbtrain.resolvers import sweep_name
+
     env = dict(os.environ)
+    # the extra ranks this job starts resolve its W&B group from this (resolvers.sweep_name)
+    os.environ["LBTRAIN_SWEEP_NAME"] = sweep_name() or ""
     try:
         yield
     finally:

@@ -52,12 +52,17 @@ def job_name() -> str:
 
 
 def sweep_name() -> str | None:
-    """The sweep's directory name, shared by all its jobs; None for a single run."""
+    """The sweep's directory name, shared by all its jobs; None for a single run.
+
+    An extra DDP rank runs its job as a single run (distributed.py); the job's rank 0 hands
+    it the sweep's name in LBTRAIN_SWEEP_NAME, so every rank resolves the same config."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hydra = HydraConfig.get()
-    return Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
+    if hydra.mode == RunMode.MULTIRUN:
+        return Path(hydra.sweep.dir).name
+    return os.environ.get("LBTRAIN_SWEEP_NAME") or None
 
 
 def register() -> None:

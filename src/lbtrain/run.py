@@ -16,9 +16,11 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from lbtrain import distributed
@@ -43,34 +45,70 @@ EXIT_PREEMPTED = 124  # as `timeout` does: stopped early, resumable
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     model = create_model(kwargs.pop("name"), num_classes, input_shape, **kwargs)
+    check_input_shape(model, input_shape, cfg)
     model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return torch.compile(model) if cfg.compile else model
 
 
+def check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...], cfg) -> None:
+    """One sample through the fresh model (eval mode: no statistics change, no randomness),
+    so that a model that cannot take the data fails here, in one line, not in training."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(
+            f"model={cfg.model.name} cannot take data={cfg.data.name}'s samples of shape "
+            f"{tuple(input_shape)} ({_one_line(e)}); pick a model made for this data"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
+def _instantiate_group(cfg: DictConfig, group: str) -> list:
+    built = []
+    for name, node in (cfg.get(group) or {}).items():
+        try:
+            built.append(instantiate(node))
+        except InstantiationException as e:  # bad arguments: say which entry, in one line
+            cause = e.__cause__ or e
+            raise ConfigError(f"{group}.{name}: {_one_line(cause)}") from None
+    return built
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = _instantiate_group(cfg, "logger")
     # Preemption first: a step it stops before must leave no trace in any logger
-    callbacks = [Preemption(run_dir / "checkpoints")]
-    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [Preemption(run_dir / "checkpoints"), *_instantiate_group(cfg, "callbacks")]
     callbacks.append(RunSummary(run_dir))
-    return L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=distributed.cluster_plugins(),
-        default_root_dir=run_dir,
-    )
+    try:
+        return L.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            logger=loggers or False,
+            callbacks=callbacks,
+            plugins=distributed.cluster_plugins(),
+            default_root_dir=run_dir,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"trainer: {_one_line(e)}") from None
 
 
 def build(
     cfg: DictConfig, run_dir: str | Path
 ) -> tuple[L.Trainer, Classifier, L.LightningDataModule]:
-    """Trainer, module and data of one run, from its validated config."""
+    """Trainer, module and data of one run, from its validated config. Whatever can only be
+    checked on built things (the world size, the data on disk, the model against the data)
+    fails here as a ConfigError, before anything trains or is written."""
     run_dir = Path(run_dir)
     trainer = build_trainer(cfg, run_dir)
     plan = make_plan(cfg, trainer.world_size)
@@ -84,6 +122,7 @@ def build(
     datamodule = DATAMODULES[data_kwargs.pop("name")](
         batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
     )
+    datamodule.check()  # before any model is built
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = Classifier(
@@ -93,6 +132,29 @@ def build(
         **{k: optim[k] for k in ("momentum", "weight_decay", "nesterov", "gamma")},
     )
     return trainer, module, datamodule
+
+
+def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> None:
+    """A checkpoint to resume from must exist, load, and hold this run's model."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}={path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as e:  # truncated, not a checkpoint, not a Lightning one
+        raise ConfigError(
+            f"{key}={path}: not a readable lbtrain checkpoint ({type(e).__name__}: "
+            f"{_one_line(e)[:200]})"
+        ) from None
+    ours = module.state_dict()
+    for name, tensor in ours.items():
+        if not name.startswith("model."):
+            continue
+        if name not in state or state[name].shape != tensor.shape:
+            found = f"shape {tuple(state[name].shape)}" if name in state else "missing"
+            raise ConfigError(
+                f"{key}={path}: holds another model ({name} is {found}; this run's model "
+                f"needs {tuple(tensor.shape)}); resume with the config it was trained with"
+            )
 
 
 def check_run_dir(run_dir: Path, ckpt_path: str | None, requeue: Path) -> None:
@@ -112,14 +174,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
     requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
     if rank_zero_only.rank == 0:
         check_run_dir(run_dir, cfg.ckpt_path, requeue)
+    trainer, module, datamodule = build(cfg, run_dir)
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path is None and requeue.exists():  # this job was preempted: carry on
+        ckpt_path = str(requeue)
+        log.info("resuming the preempted run from %s", requeue)
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path, module, "ckpt_path" if cfg.ckpt_path else "requeue checkpoint")
+
     resolved = OmegaConf.to_container(cfg, resolve=True)
     text = OmegaConf.to_yaml(resolved)
     config_hash = hashlib.sha1(text.encode()).hexdigest()[:12]
     log.info("config %s:\n%s", config_hash, text)
     if rank_zero_only.rank == 0:  # extra DDP ranks run this too, in the same dir
-        (run_dir / "config.yaml").write_text(text)
-
-    trainer, module, datamodule = build(cfg, run_dir)
+        (run_dir / "config.yaml").write_text(text)  # RunSummary adds the effective plan
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
@@ -128,10 +196,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 "W&B run %s (%s): name %s, group %s, tags %s",
                 run.id, run.settings.mode, run.name, run.group, list(run.tags),
             )  # fmt: skip
-    ckpt_path = cfg.ckpt_path
-    if ckpt_path is None and requeue.exists():  # this job was preempted: carry on
-        ckpt_path = str(requeue)
-        log.info("resuming the preempted run from %s", requeue)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         log.info(

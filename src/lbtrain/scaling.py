@@ -84,6 +84,27 @@ class BatchPlan:
         """An amount of `unit`s (a milestone, the warmup) in optimizer steps."""
         return round(amount * (steps_per_epoch if self.unit == "epoch" else 1))
 
+    def effective(self, steps_per_epoch: int) -> dict:
+        """What the run does, after scaling and stretching: the `plan` that config.yaml, the
+        loggers' config and summary.json record next to the base regime they came from."""
+        milestones = [self.to_steps(m, steps_per_epoch) for m in self.milestones]
+        total = [self.epochs * steps_per_epoch] if self.epochs > 0 else []
+        total += [self.max_steps] if self.max_steps > 0 else []
+        return {
+            "batch_size": self.batch_size,
+            "per_device_batch": self.per_device_batch,
+            "micro_batch": self.micro_batch,
+            "ghost_batch_size": self.ghost_batch_size,
+            "lr": self.lr,
+            "regime_stretch": self.stretch,
+            "epochs": self.epochs,
+            "max_steps": self.max_steps,
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": min(total),
+            "milestones_steps": milestones,
+            "warmup_steps": self.to_steps(self.warmup, steps_per_epoch),
+        }
+
     def describe(self) -> str:
         devices = f"{self.world_size} device{'s' if self.world_size > 1 else ''}"
         parts = [f"batch {self.batch_size} = {devices} x {self.per_device_batch}"]

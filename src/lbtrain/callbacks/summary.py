@@ -1,6 +1,9 @@
-"""summary.json: what a finished run reached, written by the process that trained (rank 0).
+"""What a run actually did, written by the process that trains (rank 0): its effective plan
+(epochs, steps, milestones in steps, scaled LR, per-device, micro and ghost batch) when
+training starts, into config.yaml and every logger's config; and summary.json (the plan,
+final metrics, steps, the diffusion fit) when it ends.
 
-It is a callback rather than code after `trainer.fit()` so that it also runs inside the
+It is a callback rather than code around `trainer.fit()` so that it also runs inside the
 worker processes of `ddp_spawn`, where the trained state lives.
 """
 
@@ -8,6 +11,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import yaml
 from lightning.pytorch.loggers import WandbLogger
 
 from lbtrain.callbacks.weight_distance import WeightDistance
@@ -17,6 +21,17 @@ from lbtrain.diffusion import fit_diffusion
 class RunSummary(L.Callback):
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / "summary.json"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        plan = {"plan": pl_module.plan.effective(pl_module.steps_per_epoch)}
+        config = self.path.with_name("config.yaml")
+        if config.exists():  # written by lbtrain.run with the resolved config
+            with open(config, "a") as f:
+                f.write(yaml.safe_dump(plan, sort_keys=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(plan)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -35,6 +50,7 @@ def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]
         k: float(v) for k, v in trainer.callback_metrics.items() if k not in ("step", "epoch")
     }
     summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
+    summary["plan"] = module.plan.effective(module.steps_per_epoch)
     distance = next((c for c in trainer.callbacks if isinstance(c, WeightDistance)), None)
     if distance and distance.history:
         steps, values = zip(*distance.history, strict=True)

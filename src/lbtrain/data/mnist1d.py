@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from lbtrain.data.in_memory import InMemoryLoader
+from lbtrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,22 @@ class MNIST1DDataModule(L.LightningDataModule):
         self.path = cache_path(data_dir, self.args)
         self.input_shape = (1, self.args["final_seq_length"])
 
+    def check(self) -> None:
+        """Before anything is built: a cached data set must be readable (generated if absent)."""
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> dict[str, np.ndarray]:
+        try:
+            with np.load(self.path) as d:
+                return {k: d[k] for k in ("x", "y", "x_test", "y_test")}
+        except Exception as e:  # truncated or foreign file: zipfile, pickle or key errors
+            raise ConfigError(
+                f"data.data_dir={self.path.parent.parent}: the MNIST-1D cache {self.path.name} "
+                f"is unreadable ({type(e).__name__}: {' '.join(str(e).split())}); delete it, and "
+                "the next run generates it again"
+            ) from None
+
     def prepare_data(self) -> None:
         if not self.path.exists():
             generate(self.path, self.args)
@@ -77,7 +94,7 @@ class MNIST1DDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.path.exists():  # setup() without prepare_data(), e.g. outside a Trainer
             generate(self.path, self.args)
-        d = np.load(self.path)
+        d = self._load()
         x, x_test = (torch.from_numpy(d[k]).float().unsqueeze(1) for k in ("x", "x_test"))
         # normalise with training-set statistics only
         mean, std = x.mean(), x.std()

@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from lbtrain.errors import ConfigError
 from lbtrain.data.augment import BatchTransform
 from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.data.order import EpochShuffleSampler
+from lbtrain.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,6 +88,11 @@ class _InMemoryVisionDataModule(_VisionDataModule):
                     f"data.data_dir={self.data_dir}: {self.title} not found (missing {rel}); "
                     "set data.download=true to fetch it, or copy it there"
                 )
+
+    def check(self) -> None:
+        """Before anything is built: the files are there, or data.download will fetch them."""
+        if not self.download:
+            self._check_present()
 
     def prepare_data(self) -> None:
         """Runs on one process per node (Lightning's rule), so only it downloads."""
@@ -264,6 +269,10 @@ class ImageNetDataModule(_VisionDataModule):
                     "get ILSVRC2012 from https://image-net.org and unpack it as "
                     "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
                 )
+
+    def check(self) -> None:
+        """Before anything is built: both splits are there."""
+        self._check_present()
 
     def prepare_data(self) -> None:
         self._check_present()
