@@ -32,15 +32,123 @@ CASES = [
     (["optim.momentum=1.5"], "optim.momentum=1.5: must be in [0, 1)"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be an int > 0"),
     (["model.name=nope"], "model.name=nope: use one of"),
+    # found by trying every key in conf/ as a newcomer would
+    (["ckpt_path=/nonexistent/last.ckpt"], "ckpt_path=/nonexistent/last.ckpt: no such checkpoint"),
+    (
+        ["data=cifar10", "data.data_dir=/nonexistent"],
+        "data.data_dir=/nonexistent: CIFAR-10 not found",
+    ),
+    (
+        ["data=imagenet", "data.data_dir=/nonexistent"],
+        "data.data_dir=/nonexistent: ImageNet not found",
+    ),
+    (["seed=-1"], "seed=-1: must be >= 0"),
+    (["trainer.precision=fp13"], "trainer: Precision 'fp13' is invalid"),
+    (["trainer.devices=0"], "trainer: "),
+    (["trainer.accelerator=tpu"], "trainer: Requirement 'torch_xla"),
+    (
+        ["trainer.accumulate_grad_batches=0"],
+        "trainer.accumulate_grad_batches=0: must be an int >= 1",
+    ),
+    (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1: must be an int >= 1"),
+    (["trainer.max_epochs=2.5"], "trainer.max_epochs=2.5: must be an int > 0"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1: must be >= 0 or null"),
+    (["optim.milestones=[20,10]"], "optim.milestones=[20, 10]: must be increasing positive"),
+    (["optim.warmup=-1"], "optim.warmup=-1: must be >= 0"),
+    (["optim.schedule_unit=minute"], "optim.schedule_unit=minute: use epoch, step"),
+    (["optim.weight_decay=-1"], "optim.weight_decay=-1: must be >= 0"),
+    (["optim.base_batch_size=0", "batch_size=32"], "optim.base_batch_size=0: must be > 0"),
+    (["regime_multiplier=0"], "regime_multiplier=0: must be > 0"),
+    (["large_batch_size=0"], "large_batch_size=0: must be > 0"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be a positive integer"),
+    (["data.num_samples=10"], "data.num_samples=10: gives 8 training samples, fewer than one"),
+    (["data.train_split=1.5"], "data.train_split=1.5: must be in (0, 1)"),
+    (["model.channels=[32,0]"], "model.channels=[32, 0]: widths must be positive integers"),
+    (["model=mlp", "model.hidden=[-3]"], "model.hidden=[-3]: widths must be positive integers"),
+    (["+model.depth=7"], "model=cnn1d cannot be built for data=mnist1d (samples of shape (1, 40)"),
+    (["model.depth=7"], "model.depth=7: no such key"),
+    (
+        ["callbacks.weight_distance.flush_every_n_steps=0"],
+        "callbacks.weight_distance: flush_every_n_steps=0 must be >= 1",
+    ),
+    (
+        ["callbacks.weight_distance.per_layr=true"],
+        "callbacks.weight_distance.per_layr=true: no such key",
+    ),
+    (["logger.wandb.mode=bogus"], "logger.wandb.mode=bogus: use online, offline, disabled"),
+    (["model=c1"], "model=c1 cannot be built for data=mnist1d (samples of shape (1, 40)"),
+    (["compile=maybe"], "compile: Value 'maybe' is not a valid bool"),
 ]
 
 
+def assert_one_line_and_nothing_trained(code: int, stderr: str, message: str, root) -> None:
+    assert code == 2, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("lbtrain: error:")]
+    assert len(errors) == 1 and message in errors[0], stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert not list(root.glob("logs/**/summary.json"))
+    assert not list(root.glob("logs/**/*.ckpt"))
+    assert not list(root.glob("logs/**/metrics.csv"))
+
+
 @pytest.mark.parametrize(("overrides", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_bad_input_fails_before_training_with_one_line(cli, tmp_path, overrides, message):
-    result = cli(*overrides)
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("lbtrain: error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert not list(tmp_path.glob("logs/**/summary.json"))
-    assert not list(tmp_path.glob("logs/**/*.ckpt"))
+def test_bad_input_fails_before_training_with_one_line(
+    cli_in_process, tmp_path, overrides, message
+):
+    code, stderr = cli_in_process(*overrides)
+    assert_one_line_and_nothing_trained(code, stderr, message, tmp_path)
+
+
+def test_a_bad_value_in_a_fresh_interpreter_prints_no_traceback(cli, tmp_path):
+    """The same path as a user's shell: a new process, exit code 2, one line."""
+    result = cli("data=cifar10", "data.data_dir=/nonexistent")
+    message = "data.data_dir=/nonexistent: CIFAR-10 not found (missing cifar-10-batches-py/)"
+    assert_one_line_and_nothing_trained(result.returncode, result.stderr, message, tmp_path)
+
+
+def results_under(root) -> dict:
+    """A run's results; not Hydra's record of the latest command (.hydra/, *.log), which
+    Hydra rewrites in a run dir it is pointed at before lbtrain starts."""
+    files = (p for p in root.rglob("*") if p.is_file() and p.suffix != ".log")
+    return {p: p.read_bytes() for p in files if ".hydra" not in p.parts}
+
+
+def test_foreign_or_broken_checkpoints_are_one_line_and_leave_the_run_alone(
+    cli_in_process, tmp_path
+):
+    tiny = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=csv")
+    code, stderr = cli_in_process(*tiny, "model=mlp", "hydra.run.dir=logs/earlier")
+    assert code == 0, stderr[-2000:]
+    earlier = tmp_path / "logs" / "earlier"
+    ckpt = earlier / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    before = results_under(earlier)
+    cases = [
+        ((f"ckpt_path={truncated}",), f"ckpt_path={truncated}: not a readable lbtrain checkpoint"),
+        ((f"ckpt_path={ckpt}",), f"ckpt_path={ckpt}: holds another model (model.0.weight"),
+        ((f"ckpt_path={ckpt}", "hydra.run.dir=logs/earlier"), "holds another model"),
+    ]
+    for overrides, message in cases:  # the default model (cnn1d) from mlp's checkpoint
+        code, stderr = cli_in_process(*tiny, *overrides)
+        assert_one_line_and_nothing_trained(code, stderr, message, tmp_path / "logs" / "runs")
+    assert results_under(earlier) == before
+
+
+def test_truncated_mnist1d_cache_is_one_line(cli_in_process, tmp_path):
+    from lbtrain.data.mnist1d import MNIST1DDataModule
+
+    data = tmp_path / "data"
+    cache = MNIST1DDataModule(str(data), batch_size=32).path
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"PK\x03\x04 truncated")
+    code, stderr = cli_in_process(f"paths.data_dir={data}")
+    message = f"data.data_dir={data}: the MNIST-1D cache {cache.name} is unreadable"
+    assert_one_line_and_nothing_trained(code, stderr, message, tmp_path)
+
+
+def test_a_model_that_cannot_take_the_data_names_both(cli_in_process, tmp_path, cifar10_dir,
+                                                      skip_cifar_md5):  # fmt: skip
+    code, stderr = cli_in_process("data=cifar10", f"data.data_dir={cifar10_dir}", "batch_size=8")
+    message = "model=cnn1d cannot be built for data=cifar10 (samples of shape (3, 32, 32)"
+    assert_one_line_and_nothing_trained(code, stderr, message, tmp_path / "logs")

@@ -110,6 +110,10 @@ class RunSchema:
     paths: Any = None
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value}: {allowed}")
@@ -128,6 +132,8 @@ def validate(cfg: DictConfig) -> None:
     from lbtrain.scaling import LR_SCALING_POWERS, REGIMES
 
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
+    # Lightning's seed_everything would replace a seed outside numpy's range by 0, silently
+    _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must be >= 0 and < 2**32")
     _check(cfg.large_batch_size > 0, "large_batch_size", cfg.large_batch_size, "must be > 0")
     rules = ", ".join(LR_SCALING_POWERS)
     _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {rules}")
@@ -166,14 +172,27 @@ def validate(cfg: DictConfig) -> None:
         list(o.milestones),
         "must be increasing positive epochs",
     )
+    t = cfg.trainer
+    accumulate = t.get("accumulate_grad_batches", 1)
+    _check(_is_int(accumulate) and accumulate >= 1, "trainer.accumulate_grad_batches",
+           accumulate, "must be an int >= 1")  # fmt: skip
+    every = t.get("log_every_n_steps", 50)
+    _check(_is_int(every) and every >= 1, "trainer.log_every_n_steps", every, "must be an int >= 1")
+    clip = t.get("gradient_clip_val")
+    _check(clip is None or (isinstance(clip, int | float) and clip >= 0),
+           "trainer.gradient_clip_val", clip, "must be >= 0 or null")  # fmt: skip
     epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps") or -1
     step_based = o.schedule_unit == "step" and steps > 0
     _check(
-        isinstance(epochs, int) and (epochs > 0 or (epochs == -1 and step_based)),
+        _is_int(epochs) and (epochs > 0 or (epochs == -1 and step_based)),
         "trainer.max_epochs",
         epochs,
         "must be an int > 0 (or -1 with trainer.max_steps > 0 and optim.schedule_unit=step)",
     )
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if wandb is not None and "mode" in wandb:
+        modes = ("online", "offline", "disabled")
+        _check(wandb.mode in modes, "logger.wandb.mode", wandb.mode, f"use {', '.join(modes)}")
     models = ", ".join(list_models())
     _check(cfg.model.name in list_models(), "model.name", cfg.model.name, f"use one of {models}")
     names = ", ".join(DATAMODULES)

@@ -69,7 +69,7 @@ def register() -> None:
     # use_cache: every reference to ${lbtrain.run_id:} in one config sees the same value
     OmegaConf.register_new_resolver("lbtrain.run_id", run_id, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("lbtrain.wandb_mode", wandb_mode, replace=True)
-    OmegaConf.register_new_resolver("lbtrain.isatty", sys.stdout.isatty, replace=True)
+    OmegaConf.register_new_resolver("lbtrain.isatty", lambda: sys.stdout.isatty(), replace=True)
     OmegaConf.register_new_resolver("lbtrain.wandb_id", wandb_id, replace=True)
     OmegaConf.register_new_resolver("lbtrain.job_name", job_name, replace=True)
     OmegaConf.register_new_resolver("lbtrain.sweep_name", sweep_name, replace=True)

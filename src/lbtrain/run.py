@@ -51,7 +51,16 @@ def _one_line(e: BaseException) -> str:
 
 def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    model = create_model(kwargs.pop("name"), num_classes, input_shape, **kwargs)
+    name = kwargs.pop("name")
+    try:
+        model = create_model(name, num_classes, input_shape, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(
+            f"model={name} cannot be built for data={cfg.data.name} (samples of shape "
+            f"{tuple(input_shape)}, {num_classes} classes, model options {kwargs}): {_one_line(e)}"
+        ) from None
     check_input_shape(model, input_shape, cfg)
     model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
     if cfg.channels_last:
@@ -99,7 +108,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             plugins=distributed.cluster_plugins(),
             default_root_dir=run_dir,
         )
-    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
         raise ConfigError(f"trainer: {_one_line(e)}") from None
 
 

@@ -21,6 +21,8 @@ class WeightDistance(L.Callback):
     """
 
     def __init__(self, flush_every_n_steps: int = 100, per_layer: bool = False) -> None:
+        if not flush_every_n_steps >= 1:
+            raise ValueError(f"flush_every_n_steps={flush_every_n_steps} must be >= 1")
         self.flush_every_n_steps = flush_every_n_steps
         self.per_layer = per_layer
         self.w0: Tensor | None = None  # flat copy of the trainable parameters at step 0

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from lbtrain.data.order import epoch_permutation
+from lbtrain.errors import ConfigError
 
 
 class InMemoryLoader:
@@ -80,3 +81,8 @@ class InMemoryLoader:
             world_size=trainer.world_size, transform=transform,
             skip=(lambda: progress.current.completed) if train else (lambda: 0),
         )  # fmt: skip
+
+
+def check_eval_batch_size(eval_batch_size: int) -> None:
+    if not (isinstance(eval_batch_size, int) and eval_batch_size > 0):
+        raise ConfigError(f"data.eval_batch_size={eval_batch_size}: must be a positive integer")

@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from lbtrain.data.in_memory import InMemoryLoader
+from lbtrain.data.in_memory import InMemoryLoader, check_eval_batch_size
 from lbtrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,14 @@ class MNIST1DDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 < train_split < 1:
+            raise ConfigError(f"data.train_split={train_split}: must be in (0, 1)")
+        if not int(num_samples * train_split) >= batch_size:
+            raise ConfigError(
+                f"data.num_samples={num_samples}: gives {int(num_samples * train_split)} "
+                f"training samples, fewer than one per-device batch ({batch_size})"
+            )
+        check_eval_batch_size(eval_batch_size)
         self.batch_size = batch_size  # per device
         self.eval_batch_size = eval_batch_size
         self.shuffle_seed = shuffle_seed

@@ -26,7 +26,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from lbtrain.data.augment import BatchTransform
-from lbtrain.data.in_memory import InMemoryLoader
+from lbtrain.data.in_memory import InMemoryLoader, check_eval_batch_size
 from lbtrain.data.order import EpochShuffleSampler
 from lbtrain.errors import ConfigError
 
@@ -47,6 +47,7 @@ class _VisionDataModule(L.LightningDataModule):
         download: bool,
     ) -> None:  # fmt: skip
         super().__init__()
+        check_eval_batch_size(eval_batch_size)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size  # per device (micro-batch)
         self.eval_batch_size = eval_batch_size

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lbtrain.models.registry import register_model
+from lbtrain.models.registry import check_widths, register_model
 
 
 @register_model
@@ -13,6 +13,7 @@ def mlp(
     num_classes: int, input_shape: tuple[int, ...], hidden: Sequence[int] = (256, 256)
 ) -> nn.Module:
     """Flatten -> [Linear + BatchNorm1d + ReLU] per hidden width -> Linear."""
+    check_widths("hidden", hidden)
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for h in hidden:

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lbtrain.models.registry import register_model
+from lbtrain.models.registry import check_widths, register_model
 
 
 @register_model
@@ -15,6 +15,7 @@ def cnn1d(
 
     A 40-sample MNIST-1D signal shrinks 40 -> 20 -> 10 -> 5 along time.
     """
+    check_widths("channels", channels)
     in_ch, length = input_shape
     layers: list[nn.Module] = []
     for i, ch in enumerate(channels):

@@ -32,3 +32,9 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kw
             + ", ".join(list_models())
         )
     return _MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+
+
+def check_widths(key: str, widths) -> None:
+    """Layer widths from the config (`model.hidden`, `model.channels`): positive ints."""
+    if not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ConfigError(f"model.{key}={list(widths)}: widths must be positive integers")
