@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from lbtrain import resolvers
 from lbtrain.config import GROUPS, compose_config, group_options, validate
+from lbtrain.models import list_models
 
 OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
 
@@ -16,6 +17,14 @@ def compose_run(overrides: list[str], tmp_path) -> DictConfig:
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_group_option_composes_and_validates(group, option, tmp_path):
     validate(compose_run([f"{group}={option}"], tmp_path))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_is_selectable_by_its_name(name, tmp_path):
+    cfg = compose_run([f"model={name}"], tmp_path)
+    validate(cfg)
+    assert cfg.model.name == name
+    assert set(group_options("model")) == set(list_models())  # no config without a model
 
 
 def test_default_run_is_the_small_batch_column(tmp_path):

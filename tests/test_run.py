@@ -27,15 +27,16 @@ def test_default_run_writes_metrics_checkpoint_and_offline_wandb(cli, tmp_path):
     rows = metrics_rows(run_dir)
     columns = set(rows[0])
     assert {"step", "epoch", "train/loss_step", "train/loss_epoch", "train/acc"} <= columns
-    assert {"val/loss", "val/acc", "lr-SGD"} <= columns
+    assert {"val/loss", "val/acc", "lr-SGD", "weight_distance"} <= columns  # all by default
     val_acc = [float(r["val/acc"]) for r in rows if r["val/acc"]]
     assert len(val_acc) == 2 and all(0.0 <= a <= 1.0 for a in val_acc)
     train_steps = {int(r["step"]) for r in rows if r["train/loss_step"]}
-    assert train_steps == set(range(12))  # every step logged, with log_every_n_steps=1
+    assert train_steps == set(range(1, 13))  # every update t = 1..12, log_every_n_steps=1
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 12 and summary["val/acc"] == val_acc[-1]
+    assert summary["weight_distance"] > 0 and "diffusion_slope" in summary
     (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
     assert list(offline_run.glob("*.wandb"))
     assert "final val/acc" in result.stderr + result.stdout

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from lbtrain.callbacks.weight_distance import WeightDistance
 from lbtrain.config import compose_config
 from lbtrain.run import build
 
@@ -113,11 +112,6 @@ def test_per_layer_distances_add_up_to_the_total(tmp_path, data_dir):
     assert len(layers) == 7  # cnn1d: 3 convs, 3 BatchNorms, the classifier
     total = (df[layers] ** 2).sum(axis=1) ** 0.5
     assert total.values == pytest.approx(df["weight_distance"].values, rel=1e-5)
-
-
-def test_callback_is_on_by_default(tmp_path):
-    cfg = compose_config([], str(tmp_path))
-    assert cfg.callbacks.weight_distance._target_.endswith(WeightDistance.__name__)
 
 
 def test_ddp_run_logs_one_series_with_one_value_per_optimizer_step(cli, tmp_path):
