@@ -55,6 +55,36 @@ def test_report_writes_table1_and_figures(sweep, tmp_path):
         assert (out / png).stat().st_size > 10_000
 
 
+def test_a_row_pools_only_runs_that_differ_in_the_seed(sweep, tmp_path, cli_in_process):
+    """Another SB learning rate is another row, named by what differs; a run reached through
+    two overlapping PATHs counts once."""
+    root = tmp_path / "runs"
+    shutil.copytree(sweep, root / "sweep")
+    code, stderr = cli_in_process(
+        "experiment=mnist1d_table1", "recipe=sb", "optim.lr=0.1", "large_batch_size=256",
+        "trainer.max_epochs=2", "optim.milestones=[1]", "logger=csv",
+        f"hydra.run.dir={root}/other_lr",
+    )  # fmt: skip
+    assert code == 0, stderr[-2000:]
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "lbtrain.report", str(root), str(root / "sweep" / "0"),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "table.csv").set_index("run")
+    assert table.loc["SB [optim.lr=0.05]", "seeds"] == 2  # not 3: job 0 given twice
+    assert table.loc["SB [optim.lr=0.1]", "seeds"] == 1
+    assert list(table.loc[["LB", "+RA"], "seeds"]) == [2, 2]
+    lb_gap = table.loc["LB", "gap to SB (points)"]  # to the SB of its own config
+    sb = [
+        float(a.split(" +- ")[0])
+        for a in table.loc[["SB [optim.lr=0.05]", "LB"], "val acc % (final)"]
+    ]
+    assert lb_gap == pytest.approx(sb[1] - sb[0], abs=0.011)
+
+
 def test_report_on_a_path_without_runs_fails_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "lbtrain.report", str(tmp_path)], capture_output=True, text=True

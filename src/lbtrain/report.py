@@ -2,10 +2,12 @@
 
     python -m lbtrain.report logs/multiruns/2026-11-25_10-00-00_ab12cd [--out DIR]
 
-PATH may be a run dir, a multirun dir, or any folder above them. Writes, into --out
-(default: PATH/report): table.md and table.csv (per recipe / batch size: final and best
-validation accuracy, mean +- std over seeds, the gap to SB, optimizer steps, final weight
-distance, diffusion slope), weight_distance.png (Figure 2: ||w_t - w_0|| against log t)
+PATH may be a run dir, a multirun dir, or any folder above them (a run found twice counts
+once). Writes, into --out (default: PATH/report): table.md and table.csv (one row per
+configuration, pooling only runs whose resolved configs differ in the seed alone; rows that
+share a label name the keys that differ; final and best validation accuracy, mean +- std
+over seeds, the gap to SB, optimizer steps, final weight distance, diffusion slope),
+weight_distance.png (Figure 2: ||w_t - w_0|| against log t)
 and val_error.png (Figures 1 and 3: validation error against epoch). Jobs that failed or
 did not finish are listed, never dropped silently.
 """
@@ -54,17 +56,60 @@ class Run:
         return (rank, self.config["batch_size"], self.label)
 
 
+# Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds)
+# and the plan (derived from the rest; runs from before it existed lack it)
+NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "data.data_dir",
+                "trainer.enable_progress_bar")  # fmt: skip
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value)
+    return flat
+
+
+def identity(run: Run) -> tuple[tuple[str, str], ...]:
+    """The run's resolved config without NOT_IDENTITY: runs pool into one row only when
+    these are equal, i.e. when their configs differ in the seed alone."""
+    flat = _flatten(run.config)
+    keep = (k for k in flat if not any(k == n or k.startswith(f"{n}.") for n in NOT_IDENTITY))
+    return tuple(sorted((k, flat[k]) for k in keep))
+
+
+def row_names(runs: list[Run]) -> dict[tuple, str]:
+    """A name per identity: the run's label, and where configs share a label, the keys
+    whose values tell them apart, e.g. `SB [optim.lr=0.1]` and `SB [optim.lr=0.05]`."""
+    by_label: dict[str, dict[tuple, Run]] = {}
+    for run in runs:
+        by_label.setdefault(run.label, {}).setdefault(identity(run), run)
+    names = {}
+    for label, configs in by_label.items():
+        dicts = {key: dict(key) for key in configs}
+        keys = sorted({k for d in dicts.values() for k in d})
+        differ = [k for k in keys if len({d.get(k) for d in dicts.values()}) > 1]
+        for key, d in dicts.items():
+            shown = ", ".join(f"{k}={json.loads(d[k]) if k in d else '-'}" for k in differ)
+            names[key] = f"{label} [{shown}]" if differ else label
+    return names
+
+
 def find_runs(paths: list[Path]) -> list[Run]:
     """Every run dir (one holding config.yaml and .hydra/) at or below the given paths."""
-    runs = []
+    found: dict[Path, None] = {}  # overlapping PATHs (a sweep and one of its jobs): once
     for root in paths:
         if not root.exists():
             raise SystemExit(f"lbtrain.report: error: {root} does not exist")
         candidates = [root] if (root / ".hydra").is_dir() else []
         candidates += sorted(p.parent.parent for p in root.rglob(".hydra/config.yaml"))
-        for run_dir in dict.fromkeys(candidates):
+        for run_dir in candidates:
             if (run_dir / "config.yaml").exists():
-                runs.append(load_run(run_dir))
+                found.setdefault(run_dir.resolve())
+    runs = [load_run(run_dir) for run_dir in found]
     if not runs:
         where = ", ".join(str(p) for p in paths)
         raise SystemExit(f"lbtrain.report: error: no lbtrain runs under {where}")
@@ -99,27 +144,50 @@ def best_val_acc(run: Run) -> float:
     return float(run.metrics["val/acc"].max())
 
 
+# What a Table 1 column changes; the rest of the config says which SB a row compares with
+RECIPE_KEYS = ("batch_size", "large_batch_size", "lr_scaling", "ghost_batch_size", "regime",
+               "regime_multiplier")  # fmt: skip
+
+
+def _without_recipe(key: tuple) -> tuple:
+    return tuple((k, v) for k, v in key if k not in RECIPE_KEYS)
+
+
 def table(runs: list[Run]) -> pd.DataFrame:
-    """One row per recipe / configuration, aggregated over seeds (finished runs only)."""
+    """One row per configuration, mean +- std over its seeds (finished runs only). Each row's
+    gap is to the SB row of the same experiment (equal but for the recipe's keys), else to
+    that experiment's smallest batch."""
     done = sorted((r for r in runs if r.summary), key=lambda r: r.order)
-    groups: dict[str, list[Run]] = {}
+    groups: dict[tuple, list[Run]] = {}
     for run in done:
-        groups.setdefault(run.label, []).append(run)
+        groups.setdefault(identity(run), []).append(run)
     if not groups:
         return pd.DataFrame()
-    reference = groups.get("SB") or min(groups.values(), key=lambda g: g[0].config["batch_size"])
-    ref_acc = pd.Series([r.summary["val/acc"] for r in reference]).mean() * 100
+    names = row_names(done)
+
+    def mean_acc(group: list[Run]) -> float:
+        return pd.Series([r.summary["val/acc"] for r in group]).mean() * 100
+
+    def reference(key: tuple) -> list[Run] | None:
+        same = [k for k in groups if _without_recipe(k) == _without_recipe(key)]
+        sb = [k for k in same if groups[k][0].label == "SB"]
+        if len(sb) > 1:
+            return None  # no single SB to compare with
+        smallest = min(same, key=lambda k: groups[k][0].config["batch_size"])
+        return groups[sb[0] if sb else smallest]
+
     rows = []
-    for label, group in groups.items():
+    for key, group in groups.items():
         acc = [r.summary["val/acc"] for r in group]
+        ref = reference(key)
         rows.append(
             {
-                "run": label,
+                "run": names[key],
                 "batch size": group[0].config["batch_size"],
                 "seeds": len(group),
                 "val acc % (final)": _mean_std(acc, 100),
                 "val acc % (best)": _mean_std([best_val_acc(r) for r in group], 100),
-                "gap to SB (points)": f"{pd.Series(acc).mean() * 100 - ref_acc:+.2f}",
+                "gap to SB (points)": f"{mean_acc(group) - mean_acc(ref):+.2f}" if ref else "-",
                 "optimizer steps": int(pd.Series([r.summary["global_step"] for r in group]).mean()),
                 "weight distance": _mean_std([r.summary.get("weight_distance") for r in group]),
                 "diffusion slope": _mean_std([r.summary.get("diffusion_slope") for r in group]),
@@ -138,15 +206,17 @@ def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours: dict[str, str] = {}
+    names = row_names(runs)
     for run in sorted(runs, key=lambda r: r.order):
         if column not in run.metrics:
             continue
         # a run resumed from an older checkpoint logs some steps twice: the last one counts
         rows = run.metrics.dropna(subset=[column]).drop_duplicates("step", keep="last")
         x, y = curve(rows)
-        label = run.label if run.label not in colours else None
-        (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(run.label))
-        colours.setdefault(run.label, line.get_color())
+        name = names[identity(run)]
+        label = name if name not in colours else None
+        (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(name))
+        colours.setdefault(name, line.get_color())
     ax.set_xscale("log")
     ax.set(xlabel=labels["x"], ylabel=labels["y"], title=labels["title"])
     ax.grid(True, which="both", alpha=0.3)
@@ -192,7 +262,8 @@ def write_report(paths: list[Path], out: Path) -> pd.DataFrame:
     ]
     if unfinished:
         lines += ["Failed or unfinished jobs (no summary.json):", ""]
-        lines += [f"- {r.path} ({r.label})" for r in unfinished]
+        names = row_names(runs)
+        lines += [f"- {r.path} ({names[identity(r)]})" for r in unfinished]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot_weight_distance(runs, out)
     plot_val_error(runs, out)
