@@ -5,7 +5,10 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
+from helpers import wandb_records
 
 TINY = ("trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.log_every_n_steps=1")
 
@@ -134,3 +137,26 @@ def test_compiled_model_with_ghost_batch_norm_trains(cli, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
     assert summary["global_step"] == 5 and summary["weight_distance"] > 0
+
+
+def test_a_run_records_what_actually_ran_not_only_the_base_regime(cli, tmp_path):
+    """+RA at batch 256 stretches the 1-epoch base regime 8x: config.yaml, summary.json and
+    the W&B config say so (epochs, steps, milestones in steps, scaled LR, batches)."""
+    result = cli("recipe=lb_lr_gbn_ra", "large_batch_size=256", "trainer.max_epochs=1",
+                 "optim.milestones=[0.5]", "optim.warmup=0.25")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    expected = {
+        "batch_size": 256, "per_device_batch": 256, "micro_batch": 256, "ghost_batch_size": 32,
+        "lr": pytest.approx(0.05 * 8**0.5), "regime_stretch": 8.0, "epochs": 8,
+        "steps_per_epoch": 16, "total_steps": 128, "milestones_steps": [64], "warmup_steps": 32,
+    }  # fmt: skip
+    assert config["trainer"]["max_epochs"] == 1  # the base regime, as given
+    for plan in (config["plan"], summary["plan"]):
+        assert {k: plan[k] for k in expected} == expected
+    assert summary["global_step"] == 128 and summary["epochs"] == 8
+    (wandb_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    wandb_config, _ = wandb_records(wandb_file)
+    assert {k: wandb_config["plan"][k] for k in expected} == expected

@@ -4,6 +4,8 @@ updates; the LR at t is the one that made update t, the loss at t that of update
 import lightning as L
 import pandas as pd
 import pytest
+import wandb
+from helpers import wandb_records
 
 from lbtrain.config import compose_config
 from lbtrain.run import build
@@ -28,10 +30,12 @@ class RecordUpdates(L.Callback):
         self.epoch_end_at.append(trainer.global_step)
 
 
-def test_every_logged_series_follows_the_step_convention(tmp_path, data_dir):
+def test_every_logged_series_follows_the_step_convention(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
     # a warmup over the first epoch: the LR differs at every one of its steps
     cfg = compose_config(
-        ["logger=csv", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
+        ["logger=default", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
          "trainer.log_every_n_steps=1", "optim.warmup=1", "batch_size=64", "lr_scaling=linear",
          f"paths.data_dir={data_dir}"],
         str(tmp_path),
@@ -39,7 +43,10 @@ def test_every_logged_series_follows_the_step_convention(tmp_path, data_dir):
     trainer, module, dm = build(cfg, tmp_path)
     record = RecordUpdates()
     trainer.callbacks.append(record)
-    trainer.fit(module, datamodule=dm)
+    try:
+        trainer.fit(module, datamodule=dm)
+    finally:
+        wandb.finish()
     log = pd.read_csv(tmp_path / "csv" / "metrics.csv")
 
     def series(column: str) -> dict[int, float]:
@@ -54,3 +61,10 @@ def test_every_logged_series_follows_the_step_convention(tmp_path, data_dir):
     assert list(series("val/acc")) == record.val_at == [4, 8]
     assert list(series("train/loss_epoch")) == record.epoch_end_at == [4, 8]
     assert list(log.dropna(subset=["val/acc"])["epoch"]) == [0, 1]  # the epoch each closes
+
+    # W&B gets every value at the same step ("trainer/global_step", its x-axis)
+    (wandb_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    _, history = wandb_records(wandb_file)
+    for column in ("lr-SGD", "train/loss_step", "weight_distance", "val/acc", "train/acc"):
+        logged = {row["trainer/global_step"]: row[column] for row in history if column in row}
+        assert logged == pytest.approx(series(column)), column
