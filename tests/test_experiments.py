@@ -1,6 +1,8 @@
 """Every Table 1 experiment composes with every recipe and trains a few steps on small
 files written in its data set's real on-disk format."""
 
+from importlib.resources import files
+
 import pytest
 
 from lbtrain.config import compose_config, group_options, validate
@@ -43,3 +45,26 @@ def test_every_experiment_trains_a_few_steps(
     assert trainer.global_step == 2
     assert 0 <= float(trainer.callback_metrics["val/acc"]) <= 1
     assert "GhostBatchNorm" in repr(module.model)
+
+
+def documented_command(experiment: str) -> list[str]:
+    """The sweep written in the experiment file's header, as its overrides."""
+    text = (files("lbtrain.conf") / "experiment" / f"{experiment}.yaml").read_text()
+    (line,) = [ln for ln in text.splitlines() if "python -m lbtrain.run -m" in ln]
+    return line.split("python -m lbtrain.run -m", 1)[1].split()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_each_documented_row_runs_the_rule_and_clipping_it_names(experiment, tmp_path):
+    overrides = documented_command(experiment)
+    assert f"experiment={experiment}" in overrides
+    sweep = dict(o.split("=", 1) for o in overrides)
+    for recipe in sweep["recipe"].split(","):
+        point = [o for o in overrides if not o.startswith(("recipe=", "seed="))]
+        cfg = compose_config([*point, f"recipe={recipe}"], str(tmp_path))
+        validate(cfg)
+        if experiment == "resnet50_imagenet":  # Goyal et al.: linear rule, warmup, no clip
+            assert cfg.optim.warmup == 5 and cfg.trainer.gradient_clip_val is None
+            assert cfg.lr_scaling == "linear"
+        else:  # the paper's runs clip the gradient norm at 5.0
+            assert cfg.trainer.gradient_clip_val == 5.0
