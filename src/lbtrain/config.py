@@ -7,6 +7,7 @@ keys), and `validate` checks each job's composed config against typed schemas an
 
 from dataclasses import dataclass, field
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -17,9 +18,44 @@ from lbtrain.errors import ConfigError
 GROUPS = ("data", "model", "optim", "trainer", "logger", "callbacks", "recipe", "experiment")
 
 
-def group_options(group: str) -> list[str]:
-    folder = files("lbtrain.conf") / group
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+def group_options(group: str, config_dirs: list[str] = ()) -> list[str]:
+    """The options of a config group: lbtrain's own, and those in your config dirs
+    (`hydra.searchpath=[file://my_conf]`, see the README's "Extend lbtrain")."""
+    folders = [files("lbtrain.conf") / group, *(Path(d) / group for d in config_dirs)]
+    return sorted(
+        {
+            p.name[:-5]
+            for f in folders
+            if f.is_dir()
+            for p in f.iterdir()
+            if p.name.endswith(".yaml")
+        }
+    )
+
+
+def _config_dirs(parsed) -> list[str]:
+    """The file:// entries of a `hydra.searchpath=[...]` override."""
+    for override in parsed:
+        if override.key_or_group == "hydra.searchpath" and not override.is_sweep_override():
+            value = override.value()
+            entries = value if isinstance(value, list) else [value]
+            return [e.removeprefix("file://") for e in entries if e.startswith("file://")]
+    return []
+
+
+def import_extensions(modules: list[str]) -> None:
+    """Import the config's `imports`: your modules, whose models and data modules register
+    themselves (`@register_model`, `@register_datamodule`), before the config is checked."""
+    import importlib
+
+    for name in modules or []:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            raise ConfigError(
+                f"imports=[{', '.join(modules)}]: no module named {e.name!r} (put it in the "
+                "working directory or on PYTHONPATH)"
+            ) from None
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -34,8 +70,11 @@ def check_overrides(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # malformed: Hydra reports it in its own words
         return
+    config_dirs = _config_dirs(parsed)
     first = []  # the sweep's first point
     for override in parsed:
+        if override.key_or_group == "hydra.searchpath":
+            first.append(override.input_line)  # your config dirs: compose as Hydra will
         if override.key_or_group.startswith("hydra"):
             continue
         try:
@@ -48,7 +87,7 @@ def check_overrides(overrides: list[str]) -> None:
             continue
         group = override.key_or_group
         if group in GROUPS and not override.is_delete() and not override.package:
-            options = group_options(group)
+            options = group_options(group, config_dirs)
             for value in values:
                 if value not in options and value != "null":
                     raise ConfigError(
@@ -99,6 +138,7 @@ class RunSchema:
     regime_multiplier: float = 1.0
     large_batch_size: int = 4096  # the LB column of the recipes
     ckpt_path: str | None = None
+    imports: list[str] = field(default_factory=list)
     compile: bool = False
     channels_last: bool = False
     optim: OptimSchema = field(default_factory=OptimSchema)

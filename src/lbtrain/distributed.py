@@ -28,6 +28,7 @@ def job_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
     hydra = HydraConfig.get()
     command = [
         sys.executable, "-m", "lbtrain.run", *hydra.overrides.task,
+        *(o for o in hydra.overrides.hydra if o.startswith("hydra.searchpath=")),
         f"hydra.run.dir='{hydra.runtime.output_dir}'",
         f"hydra.job.name=rank{local_rank}",  # its log file: <job dir>/rank<k>.log
         "hydra.output_subdir=null",  # rank 0 alone writes .hydra/

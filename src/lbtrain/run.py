@@ -31,7 +31,7 @@ from lbtrain.callbacks.preemption import (
     requeue_if_on_slurm,
 )
 from lbtrain.callbacks.summary import RunSummary
-from lbtrain.config import check_overrides, validate
+from lbtrain.config import check_overrides, import_extensions, validate
 from lbtrain.data import DATAMODULES
 from lbtrain.errors import ConfigError
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
@@ -131,7 +131,8 @@ def build(
     datamodule = DATAMODULES[data_kwargs.pop("name")](
         batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
     )
-    datamodule.check()  # before any model is built
+    if hasattr(datamodule, "check"):
+        datamodule.check()  # before any model is built
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = Classifier(
@@ -233,6 +234,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     # processes that never import this module as a script.
     distributed.install()
     try:
+        import_extensions(cfg.get("imports"))
         validate(cfg)
         with distributed.job_scope():
             return train(cfg).get("val/acc")

@@ -1,0 +1,88 @@
+"""A model, a data module and an experiment of your own, from outside the package, trained
+by `python -m lbtrain.run` exactly as the README's "Extend lbtrain" shows."""
+
+import json
+import textwrap
+
+MY_EXT = '''
+import math
+
+import lightning as L
+import torch
+from torch import nn
+
+from lbtrain.data import register_datamodule
+from lbtrain.data.in_memory import InMemoryLoader
+from lbtrain.models import register_model
+
+
+@register_model
+def tiny_mlp(num_classes, input_shape, width=16):
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(math.prod(input_shape), width, bias=False),
+        nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, num_classes),
+    )
+
+
+@register_datamodule("blobs")
+class Blobs(L.LightningDataModule):
+    """Three Gaussian blobs in the plane, 4 units apart."""
+
+    num_classes, input_shape = 3, (2,)
+
+    def __init__(self, batch_size, shuffle_seed=0, num_samples=600):
+        super().__init__()
+        self.batch_size, self.seed = batch_size, shuffle_seed
+        g = torch.Generator().manual_seed(0)
+        y = torch.arange(num_samples) % 3
+        centres = torch.tensor([[0.0, 4.0], [4.0, 0.0], [-4.0, -4.0]])
+        x = centres[y] + torch.randn(num_samples, 2, generator=g)
+        split = num_samples * 2 // 3
+        self.train, self.val = (x[:split], y[:split]), (x[split:], y[split:])
+
+    def train_dataloader(self):
+        return InMemoryLoader.for_trainer(self.trainer, *self.train, self.batch_size,
+                                          train=True, seed=self.seed)
+
+    def val_dataloader(self):
+        return InMemoryLoader.for_trainer(self.trainer, *self.val, 200, train=False,
+                                          seed=self.seed)
+'''
+
+CONFIGS = {
+    "model/tiny_mlp.yaml": "name: tiny_mlp\nwidth: 16\n",
+    "data/blobs.yaml": "name: blobs\nnum_samples: 600\n",
+    "experiment/blobs.yaml": """\
+        # @package _global_
+        defaults:
+          - override /data: blobs
+          - override /model: tiny_mlp
+        imports: [my_ext]
+        optim:
+          lr: 0.1
+          base_batch_size: 20
+          milestones: [3]
+        trainer:
+          max_epochs: 4
+        """,
+}
+
+
+def test_your_model_data_and_experiment_train_through_the_cli(cli, tmp_path):
+    (tmp_path / "my_ext.py").write_text(MY_EXT)
+    for name, text in CONFIGS.items():
+        path = tmp_path / "my_conf" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    result = cli("hydra.searchpath=[file://my_conf]", "experiment=blobs", "logger=csv",
+                 "batch_size=40", "lr_scaling=sqrt", "ghost_batch_size=20")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 4 * 10  # 400 training samples in batches of 40
+    assert summary["val/acc"] > 0.9  # the blobs are separable: it learnt
+    assert summary["plan"]["ghost_batch_size"] == 20
+
+    unknown = cli("hydra.searchpath=[file://my_conf]", "model=tiny_mlp", "imports=[nope]")
+    assert unknown.returncode == 2
+    assert "imports=[nope]: no module named 'nope'" in unknown.stderr
