@@ -157,12 +157,12 @@ def imagenet_dir(tmp_path: Path) -> Path:
 def cli_in_process(tmp_path: Path, data_dir: Path, monkeypatch, capsys):
     """`python -m lbtrain.run OVERRIDES...` in this process (the same `main()`, with
     Hydra's real command-line handling), for cases that stop before training: a second
-    faster than a fresh interpreter. Returns (exit code, stderr)."""
+    faster than a fresh interpreter. Returns what subprocess.run would."""
     from hydra.core.global_hydra import GlobalHydra
 
     from lbtrain.run import main
 
-    def run(*overrides: str) -> tuple[int, str]:
+    def run(*overrides: str) -> subprocess.CompletedProcess:
         monkeypatch.chdir(tmp_path)
         monkeypatch.delenv("LBTRAIN_RUN_ID", raising=False)
         monkeypatch.setenv("WANDB_MODE", "offline")
@@ -177,7 +177,8 @@ def cli_in_process(tmp_path: Path, data_dir: Path, monkeypatch, capsys):
             main()
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
-        return code, capsys.readouterr().err
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
 
     return run
 

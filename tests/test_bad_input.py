@@ -95,8 +95,8 @@ def assert_one_line_and_nothing_trained(code: int, stderr: str, message: str, ro
 def test_bad_input_fails_before_training_with_one_line(
     cli_in_process, tmp_path, overrides, message
 ):
-    code, stderr = cli_in_process(*overrides)
-    assert_one_line_and_nothing_trained(code, stderr, message, tmp_path)
+    result = cli_in_process(*overrides)
+    assert_one_line_and_nothing_trained(result.returncode, result.stderr, message, tmp_path)
 
 
 def test_a_bad_value_in_a_fresh_interpreter_prints_no_traceback(cli, tmp_path):
@@ -117,8 +117,8 @@ def test_foreign_or_broken_checkpoints_are_one_line_and_leave_the_run_alone(
     cli_in_process, tmp_path
 ):
     tiny = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=csv")
-    code, stderr = cli_in_process(*tiny, "model=mlp", "hydra.run.dir=logs/earlier")
-    assert code == 0, stderr[-2000:]
+    first = cli_in_process(*tiny, "model=mlp", "hydra.run.dir=logs/earlier")
+    assert first.returncode == 0, first.stderr[-2000:]
     earlier = tmp_path / "logs" / "earlier"
     ckpt = earlier / "checkpoints" / "last.ckpt"
     truncated = tmp_path / "truncated.ckpt"
@@ -130,8 +130,10 @@ def test_foreign_or_broken_checkpoints_are_one_line_and_leave_the_run_alone(
         ((f"ckpt_path={ckpt}", "hydra.run.dir=logs/earlier"), "holds another model"),
     ]
     for overrides, message in cases:  # the default model (cnn1d) from mlp's checkpoint
-        code, stderr = cli_in_process(*tiny, *overrides)
-        assert_one_line_and_nothing_trained(code, stderr, message, tmp_path / "logs" / "runs")
+        result = cli_in_process(*tiny, *overrides)
+        assert_one_line_and_nothing_trained(
+            result.returncode, result.stderr, message, tmp_path / "logs" / "runs"
+        )
     assert results_under(earlier) == before
 
 
@@ -142,13 +144,15 @@ def test_truncated_mnist1d_cache_is_one_line(cli_in_process, tmp_path):
     cache = MNIST1DDataModule(str(data), batch_size=32).path
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"PK\x03\x04 truncated")
-    code, stderr = cli_in_process(f"paths.data_dir={data}")
+    result = cli_in_process(f"paths.data_dir={data}")
     message = f"data.data_dir={data}: the MNIST-1D cache {cache.name} is unreadable"
-    assert_one_line_and_nothing_trained(code, stderr, message, tmp_path)
+    assert_one_line_and_nothing_trained(result.returncode, result.stderr, message, tmp_path)
 
 
 def test_a_model_that_cannot_take_the_data_names_both(cli_in_process, tmp_path, cifar10_dir,
                                                       skip_cifar_md5):  # fmt: skip
-    code, stderr = cli_in_process("data=cifar10", f"data.data_dir={cifar10_dir}", "batch_size=8")
+    result = cli_in_process("data=cifar10", f"data.data_dir={cifar10_dir}", "batch_size=8")
     message = "model=cnn1d cannot be built for data=cifar10 (samples of shape (3, 32, 32)"
-    assert_one_line_and_nothing_trained(code, stderr, message, tmp_path / "logs")
+    assert_one_line_and_nothing_trained(
+        result.returncode, result.stderr, message, tmp_path / "logs"
+    )

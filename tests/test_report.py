@@ -60,12 +60,12 @@ def test_a_row_pools_only_runs_that_differ_in_the_seed(sweep, tmp_path, cli_in_p
     two overlapping PATHs counts once."""
     root = tmp_path / "runs"
     shutil.copytree(sweep, root / "sweep")
-    code, stderr = cli_in_process(
+    other = cli_in_process(
         "experiment=mnist1d_table1", "recipe=sb", "optim.lr=0.1", "large_batch_size=256",
         "trainer.max_epochs=2", "optim.milestones=[1]", "logger=csv",
         f"hydra.run.dir={root}/other_lr",
     )  # fmt: skip
-    assert code == 0, stderr[-2000:]
+    assert other.returncode == 0, other.stderr[-2000:]
     out = tmp_path / "report"
     result = subprocess.run(
         [sys.executable, "-m", "lbtrain.report", str(root), str(root / "sweep" / "0"),

@@ -23,8 +23,8 @@ def metrics_rows(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_default_run_writes_metrics_checkpoint_and_offline_wandb(cli, tmp_path):
-    result = cli(*TINY)
+def test_default_run_writes_metrics_checkpoint_and_offline_wandb(cli_in_process, tmp_path):
+    result = cli_in_process(*TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     rows = metrics_rows(run_dir)
@@ -46,12 +46,12 @@ def test_default_run_writes_metrics_checkpoint_and_offline_wandb(cli, tmp_path):
     assert "batch 32 = 1 device x 32; lr 0.05 = 0.05" in result.stderr + result.stdout
 
 
-def test_resume_continues_from_checkpoint(cli, tmp_path):
-    first = cli(*TINY, "logger=csv")
+def test_resume_continues_from_checkpoint(cli_in_process, tmp_path):
+    first = cli_in_process(*TINY, "logger=csv")
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = only_run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == 12
-    resumed = cli(
+    resumed = cli_in_process(
         "trainer.max_epochs=3",
         "trainer.limit_train_batches=6",
         "logger=csv",
@@ -64,19 +64,19 @@ def test_resume_continues_from_checkpoint(cli, tmp_path):
     assert torch.load(ckpt, weights_only=False)["global_step"] == 12  # earlier run untouched
 
 
-def test_a_finished_run_dir_is_never_overwritten(cli, tmp_path):
-    first = cli(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
+def test_a_finished_run_dir_is_never_overwritten(cli_in_process, tmp_path):
+    first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
     assert first.returncode == 0, first.stderr[-3000:]
     before = {p: p.read_bytes() for p in (tmp_path / "logs" / "mine").rglob("*") if p.is_file()}
-    again = cli(*TINY, "logger=csv", "hydra.run.dir=logs/mine", "seed=1")
+    again = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine", "seed=1")
     assert again.returncode == 2
     assert "error: hydra.run.dir=logs/mine already holds a run (summary.json)" in again.stderr
     after = {p: p.read_bytes() for p in (tmp_path / "logs" / "mine").rglob("*") if p.is_file()}
     assert after == before  # refused before Hydra wrote anything
 
 
-def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli, tmp_path):
-    result = cli("-m", "batch_size=32,64", *TINY, "logger=csv")
+def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli_in_process, tmp_path):
+    result = cli_in_process("-m", "batch_size=32,64", *TINY, "logger=csv")
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "logs" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
@@ -85,7 +85,9 @@ def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli, tmp_path):
         assert f"batch_size: {batch}" in (job / "config.yaml").read_text()
         assert json.loads((job / "summary.json").read_text())["global_step"] == 12
         assert metrics_rows(job)
-    again = cli("-m", "batch_size=32,64", *TINY, "logger=csv", f"hydra.sweep.dir={sweep_dir}")
+    again = cli_in_process(
+        "-m", "batch_size=32,64", *TINY, "logger=csv", f"hydra.sweep.dir={sweep_dir}"
+    )
     assert again.returncode == 2
     assert (
         f"hydra.sweep.dir={sweep_dir} already holds finished jobs (0/summary.json)" in again.stderr
@@ -112,8 +114,8 @@ def test_two_runs_in_the_same_second_never_share_a_directory(cli, tmp_path):
     assert len(dirs) == 2 and all((d / "summary.json").exists() for d in dirs)
 
 
-def test_sweep_jobs_share_a_wandb_group_and_are_named_by_their_overrides(cli, tmp_path):
-    result = cli("-m", "batch_size=32,64", "recipe=sb", *TINY)
+def test_sweep_jobs_share_a_wandb_group_and_are_named_by_their_overrides(cli_in_process, tmp_path):
+    result = cli_in_process("-m", "batch_size=32,64", "recipe=sb", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "logs" / "multiruns").iterdir()
     runs = [
@@ -131,18 +133,20 @@ def test_sweep_jobs_share_a_wandb_group_and_are_named_by_their_overrides(cli, tm
         assert list((sweep_dir / job / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
 
 
-def test_compiled_model_with_ghost_batch_norm_trains(cli, tmp_path):
-    result = cli("compile=true", "ghost_batch_size=8", "logger=csv", "trainer.max_epochs=1",
-                 "trainer.limit_train_batches=5")  # fmt: skip
+def test_compiled_model_with_ghost_batch_norm_trains(cli_in_process, tmp_path):
+    result = cli_in_process(
+        "compile=true", "ghost_batch_size=8", "logger=csv", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=5", "trainer.limit_val_batches=0",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
     assert summary["global_step"] == 5 and summary["weight_distance"] > 0
 
 
-def test_a_run_records_what_actually_ran_not_only_the_base_regime(cli, tmp_path):
+def test_a_run_records_what_actually_ran_not_only_the_base_regime(cli_in_process, tmp_path):
     """+RA at batch 256 stretches the 1-epoch base regime 8x: config.yaml, summary.json and
     the W&B config say so (epochs, steps, milestones in steps, scaled LR, batches)."""
-    result = cli("recipe=lb_lr_gbn_ra", "large_batch_size=256", "trainer.max_epochs=1",
+    result = cli_in_process("recipe=lb_lr_gbn_ra", "large_batch_size=256", "trainer.max_epochs=1",
                  "optim.milestones=[0.5]", "optim.warmup=0.25")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
