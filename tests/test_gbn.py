@@ -274,3 +274,21 @@ def test_running_statistics_under_bf16_autocast_match_float32(path):
         torch.testing.assert_close(
             getattr(under_autocast, name), getattr(reference, name), rtol=1e-6, atol=1e-6
         )
+
+
+def test_gbn_imports_nothing_from_the_config_layer():
+    """gbn.py is the piece researchers copy into their own code: importing it loads neither
+    lbtrain's config layer nor its registries."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lbtrain.gbn; print(sorted(m for m in sys.modules if m.startswith('lbtrain')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [
+        "['lbtrain',",
+        "'lbtrain.errors',",
+        "'lbtrain.gbn',",
+        "'lbtrain.resolvers']",
+    ]

@@ -1,8 +1,10 @@
-"""The one place that validates a run's configuration, before anything is built.
+"""Validation of a run's configuration, before anything is built.
 
 Every check ends in one line that names the key, the bad value and what is allowed:
 `check_overrides` reads the command line before Hydra starts (unknown options, misspelt
 keys), and `validate` checks each job's composed config against typed schemas and ranges.
+What only built things can tell (devices, data on disk, the model against the data, a
+checkpoint) is checked in `lbtrain.run` right after building, still before training.
 """
 
 from dataclasses import dataclass, field
