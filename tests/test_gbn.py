@@ -282,13 +282,8 @@ def test_gbn_imports_nothing_from_the_config_layer():
     import subprocess
     import sys
 
-    code = (
-        "import sys, lbtrain.gbn; print(sorted(m for m in sys.modules if m.startswith('lbtrain')))"
-    )
+    code = "import sys, lbtrain.gbn; print(' '.join(m for m in sys.modules if 'lbtrain' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [
-        "['lbtrain',",
-        "'lbtrain.errors',",
-        "'lbtrain.gbn',",
-        "'lbtrain.resolvers']",
-    ]
+    loaded = set(out.stdout.split())
+    assert "lbtrain.gbn" in loaded
+    assert not loaded & {"lbtrain.config", "lbtrain.models", "lbtrain.data", "lbtrain.run"}
