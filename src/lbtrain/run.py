@@ -33,7 +33,7 @@ from lbtrain.callbacks.preemption import (
 from lbtrain.callbacks.summary import RunSummary
 from lbtrain.config import check_overrides, import_extensions, validate
 from lbtrain.data import DATAMODULES
-from lbtrain.errors import ConfigError
+from lbtrain.errors import ConfigError, one_line
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
@@ -43,10 +43,6 @@ log = logging.getLogger("lbtrain")
 EXIT_PREEMPTED = 124  # as `timeout` does: stopped early, resumable
 # Lightning 2.6 trips over its own pytree deprecation on every run; nothing for users to act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
@@ -59,7 +55,7 @@ def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...])
             raise
         raise ConfigError(
             f"model={name} cannot be built for data={cfg.data.name} (samples of shape "
-            f"{tuple(input_shape)}, {num_classes} classes, model options {kwargs}): {_one_line(e)}"
+            f"{tuple(input_shape)}, {num_classes} classes, model options {kwargs}): {one_line(e)}"
         ) from None
     check_input_shape(model, input_shape, cfg)
     model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
@@ -78,7 +74,7 @@ def check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...], cfg)
     except (RuntimeError, ValueError) as e:
         raise ConfigError(
             f"model={cfg.model.name} cannot take data={cfg.data.name}'s samples of shape "
-            f"{tuple(input_shape)} ({_one_line(e)}); pick a model made for this data"
+            f"{tuple(input_shape)} ({one_line(e)}); pick a model made for this data"
         ) from None
     finally:
         model.train(was_training)
@@ -91,7 +87,7 @@ def _instantiate_group(cfg: DictConfig, group: str) -> list:
             built.append(instantiate(node))
         except InstantiationException as e:  # bad arguments: say which entry, in one line
             cause = e.__cause__ or e
-            raise ConfigError(f"{group}.{name}: {_one_line(cause)}") from None
+            raise ConfigError(f"{group}.{name}: {one_line(cause)}") from None
     return built
 
 
@@ -109,7 +105,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             default_root_dir=run_dir,
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
-        raise ConfigError(f"trainer: {_one_line(e)}") from None
+        raise ConfigError(f"trainer: {one_line(e)}") from None
 
 
 def build(
@@ -153,7 +149,7 @@ def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> N
     except Exception as e:  # truncated, not a checkpoint, not a Lightning one
         raise ConfigError(
             f"{key}={path}: not a readable lbtrain checkpoint ({type(e).__name__}: "
-            f"{_one_line(e)[:200]})"
+            f"{one_line(e)[:200]})"
         ) from None
     ours = module.state_dict()
     for name, tensor in ours.items():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lbtrain.data.in_memory import InMemoryLoader, check_eval_batch_size
-from lbtrain.errors import ConfigError
+from lbtrain.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class MNIST1DDataModule(L.LightningDataModule):
         except Exception as e:  # truncated or foreign file: zipfile, pickle or key errors
             raise ConfigError(
                 f"data.data_dir={self.path.parent.parent}: the MNIST-1D cache {self.path.name} "
-                f"is unreadable ({type(e).__name__}: {' '.join(str(e).split())}); delete it, and "
+                f"is unreadable ({type(e).__name__}: {one_line(e)}); delete it, and "
                 "the next run generates it again"
             ) from None
 

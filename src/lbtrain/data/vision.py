@@ -28,15 +28,10 @@ from torchvision.transforms import v2
 from lbtrain.data.augment import BatchTransform
 from lbtrain.data.in_memory import InMemoryLoader, check_eval_batch_size
 from lbtrain.data.order import EpochShuffleSampler
-from lbtrain.errors import ConfigError
+from lbtrain.errors import ConfigError, one_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _one_line(e: BaseException) -> str:
-    """An exception's message on one line (torchvision's download errors span several)."""
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 class _VisionDataModule(L.LightningDataModule):
@@ -103,7 +98,7 @@ class _InMemoryVisionDataModule(_VisionDataModule):
             except (OSError, RuntimeError) as e:  # URLError is an OSError
                 raise ConfigError(
                     f"data.download=true: fetching {self.title} into {self.data_dir} failed "
-                    f"({_one_line(e)}); copy it there instead"
+                    f"({one_line(e)}); copy it there instead"
                 ) from None
         self._check_present()
 
@@ -114,7 +109,7 @@ class _InMemoryVisionDataModule(_VisionDataModule):
             folder = self.required_files()[0]
             raise ConfigError(
                 f"data.data_dir={self.data_dir}: {self.title} under {folder} fails torchvision's "
-                f"checks ({_one_line(e)}); delete it and set data.download=true"
+                f"checks ({one_line(e)}); delete it and set data.download=true"
             ) from None
         x = torch.as_tensor(ds.data)  # MNIST: (N, H, W) tensor; CIFAR: (N, H, W, C) array
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
@@ -286,7 +281,7 @@ class ImageNetDataModule(_VisionDataModule):
             train = datasets.ImageFolder(str(self.data_dir / "train"), self.train_transform)
             val = datasets.ImageFolder(str(self.data_dir / "val"), self.val_transform)
         except FileNotFoundError as e:  # a split without class folders or images
-            raise ConfigError(f"data.data_dir={self.data_dir}: {_one_line(e)}") from None
+            raise ConfigError(f"data.data_dir={self.data_dir}: {one_line(e)}") from None
         if val.classes != train.classes:  # labels are folder indices: they must agree
             raise ConfigError(
                 f"data.data_dir={self.data_dir}: val/ has {len(val.classes)} class folders that "
