@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format bench table1 clean
+.PHONY: help install train test lint format bench bench-gpu table1 clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ table1: $(STAMP) ## reproduce Table 1's pattern on MNIST-1D (15 runs, ~5 min on 
 
 bench: $(STAMP) ## run the benchmarks (speed ratios against baselines in the same run)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-gpu: $(STAMP) ## the GPU benchmark alone (~5 min on one GPU; skips without CUDA)
+	$(PY) benchmarks/bench_gpu.py $(ARGS)
 
 clean: ## remove the venv and caches (never logs/: runs' results stay)
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

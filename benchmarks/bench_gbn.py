@@ -84,16 +84,16 @@ def implementations(c: int, ghost: int, picked: str) -> dict[str, nn.Module]:
 
 
 def time_shape(
-    shape: tuple[int, ...], picked: str, rounds: int, min_run_time: float
+    shape: tuple[int, ...], picked: str, rounds: int, min_run_time: float, device: str = "cpu"
 ) -> dict[str, float]:
     """Median ms of one forward + backward, per implementation, over `rounds` interleaved
-    rounds of `blocked_autorange(min_run_time)` each."""
+    rounds of `blocked_autorange(min_run_time)` each (which synchronizes CUDA)."""
     b, c, h, w, ghost = shape
-    x = torch.randn(b, c, h, w, requires_grad=True)
-    grad_out = torch.randn(b, c, h, w)
+    x = torch.randn(b, c, h, w, device=device, requires_grad=True)
+    grad_out = torch.randn(b, c, h, w, device=device)
     timers: dict[str, Timer] = {}
     for name, module in implementations(c, ghost, picked).items():
-        module.train()
+        module.to(device).train()
         inputs = [x, *module.parameters()]
         # autograd.grad, not backward: no .grad accumulation pass, and no grads to clear
         step = lambda m=module, i=inputs: torch.autograd.grad(m(x), i, grad_out)  # noqa: E731
