@@ -207,8 +207,8 @@ def main() -> int:
     args.batches = [(8, None), (32, 8)] if args.quick else [(128, None), (4096, 128)]
     if args.quick:
         args.steps, args.warmup = 2, 1
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lbtrain").setLevel(logging.WARNING)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lbtrain"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
 
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
