@@ -40,8 +40,12 @@ class Classifier(L.LightningModule):
         # validate_args=False: the argument checks read tensor values on the host every step
         acc = dict(num_classes=num_classes, average="micro", validate_args=False)
         self.train_acc, self.val_acc = MulticlassAccuracy(**acc), MulticlassAccuracy(**acc)
-        # weighted by batch size, so exact under uneven DDP shards and short last batches
-        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        # Means over samples, exact under uneven DDP shards and short last batches: each
+        # update gives the batch's mean loss once per sample (`expand`, a view: no copy, no
+        # weight tensor from the host). nan_strategy="disable": no NaN check, which reads a
+        # value on the host every step, and a diverged run reports NaN instead of dropping it.
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss = MeanMetric(nan_strategy="disable")
         # the epoch's running sums go into checkpoints: a run resumed mid-epoch reports the
         # same train/loss_epoch and train/acc as one that never stopped
         self.train_loss.persistent(True)
@@ -54,7 +58,7 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        self.train_loss.update(loss.detach(), weight=len(y))
+        self.train_loss.update(loss.detach().expand(len(y)))
         self.train_acc.update(logits.detach(), y)
         # `self.log` costs ~0.3 ms, as much as a whole step of a small model, so the step
         # value is logged only on the steps the loggers write (Lightning writes after the
@@ -81,7 +85,7 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.val_loss.update(F.cross_entropy(logits, y), weight=len(y))
+        self.val_loss.update(F.cross_entropy(logits, y).expand(len(y)))
         self.val_acc.update(logits, y)
 
     def on_validation_epoch_end(self) -> None:
