@@ -1,0 +1,36 @@
+"""`make bench-gpu`: on a machine without CUDA it skips in one line; its code path runs on
+CPU as a smoke test (the numbers in the README come from a GPU)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: nothing to skip")
+def test_gpu_benchmark_skips_in_one_line_without_cuda():
+    result = subprocess.run([sys.executable, str(BENCH)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines() == [
+        "bench_gpu: skipped: no CUDA device on this machine (run it where there is one)"
+    ]
+
+
+def test_gpu_benchmark_runs_end_to_end_on_cpu(tmp_path):
+    args = [sys.executable, str(BENCH), "--device", "cpu", "--quick", "--no-compile"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "| eager fp32 | 8 | - |" in out and "| bf16 + channels_last | 32 | 8 |" in out
+    assert "Trainer.fit vs plain loop (ResNet-44, batch 8, eager fp32)" in out
+    assert "| 1024, 16, 32, 32, 32 |" in out  # the Ghost BN table
+
+
+def test_gpu_benchmark_rejects_an_unknown_device():
+    result = subprocess.run([sys.executable, str(BENCH), "--device", "tpu"], capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 2 and "invalid choice: 'tpu'" in result.stderr
