@@ -164,3 +164,12 @@ def test_a_run_records_what_actually_ran_not_only_the_base_regime(cli_in_process
     (wandb_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     wandb_config, _ = wandb_records(wandb_file)
     assert {k: wandb_config["plan"][k] for k in expected} == expected
+
+
+def test_a_run_without_loggers_still_trains_and_summarises(cli_in_process, tmp_path):
+    """logger=none with the default callbacks (LR monitor included): no logs, a summary."""
+    result = cli_in_process("logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 3
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "csv").exists()

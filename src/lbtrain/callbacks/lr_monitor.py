@@ -1,13 +1,24 @@
 """Lightning's LearningRateMonitor on lbtrain's step convention: the LR of update t is
-logged at step t (Lightning logs it at t - 1, before the update)."""
+logged at step t (Lightning logs it at t - 1, before the update). With no logger
+(`logger=none`) it logs nothing, where Lightning's would stop the run."""
 
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningMonitor
 
 
 class LearningRateMonitor(_LightningMonitor):
+    def on_train_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         connector = trainer._logger_connector
-        if self.logging_interval == "epoch" or not connector.should_update_logs:
+        if not trainer.loggers or self.logging_interval == "epoch":
+            return
+        if not connector.should_update_logs:
             return
         if batch_idx % trainer.accumulate_grad_batches:
             return  # a later micro-batch of the same update: logged once per update
