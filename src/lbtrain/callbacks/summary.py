@@ -14,9 +14,6 @@ import lightning as L
 import yaml
 from lightning.pytorch.loggers import WandbLogger
 
-from lbtrain.callbacks.weight_distance import WeightDistance
-from lbtrain.diffusion import fit_diffusion
-
 
 class RunSummary(L.Callback):
     def __init__(self, run_dir: str | Path) -> None:
@@ -44,20 +41,15 @@ class RunSummary(L.Callback):
 
 
 def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]:
-    """Final metrics, steps taken and the diffusion fit over the initial high-LR phase."""
+    """Final metrics, steps taken, the plan, and what each measurement contributes (its final
+    value and log t fit: any callback with `summary_entries`, e.g. every StepSeries)."""
     # `step` and `epoch` only place the logged values on the x-axis (module.py)
     summary = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k not in ("step", "epoch")
     }
     summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
     summary["plan"] = module.plan.effective(module.steps_per_epoch)
-    distance = next((c for c in trainer.callbacks if isinstance(c, WeightDistance)), None)
-    if distance and distance.history:
-        steps, values = zip(*distance.history, strict=True)
-        summary["weight_distance"] = values[-1]
-        plan = module.plan
-        first_decay = (
-            plan.to_steps(plan.milestones[0], module.steps_per_epoch) if plan.milestones else None
-        )
-        summary.update(fit_diffusion(steps, values, until_step=first_decay))
+    for callback in trainer.callbacks:
+        if hasattr(callback, "summary_entries"):
+            summary.update(callback.summary_entries(module))
     return summary

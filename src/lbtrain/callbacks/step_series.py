@@ -1,0 +1,120 @@
+"""One mechanism for every per-step measurement (weight distance, angular distance, ...).
+
+A measurement says what it measures after each optimizer step t (`measure`: a 1-D tensor
+on the device, the series' value first, then one value per entry of `sub_names`) and what
+it adds to summary.json (`summary_entries`). `StepSeries` does the rest:
+- the values stay on the device and reach the host once every `flush_every_n_steps` steps,
+  and at each epoch end, checkpoint and the end of training: no per-step host sync;
+- each value goes to every logger at its own step t (t = `trainer.global_step` after the
+  update; micro-batches of gradient accumulation measure nothing);
+- the values already measured, pending ones included, are part of the checkpoint, so a
+  resumed run continues the same series and its summary equals an uninterrupted run's;
+- under DDP the weights are identical on every rank: rank 0 measures and logs.
+
+A new measurement is one small subclass and one entry in conf/callbacks/ (README).
+"""
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lbtrain.diffusion import fit_diffusion
+
+
+class StepSeries(L.Callback):
+    name: str  # the logged series, e.g. "weight_distance"
+    fit_prefix: str | None = None  # summary keys of its log t fit, e.g. "diffusion"
+
+    def __init__(self, flush_every_n_steps: int = 100) -> None:
+        if not flush_every_n_steps >= 1:
+            raise ValueError(f"flush_every_n_steps={flush_every_n_steps} must be >= 1")
+        self.flush_every_n_steps = flush_every_n_steps
+        self.sub_names: list[str] = []  # logged as f"{name}/{sub}", after the value itself
+        self.history: list[tuple[int, float]] = []  # (t, value), on the host
+        self._pending: list[tuple[int, Tensor]] = []  # on the device
+        self._unlogged: list[tuple[int, dict]] = []  # in `history`, not yet with the loggers
+        self._last_step = -1
+
+    # --- what a measurement defines -----------------------------------------------------
+    def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Called when training starts (again, after a resume): set up, set `sub_names`."""
+
+    def measure(self, pl_module: L.LightningModule) -> Tensor:
+        """The values after this step, on the device: [value, *one per sub_names]."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict:
+        """What the measurement needs beyond its history to resume (e.g. w_0)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def summary_entries(self, pl_module: L.LightningModule) -> dict[str, float]:
+        """The final value and, with `fit_prefix`, the log t fit over the steps before the
+        first LR decay (`<prefix>_slope`, `<prefix>_r2`, ...)."""
+        if not self.history:
+            return {}
+        steps, values = zip(*self.history, strict=True)
+        entries = {self.name: values[-1]}
+        if self.fit_prefix:
+            plan, per_epoch = pl_module.plan, pl_module.steps_per_epoch
+            first_decay = plan.to_steps(plan.milestones[0], per_epoch) if plan.milestones else None
+            fit = fit_diffusion(steps, values, until_step=first_decay)
+            entries |= {self.fit_prefix + k.removeprefix("diffusion"): v for k, v in fit.items()}
+        return entries
+
+    # --- the shared mechanism -----------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start(trainer, pl_module)
+        self._last_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == self._last_step or not trainer.is_global_zero:
+            return  # a gradient-accumulation micro-batch: no optimizer step was taken
+        self._last_step = step
+        with torch.no_grad():
+            self._pending.append((step, self.measure(pl_module)))
+        if len(self._pending) >= self.flush_every_n_steps:
+            self.flush(trainer)
+
+    def _to_host(self) -> None:
+        """Pending device values into the history (the one sync), queued for the loggers."""
+        if not self._pending:
+            return
+        steps = [s for s, _ in self._pending]
+        rows = torch.stack([v for _, v in self._pending]).cpu().tolist()
+        self._pending.clear()
+        for step, row in zip(steps, rows, strict=True):
+            self.history.append((step, row[0]))
+            subs = zip(self.sub_names, row[1:], strict=True)
+            self._unlogged.append(
+                (step, {self.name: row[0]} | {f"{self.name}/{n}": v for n, v in subs})
+            )
+
+    def flush(self, trainer: L.Trainer) -> None:
+        self._to_host()
+        for step, metrics in self._unlogged:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+        self._unlogged.clear()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self.flush(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint) -> None:
+        self.flush(trainer)  # the logs never lag behind a checkpoint a run may resume from
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self.flush(trainer)
+
+    def state_dict(self) -> dict:
+        # Lightning asks for this before `on_save_checkpoint`: the checkpoint must already
+        # hold the pending values, or a run resumed from it would lack them
+        self._to_host()
+        return {"history": list(self.history), **self.extra_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.load_extra_state(state_dict)
