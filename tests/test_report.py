@@ -51,7 +51,8 @@ def test_report_writes_table1_and_figures(sweep, tmp_path):
     assert table["diffusion slope"].str.match(r"-?\d+\.\d+").all()
     md = (out / "table.md").read_text()
     assert "Failed or unfinished jobs" in md and f"{jobs[-1].name} (+RA)" in md
-    for png in ("weight_distance.png", "val_error.png"):
+    assert table["angular slope"].str.match(r"-?\d+\.\d+").all()
+    for png in ("weight_distance.png", "angular_distance.png", "val_error.png"):
         assert (out / png).stat().st_size > 10_000
 
 

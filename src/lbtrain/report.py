@@ -6,10 +6,11 @@ PATH may be a run dir, a multirun dir, or any folder above them (a run found twi
 once). Writes, into --out (default: PATH/report): table.md and table.csv (one row per
 configuration, pooling only runs whose resolved configs differ in the seed alone; rows that
 share a label name the keys that differ; final and best validation accuracy, mean +- std
-over seeds, the gap to SB, optimizer steps, final weight distance, diffusion slope),
-weight_distance.png (Figure 2: ||w_t - w_0|| against log t)
-and val_error.png (Figures 1 and 3: validation error against epoch). Jobs that failed or
-did not finish are listed, never dropped silently.
+over seeds, the gap to SB, optimizer steps, final weight distance, diffusion slope, and
+the angular distance's slope where runs measured it), weight_distance.png (Figure 2:
+||w_t - w_0|| against log t), angular_distance.png (the same for the angle of the
+BatchNorm-fed weights) and val_error.png (Figures 1 and 3: validation error against epoch).
+Jobs that failed or did not finish are listed, never dropped silently.
 """
 
 import argparse
@@ -191,9 +192,13 @@ def table(runs: list[Run]) -> pd.DataFrame:
                 "optimizer steps": int(pd.Series([r.summary["global_step"] for r in group]).mean()),
                 "weight distance": _mean_std([r.summary.get("weight_distance") for r in group]),
                 "diffusion slope": _mean_std([r.summary.get("diffusion_slope") for r in group]),
+                "angular slope": _mean_std(
+                    [r.summary.get("angular_diffusion_slope") for r in group], digits=3
+                ),
             }
         )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    return df if (df["angular slope"] != "-").any() else df.drop(columns="angular slope")
 
 
 def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]) -> Path:
@@ -238,6 +243,20 @@ def plot_weight_distance(runs: list[Run], out: Path) -> Path:
     return _plot(runs, out, "weight_distance", lambda m: (m["step"], m["weight_distance"]), labels)
 
 
+def plot_angular_distance(runs: list[Run], out: Path) -> Path | None:
+    """Figure 2 without the norm effect: angle(w_t, w_0) over the BatchNorm-fed weights."""
+    if not any("angular_distance" in r.metrics for r in runs):
+        return None  # runs from before the measurement existed
+    labels = {
+        "x": "optimizer step t (log scale)",
+        "y": r"angle$(w_t, w_0)$, radians (BatchNorm-fed weights)",
+        "title": "Angular distance from initialization (Figure 2 without the norm)",
+        "file": "angular_distance.png",
+    }
+    column = "angular_distance"
+    return _plot(runs, out, column, lambda m: (m["step"], m[column]), labels)
+
+
 def plot_val_error(runs: list[Run], out: Path) -> Path:
     labels = {
         "x": "epoch (log scale)",
@@ -265,10 +284,11 @@ def write_report(paths: list[Path], out: Path) -> pd.DataFrame:
         names = row_names(runs)
         lines += [f"- {r.path} ({names[identity(r)]})" for r in unfinished]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    plot_weight_distance(runs, out)
-    plot_val_error(runs, out)
+    figures = [plot_weight_distance(runs, out), plot_angular_distance(runs, out)]
+    figures.append(plot_val_error(runs, out))
     print("\n".join(lines))
-    print(f"\nwrote {out}/table.md, table.csv, weight_distance.png, val_error.png")
+    written = ", ".join(p.name for p in figures if p)
+    print(f"\nwrote {out}/table.md, table.csv, {written}")
     return df
 
 
