@@ -11,9 +11,18 @@ import lightning as L
 import torch
 from torch import nn
 
+from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.data import register_datamodule
 from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.models import register_model
+
+
+class GradNorm(StepSeries):  # the README's example of a measurement of your own
+    name, fit_prefix = "grad_norm", None
+
+    def measure(self, pl_module):
+        grads = [p.grad.norm() for p in pl_module.parameters() if p.grad is not None]
+        return torch.stack(grads).norm().view(1)
 
 
 @register_model
@@ -75,13 +84,17 @@ def test_your_model_data_and_experiment_train_through_the_cli(cli, tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
     result = cli("hydra.searchpath=[file://my_conf]", "experiment=blobs", "logger=csv",
-                 "batch_size=40", "lr_scaling=sqrt", "ghost_batch_size=20")  # fmt: skip
+                 "batch_size=40", "lr_scaling=sqrt", "ghost_batch_size=20",
+                 "+callbacks.grad_norm._target_=my_ext.GradNorm")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "logs" / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 4 * 10  # 400 training samples in batches of 40
     assert summary["val/acc"] > 0.9  # the blobs are separable: it learnt
     assert summary["plan"]["ghost_batch_size"] == 20
+    assert summary["grad_norm"] > 0  # your measurement: logged every step, summarised
+    log = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    assert "grad_norm" in log[0].split(",") and "angular_distance" in log[0].split(",")
 
     unknown = cli("hydra.searchpath=[file://my_conf]", "model=tiny_mlp", "imports=[nope]")
     assert unknown.returncode == 2
