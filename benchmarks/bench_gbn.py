@@ -105,6 +105,17 @@ def time_shape(
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
+def print_table(results: dict[tuple, dict[str, float]], digits: int) -> None:
+    """One markdown row per shape: each implementation's ms and its ratio to BatchNorm."""
+    names = list(next(iter(results.values())))
+    print("| B, C, H, W, ghost | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for shape, ms in results.items():
+        base = ms["nn.BatchNorm2d"]
+        cells = [f"{ms[n]:.{digits}f} ms ({ms[n] / base:.2f}x)" for n in names]
+        print(f"| {', '.join(map(str, shape))} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per shape")
@@ -121,14 +132,7 @@ def main() -> None:
         f"GhostBatchNorm auto picks '{picked}' on CPU\n"
     )
     results = {shape: time_shape(shape, picked, rounds, min_run_time) for shape in SHAPES}
-
-    names = list(next(iter(results.values())))
-    print("| B, C, H, W, ghost | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 1) + "|")
-    for shape, ms in results.items():
-        base = ms["nn.BatchNorm2d"]
-        cells = [f"{ms[n]:.1f} ms ({ms[n] / base:.2f}x)" for n in names]
-        print(f"| {', '.join(map(str, shape))} | " + " | ".join(cells) + " |")
+    print_table(results, digits=1)
 
     gbn = f"GBN auto (= {picked})"
     for shape, ms in results.items():

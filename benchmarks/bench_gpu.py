@@ -41,7 +41,7 @@ from lbtrain.run import build
 from lbtrain.scaling import make_scheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_gbn import SHAPES, time_shape  # noqa: E402
+from bench_gbn import SHAPES, print_table, time_shape  # noqa: E402
 
 # dense bf16 tensor-core peaks from the vendors' data sheets (SXM parts), FLOP/s
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
@@ -249,15 +249,8 @@ def main() -> int:
     picked = auto_implementation(torch.device(args.device))
     rounds, min_run_time = (1, 0.05) if args.quick else (3, 0.2)
     shapes = SHAPES[-1:] if args.quick else SHAPES
-    print(f"\nGhost BN, forward + backward, fp32 ('auto' picks {picked} here), ms:")
-    rows = {s: time_shape(s, picked, rounds, min_run_time, args.device) for s in shapes}
-    names = list(next(iter(rows.values())))
-    print("| B, C, H, W, ghost | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 1) + "|")
-    for shape, ms in rows.items():
-        base = ms["nn.BatchNorm2d"]
-        cells = [f"{ms[n]:.2f} ({ms[n] / base:.2f}x)" for n in names]
-        print(f"| {', '.join(map(str, shape))} | " + " | ".join(cells) + " |")
+    print(f"\nGhost BN, forward + backward, fp32 ('auto' picks {picked} here):")
+    print_table({s: time_shape(s, picked, rounds, min_run_time, args.device) for s in shapes}, 2)
     return 0
 
 

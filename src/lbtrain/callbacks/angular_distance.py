@@ -52,9 +52,14 @@ class AngularDistance(FromInitialWeights):
     name, fit_prefix = "angular_distance", "angular_diffusion"
 
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        shape = getattr(trainer.datamodule, "input_shape", None)
+        if shape is None:
+            raise ValueError(
+                "angular_distance: needs a data module with `input_shape` (fit with "
+                "datamodule=...) to trace which weights feed a BatchNorm"
+            )
         model = getattr(pl_module.model, "_orig_mod", pl_module.model)  # hooks: not compiled
-        device = next(model.parameters()).device
-        sample = torch.zeros(2, *trainer.datamodule.input_shape, device=device)
+        sample = torch.zeros(2, *shape, device=next(model.parameters()).device)
         fed = batchnorm_fed_weights(model, sample)
         named = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad and p in fed]
         if not named:
