@@ -47,7 +47,7 @@ def timed(measurement: type) -> type:
 def fit_mnist1d(tmp: str, steps: int, callbacks: list) -> float:
     cfg = compose_config(
         ["logger=csv", "callbacks=none", f"paths.data_dir={tmp}/data",
-         f"+trainer.max_steps={steps}", "trainer.enable_progress_bar=false",
+         f"trainer.max_steps={steps}", "trainer.enable_progress_bar=false",
          "trainer.limit_val_batches=0"], tmp
     )  # fmt: skip
     trainer, module, dm = build(cfg, tmp)

@@ -66,6 +66,7 @@ class AngularDistance(FromInitialWeights):
             raise ValueError("angular_distance: no weight of this model feeds a BatchNorm")
         self.track(named)
         self._v0 = self.w0 / self.w0.norm()  # unit vectors: the whole set, each layer
+        self._minus_v0 = -self._v0
         self._v0_layer = self.w0 / self._layer_norms(self.w0)
 
     def _layer_norms(self, w: Tensor) -> Tensor:
@@ -73,7 +74,9 @@ class AngularDistance(FromInitialWeights):
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
         w = self.weights.read()
-        angle = _angle(w / w.norm(), self._v0, lambda x: x.sum().view(1))
+        u = w / w.norm()
+        # 2 atan2(|u - v|, |u + v|) for the whole set (as _angle; two fused distances)
+        angle = 2 * torch.atan2(torch.dist(u, self._v0), torch.dist(u, self._minus_v0)).view(1)
         if not self.per_layer:
             return angle
         layers = _angle(w / self._layer_norms(w), self._v0_layer, self.weights.per_layer_sum)
