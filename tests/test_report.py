@@ -15,7 +15,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "generalization_g
 pytestmark = pytest.mark.xdist_group("tiny_sweep")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one per worker: the xdist group keeps its tests together
 def sweep(tmp_path_factory, data_dir) -> Path:
     """SB and +RA at batch 256 (8x stretch), two seeds, one base epoch: ~125 steps each."""
     root = tmp_path_factory.mktemp("sweep")
