@@ -24,13 +24,14 @@ def test_the_weights_that_feed_a_batchnorm_are_found_by_tracing_the_model():
 
 def test_angular_distance_equals_an_independent_computation_at_every_step(tmp_path, data_dir):
     record = RecordWeights()
-    fit(tmp_path, data_dir, "trainer.max_epochs=2", "ghost_batch_size=8",
-        "callbacks.angular_distance.flush_every_n_steps=3", extra_callbacks=[record])  # fmt: skip
+    overrides = ("trainer.max_epochs=2", "ghost_batch_size=8",
+                 "callbacks.angular_distance.flush_every_n_steps=3")  # fmt: skip
+    trainer = fit(tmp_path, data_dir, *overrides, extra_callbacks=[record])
     df = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["angular_distance"])
     series = df.set_index("step")["angular_distance"]
     assert list(series.index) == list(range(1, 11))
     # cnn1d: parameters 0, 3 and 6 are the three conv weights, each followed by a BatchNorm
-    names = [n for n, p in fit.last_module.named_parameters() if p.requires_grad]
+    names = [n for n, p in trainer.lightning_module.named_parameters() if p.requires_grad]
     fed = [i for i, n in enumerate(names) if n in ("model.0.weight", "model.3.weight",
                                                     "model.6.weight")]  # fmt: skip
     assert len(fed) == 3

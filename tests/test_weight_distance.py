@@ -38,7 +38,6 @@ def fit(tmp_path, data_dir, *overrides, extra_callbacks=(), ckpt_path=None):
         str(tmp_path),
     )
     trainer, module, dm = build(cfg, tmp_path)
-    fit.last_module = module
     trainer.callbacks.extend(extra_callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return trainer
