@@ -77,6 +77,11 @@ CASES = [
     ),
     (["logger.wandb.mode=bogus"], "logger.wandb.mode=bogus: use online, offline, disabled"),
     (["model=c1"], "model=c1 cannot be built for data=mnist1d (samples of shape (1, 40)"),
+    (["model=mlp", "model.norm=layer"], "model.norm=layer: use batch, none"),
+    (
+        ["model=mlp", "model.norm=none", "ghost_batch_size=8"],
+        "ghost_batch_size=8: model=mlp has no BatchNorm to split into ghost batches",
+    ),
     (["compile=maybe"], "compile: Value 'maybe' is not a valid bool"),
 ]
 

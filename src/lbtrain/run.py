@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from lbtrain import distributed
 from lbtrain.callbacks.preemption import (
@@ -58,6 +59,11 @@ def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...])
             f"{tuple(input_shape)}, {num_classes} classes, model options {kwargs}): {one_line(e)}"
         ) from None
     check_input_shape(model, input_shape, cfg)
+    if cfg.ghost_batch_size and not any(isinstance(m, _BatchNorm) for m in model.modules()):
+        raise ConfigError(
+            f"ghost_batch_size={cfg.ghost_batch_size}: model={name} has no BatchNorm to split "
+            "into ghost batches; use ghost_batch_size=null"
+        )
     model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -7,12 +7,16 @@ distance peaks and falls). The angle between w_t and w_0 is what the function de
 its log t fit (`angular_diffusion_slope`, ...) checks the paper's claim without the norm.
 """
 
+import logging
+
 import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lbtrain.callbacks.weight_distance import FromInitialWeights
+
+log = logging.getLogger(__name__)
 
 
 def batchnorm_fed_weights(model: nn.Module, sample: Tensor) -> set[nn.Parameter]:
@@ -62,8 +66,10 @@ class AngularDistance(FromInitialWeights):
         sample = torch.zeros(2, *shape, device=next(model.parameters()).device)
         fed = batchnorm_fed_weights(model, sample)
         named = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad and p in fed]
-        if not named:
-            raise ValueError("angular_distance: no weight of this model feeds a BatchNorm")
+        if not named:  # e.g. model.norm=none: no scale-invariant weights, no angle to log
+            log.warning("angular_distance: no weight of this model feeds a BatchNorm; off")
+            self.enabled = False
+            return
         self.track(named)
         self._v0 = self.w0 / self.w0.norm()  # unit vectors: the whole set, each layer
         self._minus_v0 = -self._v0

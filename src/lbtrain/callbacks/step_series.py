@@ -24,16 +24,21 @@ from lbtrain.diffusion import fit_diffusion
 class StepSeries(L.Callback):
     name: str  # the logged series, e.g. "weight_distance"
     fit_prefix: str | None = None  # summary keys of its log t fit, e.g. "diffusion"
+    sub_prefix: str | None = None  # sub-series are logged as f"{sub_prefix or name}/{sub}"
 
-    def __init__(self, flush_every_n_steps: int = 100) -> None:
-        if not flush_every_n_steps >= 1:
-            raise ValueError(f"flush_every_n_steps={flush_every_n_steps} must be >= 1")
+    def __init__(self, flush_every_n_steps: int = 100, every_n_steps: int = 1) -> None:
+        for key, value in (("flush_every_n_steps", flush_every_n_steps),
+                           ("every_n_steps", every_n_steps)):  # fmt: skip
+            if not value >= 1:
+                raise ValueError(f"{key}={value} must be >= 1")
         self.flush_every_n_steps = flush_every_n_steps
+        self.every_n_steps = every_n_steps  # measure after every N-th step, and at the end
         self.sub_names: list[str] = []  # logged as f"{name}/{sub}", after the value itself
         self.history: list[tuple[int, float]] = []  # (t, value), on the host
         self._pending: list[tuple[int, Tensor]] = []  # on the device
         self._unlogged: list[tuple[int, dict]] = []  # in `history`, not yet with the loggers
         self._last_step = -1
+        self.enabled = True  # `start` may find nothing to measure in this model
 
     # --- what a measurement defines -----------------------------------------------------
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -71,11 +76,15 @@ class StepSeries(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step == self._last_step or not trainer.is_global_zero:
+        if step == self._last_step or not trainer.is_global_zero or not self.enabled:
             return  # a gradient-accumulation micro-batch: no optimizer step was taken
         self._last_step = step
+        if step % self.every_n_steps == 0:
+            self._take(trainer, pl_module)
+
+    def _take(self, trainer: L.Trainer, pl_module) -> None:
         with torch.no_grad():
-            self._pending.append((step, self.measure(pl_module)))
+            self._pending.append((trainer.global_step, self.measure(pl_module)))
         if len(self._pending) >= self.flush_every_n_steps:
             self.flush(trainer)
 
@@ -89,9 +98,9 @@ class StepSeries(L.Callback):
         for step, row in zip(steps, rows, strict=True):
             self.history.append((step, row[0]))
             subs = zip(self.sub_names, row[1:], strict=True)
-            self._unlogged.append(
-                (step, {self.name: row[0]} | {f"{self.name}/{n}": v for n, v in subs})
-            )
+            prefix = self.sub_prefix or self.name
+            metrics = {self.name: row[0]} | {f"{prefix}/{n}": v for n, v in subs}
+            self._unlogged.append((step, metrics))
 
     def flush(self, trainer: L.Trainer) -> None:
         self._to_host()
@@ -107,6 +116,9 @@ class StepSeries(L.Callback):
         self.flush(trainer)  # the logs never lag behind a checkpoint a run may resume from
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        measured = self._pending[-1][0] if self._pending else (self.history or [(-1, 0)])[-1][0]
+        if self.enabled and trainer.is_global_zero and measured != trainer.global_step:
+            self._take(trainer, pl_module)  # the final value of a series taken every N steps
         self.flush(trainer)
 
     def state_dict(self) -> dict:

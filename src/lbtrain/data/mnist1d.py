@@ -109,6 +109,11 @@ class MNIST1DDataModule(L.LightningDataModule):
         self.x, self.x_test = (x - mean) / std, (x_test - mean) / std
         self.y, self.y_test = torch.from_numpy(d["y"]).long(), torch.from_numpy(d["y_test"]).long()
 
+    def measurement_set(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n training samples in data-set order, as training sees them (for
+        measurements on a fixed set, e.g. sharpness)."""
+        return self.x[:n], self.y[:n]
+
     def train_dataloader(self) -> InMemoryLoader:
         return InMemoryLoader.for_trainer(
             self.trainer, self.x, self.y, self.batch_size, train=True, seed=self.shuffle_seed

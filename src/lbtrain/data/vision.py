@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from lbtrain.data.augment import BatchTransform
+from lbtrain.data.augment import BatchTransform, normalize
 from lbtrain.data.in_memory import InMemoryLoader, check_eval_batch_size
 from lbtrain.data.order import EpochShuffleSampler
 from lbtrain.errors import ConfigError, one_line
@@ -129,6 +129,10 @@ class _InMemoryVisionDataModule(_VisionDataModule):
         return InMemoryLoader.for_trainer(
             self.trainer, x, y, batch_size, train=train, seed=self.shuffle_seed, transform=augment
         )
+
+    def measurement_set(self, n: int) -> tuple[Tensor, Tensor]:
+        """The first n training images in data-set order, normalised, unaugmented."""
+        return normalize(self.x[:n], self.mean, self.std), self.y[:n]
 
     def train_dataloader(self) -> InMemoryLoader:
         return self._loader(self.x, self.y, self.batch_size, train=True)

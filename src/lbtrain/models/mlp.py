@@ -5,19 +5,26 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lbtrain.models.registry import check_widths, register_model
+from lbtrain.models.registry import check_norm, check_widths, register_model
 
 
 @register_model
 def mlp(
-    num_classes: int, input_shape: tuple[int, ...], hidden: Sequence[int] = (256, 256)
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    hidden: Sequence[int] = (256, 256),
+    norm: str = "batch",
 ) -> nn.Module:
-    """Flatten -> [Linear + BatchNorm1d + ReLU] per hidden width -> Linear."""
+    """Flatten -> [Linear + BatchNorm1d + ReLU] per hidden width -> Linear; `norm="none"`
+    drops the BatchNorms (Linear layers get a bias), for exact measurements (README)."""
     check_widths("hidden", hidden)
+    batch_norm = check_norm(norm)
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for h in hidden:
-        layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(width, h, bias=not batch_norm))
+        layers += [nn.BatchNorm1d(h)] if batch_norm else []
+        layers.append(nn.ReLU(inplace=True))
         width = h
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

@@ -38,3 +38,13 @@ def check_widths(key: str, widths) -> None:
     """Layer widths from the config (`model.hidden`, `model.channels`): positive ints."""
     if not all(isinstance(w, int) and w > 0 for w in widths):
         raise ConfigError(f"model.{key}={list(widths)}: widths must be positive integers")
+
+
+NORMS = ("batch", "none")
+
+
+def check_norm(norm: str) -> bool:
+    """`model.norm`: "batch" (BatchNorm, which Ghost BN converts) or "none"; True for batch."""
+    if norm not in NORMS:
+        raise ConfigError(f"model.norm={norm}: use {', '.join(NORMS)}")
+    return norm == "batch"

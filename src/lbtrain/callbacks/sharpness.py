@@ -1,0 +1,57 @@
+"""`sharpness/lambda_max` and `sharpness/lr_times_lambda` every N optimizer steps and at the
+end: the top Hessian eigenvalue of the mean training cross-entropy (weight decay excluded)
+on a fixed measurement set, the first `num_samples` training samples in data-set order,
+unaugmented. BatchNorm (Ghost BN too) is measured in eval mode, with its running
+statistics: the function the network computes at test time. The uncompiled module is
+measured (torch.compile does not support double backward)."""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lbtrain.callbacks.step_series import StepSeries
+from lbtrain.sharpness import top_hessian_eigenvalue
+
+
+class Sharpness(StepSeries):
+    name, fit_prefix, sub_prefix = "sharpness/lambda_max", None, "sharpness"
+    bn_mode = "eval"
+
+    def __init__(
+        self,
+        every_n_steps: int = 1000,
+        num_samples: int = 1000,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        flush_every_n_steps: int = 1,
+    ) -> None:
+        super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
+        self.num_samples, self.tol, self.max_iter = num_samples, tol, max_iter
+
+    def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        data = trainer.datamodule
+        if not hasattr(data, "measurement_set"):
+            raise ValueError(f"sharpness: {type(data).__name__} offers no measurement_set()")
+        x, y = data.measurement_set(self.num_samples)
+        self.x, self.y = x.to(pl_module.device), y.to(pl_module.device)
+        self.sub_names = ["lr_times_lambda"]
+        self.optimizer = trainer.optimizers[0]
+
+    def measure(self, pl_module: L.LightningModule) -> Tensor:
+        model = getattr(pl_module.model, "_orig_mod", pl_module.model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(self.x), self.y)
+                eigenvalue, _ = top_hessian_eigenvalue(loss, params, self.tol, self.max_iter)
+        finally:
+            model.train(was_training)
+        lr = self.optimizer.param_groups[0]["lr"]  # the LR of the coming updates
+        return torch.stack([eigenvalue, lr * eigenvalue])
+
+    def summary_entries(self, pl_module: L.LightningModule) -> dict:
+        entries = super().summary_entries(pl_module)
+        return entries | {"sharpness/bn_mode": self.bn_mode} if entries else entries
