@@ -18,6 +18,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,23 @@ import yaml
 
 TABLE1_ORDER = ["sb", "lb", "lb_lr", "lb_lr_gbn", "lb_lr_gbn_ra"]
 TABLE1_NAMES = {"sb": "SB", "lb": "LB", "lb_lr": "+LR", "lb_lr_gbn": "+GBN", "lb_lr_gbn_ra": "+RA"}
+
+
+# Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds)
+# and the plan (derived from the rest; runs from before it existed lack it)
+NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "data.data_dir",
+                "trainer.enable_progress_bar")  # fmt: skip
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value)
+    return flat
 
 
 @dataclass
@@ -50,6 +68,15 @@ class Run:
             parts.append("adapted regime" if c.get("regime") == "adapted" else "stretched")
         return ", ".join(parts)
 
+    @cached_property
+    def identity(self) -> tuple[tuple[str, str], ...]:
+        """The resolved config without NOT_IDENTITY: runs pool into one row only when these
+        are equal, i.e. when their configs differ in the seed alone."""
+        flat = _flatten(self.config)
+        skip = [(n, f"{n}.") for n in NOT_IDENTITY]
+        return tuple(sorted((k, v) for k, v in flat.items() if not any(
+            k == n or k.startswith(dotted) for n, dotted in skip)))  # fmt: skip
+
     @property
     def order(self) -> tuple:
         recipe = self.choices.get("recipe")
@@ -57,37 +84,12 @@ class Run:
         return (rank, self.config["batch_size"], self.label)
 
 
-# Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds)
-# and the plan (derived from the rest; runs from before it existed lack it)
-NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "data.data_dir",
-                "trainer.enable_progress_bar")  # fmt: skip
-
-
-def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = json.dumps(value)
-    return flat
-
-
-def identity(run: Run) -> tuple[tuple[str, str], ...]:
-    """The run's resolved config without NOT_IDENTITY: runs pool into one row only when
-    these are equal, i.e. when their configs differ in the seed alone."""
-    flat = _flatten(run.config)
-    keep = (k for k in flat if not any(k == n or k.startswith(f"{n}.") for n in NOT_IDENTITY))
-    return tuple(sorted((k, flat[k]) for k in keep))
-
-
 def row_names(runs: list[Run]) -> dict[tuple, str]:
     """A name per identity: the run's label, and where configs share a label, the keys
     whose values tell them apart, e.g. `SB [optim.lr=0.1]` and `SB [optim.lr=0.05]`."""
     by_label: dict[str, dict[tuple, Run]] = {}
     for run in runs:
-        by_label.setdefault(run.label, {}).setdefault(identity(run), run)
+        by_label.setdefault(run.label, {}).setdefault(run.identity, run)
     names = {}
     for label, configs in by_label.items():
         dicts = {key: dict(key) for key in configs}
@@ -161,10 +163,10 @@ def table(runs: list[Run]) -> pd.DataFrame:
     done = sorted((r for r in runs if r.summary), key=lambda r: r.order)
     groups: dict[tuple, list[Run]] = {}
     for run in done:
-        groups.setdefault(identity(run), []).append(run)
+        groups.setdefault(run.identity, []).append(run)
     if not groups:
         return pd.DataFrame()
-    names = row_names(done)
+    names = row_names(runs)  # as the figures and the unfinished list name them
 
     def mean_acc(group: list[Run]) -> float:
         return pd.Series([r.summary["val/acc"] for r in group]).mean() * 100
@@ -218,7 +220,7 @@ def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]
         # a run resumed from an older checkpoint logs some steps twice: the last one counts
         rows = run.metrics.dropna(subset=[column]).drop_duplicates("step", keep="last")
         x, y = curve(rows)
-        name = names[identity(run)]
+        name = names[run.identity]
         label = name if name not in colours else None
         (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(name))
         colours.setdefault(name, line.get_color())
@@ -282,7 +284,7 @@ def write_report(paths: list[Path], out: Path) -> pd.DataFrame:
     if unfinished:
         lines += ["Failed or unfinished jobs (no summary.json):", ""]
         names = row_names(runs)
-        lines += [f"- {r.path} ({names[identity(r)]})" for r in unfinished]
+        lines += [f"- {r.path} ({names[r.identity]})" for r in unfinished]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     figures = [plot_weight_distance(runs, out), plot_angular_distance(runs, out)]
     figures.append(plot_val_error(runs, out))
