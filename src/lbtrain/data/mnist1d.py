@@ -78,13 +78,17 @@ class MNIST1DDataModule(L.LightningDataModule):
         self.args = _generation_args(num_samples, train_split, generation_seed)
         self.path = cache_path(data_dir, self.args)
         self.input_shape = (1, self.args["final_seq_length"])
+        self._arrays: dict[str, np.ndarray] | None = None  # read by check(), kept for setup()
 
     def check(self) -> None:
-        """Before anything is built: a cached data set must be readable (generated if absent)."""
+        """Before anything is built: a cached data set must be readable (generated if absent);
+        what was read is kept for setup()."""
         if self.path.exists():
-            self._load()
+            self._arrays = self._load()
 
     def _load(self) -> dict[str, np.ndarray]:
+        if self._arrays is not None:
+            return self._arrays
         try:
             with np.load(self.path) as d:
                 return {k: d[k] for k in ("x", "y", "x_test", "y_test")}
