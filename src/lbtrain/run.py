@@ -135,6 +135,9 @@ def build(
     )
     if hasattr(datamodule, "check"):
         datamodule.check()  # before any model is built
+    for callback in trainer.callbacks:
+        if hasattr(callback, "check_data"):  # a measurement this data must allow
+            callback.check_data(datamodule)
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = Classifier(
@@ -151,7 +154,8 @@ def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> N
     if not Path(path).is_file():
         raise ConfigError(f"{key}={path}: no such checkpoint file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        # mmap: only the shapes are compared here; fit() reads the tensors once, later
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
     except Exception as e:  # truncated, not a checkpoint, not a Lightning one
         raise ConfigError(
             f"{key}={path}: not a readable lbtrain checkpoint ({type(e).__name__}: "

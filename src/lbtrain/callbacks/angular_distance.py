@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lbtrain.callbacks.weight_distance import FromInitialWeights
+from lbtrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,17 @@ class AngularDistance(FromInitialWeights):
 
     name, fit_prefix = "angular_distance", "angular_diffusion"
 
-    def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        shape = getattr(trainer.datamodule, "input_shape", None)
-        if shape is None:
-            raise ValueError(
-                "angular_distance: needs a data module with `input_shape` (fit with "
+    def check_data(self, datamodule) -> None:
+        if getattr(datamodule, "input_shape", None) is None:
+            raise ConfigError(
+                f"callbacks.{self.name}: needs a data module with `input_shape` (fit with "
                 "datamodule=...) to trace which weights feed a BatchNorm"
             )
+
+    def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_data(trainer.datamodule)
         model = getattr(pl_module.model, "_orig_mod", pl_module.model)  # hooks: not compiled
+        shape = trainer.datamodule.input_shape
         sample = torch.zeros(2, *shape, device=next(model.parameters()).device)
         fed = batchnorm_fed_weights(model, sample)
         named = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad and p in fed]
@@ -72,7 +76,6 @@ class AngularDistance(FromInitialWeights):
             return
         self.track(named)
         self._v0 = self.w0 / self.w0.norm()  # unit vectors: the whole set, each layer
-        self._minus_v0 = -self._v0
         self._v0_layer = self.w0 / self._layer_norms(self.w0)
 
     def _layer_norms(self, w: Tensor) -> Tensor:
@@ -80,9 +83,7 @@ class AngularDistance(FromInitialWeights):
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
         w = self.weights.read()
-        u = w / w.norm()
-        # 2 atan2(|u - v|, |u + v|) for the whole set (as _angle; two fused distances)
-        angle = 2 * torch.atan2(torch.dist(u, self._v0), torch.dist(u, self._minus_v0)).view(1)
+        angle = _angle(w / w.norm(), self._v0, lambda x: x.sum().view(1))
         if not self.per_layer:
             return angle
         layers = _angle(w / self._layer_norms(w), self._v0_layer, self.weights.per_layer_sum)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lbtrain.callbacks.step_series import StepSeries
+from lbtrain.errors import ConfigError
 from lbtrain.sharpness import top_hessian_eigenvalue
 
 
@@ -29,11 +30,16 @@ class Sharpness(StepSeries):
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
         self.num_samples, self.tol, self.max_iter = num_samples, tol, max_iter
 
+    def check_data(self, datamodule) -> None:
+        if not hasattr(datamodule, "measurement_set"):
+            raise ConfigError(
+                f"callbacks.sharpness: {type(datamodule).__name__} offers no measurement set "
+                "(the first n training samples, in memory); use an in-memory data set"
+            )
+
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        data = trainer.datamodule
-        if not hasattr(data, "measurement_set"):
-            raise ValueError(f"sharpness: {type(data).__name__} offers no measurement_set()")
-        x, y = data.measurement_set(self.num_samples)
+        self.check_data(trainer.datamodule)
+        x, y = trainer.datamodule.measurement_set(self.num_samples)
         self.x, self.y = x.to(pl_module.device), y.to(pl_module.device)
         self.sub_names = ["lr_times_lambda"]
         self.optimizer = trainer.optimizers[0]

@@ -44,6 +44,10 @@ class StepSeries(L.Callback):
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Called when training starts (again, after a resume): set up, set `sub_names`."""
 
+    def check_data(self, datamodule) -> None:
+        """Raise ConfigError (one line) if this data module cannot be measured; lbtrain.run
+        calls it before training, `start` again."""
+
     def measure(self, pl_module: L.LightningModule) -> Tensor:
         """The values after this step, on the device: [value, *one per sub_names]."""
         raise NotImplementedError
@@ -116,10 +120,15 @@ class StepSeries(L.Callback):
         self.flush(trainer)  # the logs never lag behind a checkpoint a run may resume from
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        measured = self._pending[-1][0] if self._pending else (self.history or [(-1, 0)])[-1][0]
-        if self.enabled and trainer.is_global_zero and measured != trainer.global_step:
+        if self.enabled and trainer.is_global_zero and self._last_taken() != trainer.global_step:
             self._take(trainer, pl_module)  # the final value of a series taken every N steps
         self.flush(trainer)
+
+    def _last_taken(self) -> int:
+        """The step of the newest value, pending or in the history (-1: none yet)."""
+        if self._pending:
+            return self._pending[-1][0]
+        return self.history[-1][0] if self.history else -1
 
     def state_dict(self) -> dict:
         # Lightning asks for this before `on_save_checkpoint`: the checkpoint must already

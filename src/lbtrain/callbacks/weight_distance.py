@@ -20,10 +20,9 @@ class FlatWeights:
     place; a channels_last weight has no flat view and is flattened at each step instead."""
 
     def __init__(self, named: list[tuple[str, Tensor]]) -> None:
-        self.names = [n for n, _ in named]
         self._views = [p.detach().view(-1) if p.is_contiguous() else p.detach() for _, p in named]
         # the layer of a parameter is its module: "model.3.weight" -> "model.3"
-        layers = [n.rsplit(".", 1)[0] for n in self.names]
+        layers = [n.rsplit(".", 1)[0] for n, _ in named]
         self.layer_names = list(dict.fromkeys(layers))
         self.layer_index = torch.cat(
             [torch.full((p.numel(),), self.layer_names.index(layer)) for (_, p), layer in
