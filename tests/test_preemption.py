@@ -14,9 +14,10 @@ import torch
 
 # 3 epochs of 125 steps, the LR decayed at step 250: the signal lands mid-epoch, 90 steps
 # after a weight_distance flush and inside the diffusion fit's range, so the checkpoint must
-# carry the pending distances and the epoch's running metrics
+# carry the pending distances, the epoch's running metrics and the noise scale's averages
 RUN = ("trainer.max_epochs=3", "optim.milestones=[2]", "trainer.deterministic=true",
-       "logger=csv")  # fmt: skip
+       "logger=csv", "callbacks=all", "callbacks.sharpness=null",
+       "callbacks.noise_scale.every_n_steps=20")  # fmt: skip
 SIGNAL_STEP = 190
 TESTS = Path(__file__).resolve().parent
 
@@ -67,7 +68,9 @@ def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_o
     )
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     logs = [pd.read_csv(tmp_path / d / "csv" / "metrics.csv") for d in ("job", "uninterrupted")]
-    for column in ("weight_distance", "lr-SGD", "train/loss_step", "val/acc", "train/acc"):
+    columns = ("weight_distance", "noise_scale/b_simple", "lr-SGD", "train/loss_step",
+               "val/acc", "train/acc")  # fmt: skip
+    for column in columns:
         curves = [log.dropna(subset=[column]) for log in logs]
         # the resumed job appended to its log: each step once, the same curve
         assert list(curves[0]["step"]) == list(curves[1]["step"]), column

@@ -89,6 +89,8 @@ def check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...], cfg)
 def _instantiate_group(cfg: DictConfig, group: str) -> list:
     built = []
     for name, node in (cfg.get(group) or {}).items():
+        if node is None:  # switched off on the command line, e.g. callbacks.sharpness=null
+            continue
         try:
             built.append(instantiate(node))
         except InstantiationException as e:  # bad arguments: say which entry, in one line
@@ -138,6 +140,8 @@ def build(
     for callback in trainer.callbacks:
         if hasattr(callback, "check_data"):  # a measurement this data must allow
             callback.check_data(datamodule)
+        if hasattr(callback, "check_plan"):  # ... and this batch plan
+            callback.check_plan(plan)
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = Classifier(

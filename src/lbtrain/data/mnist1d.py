@@ -113,6 +113,11 @@ class MNIST1DDataModule(L.LightningDataModule):
         self.x, self.x_test = (x - mean) / std, (x_test - mean) / std
         self.y, self.y_test = torch.from_numpy(d["y"]).long(), torch.from_numpy(d["y_test"]).long()
 
+    @property
+    def num_train_samples(self) -> int:
+        """Training samples (after setup): the N of the noise scale and temperature."""
+        return len(self.x)
+
     def measurement_set(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first n training samples in data-set order, as training sees them (for
         measurements on a fixed set, e.g. sharpness)."""

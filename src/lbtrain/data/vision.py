@@ -130,6 +130,11 @@ class _InMemoryVisionDataModule(_VisionDataModule):
             self.trainer, x, y, batch_size, train=train, seed=self.shuffle_seed, transform=augment
         )
 
+    @property
+    def num_train_samples(self) -> int:
+        """Training samples (after setup): the N of the noise scale and temperature."""
+        return len(self.x)
+
     def measurement_set(self, n: int) -> tuple[Tensor, Tensor]:
         """The first n training images in data-set order, normalised, unaugmented."""
         return normalize(self.x[:n], self.mean, self.std), self.y[:n]
@@ -292,6 +297,11 @@ class ImageNetDataModule(_VisionDataModule):
                 f"differ from train/'s {len(train.classes)}; both need the same <wnid> folders"
             )
         self.train_set, self.val_set = train, val
+
+    @property
+    def num_train_samples(self) -> int:
+        """Training images (after setup): the N of the noise scale and temperature."""
+        return len(self.train_set)
 
     def _loader(self, dataset: datasets.ImageFolder, batch_size: int, train: bool) -> DataLoader:
         trainer = self.trainer

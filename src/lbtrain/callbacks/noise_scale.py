@@ -1,0 +1,216 @@
+"""`noise_scale/b_simple` = tr(Sigma) / |G|^2 every N optimizer steps, with the EMAs it is the
+ratio of (`noise_scale/trace_sigma`, `noise_scale/grad_sq`) and the SGD noise temperature of
+Smith & Le, `noise_scale/temperature` = lr N / (B (1 - momentum)). The estimator and why its
+two averages are kept apart: `lbtrain/noise_scale.py`.
+
+The two batch sizes come from the granularity the run already has (`granularity=auto`):
+- "accumulation" (trainer.accumulate_grad_batches > 1): b = the micro-batch, B = the
+  accumulated batch; each micro-batch's gradient is read off the growing `.grad`, so the
+  only cost is one flat copy of the gradient per micro-batch on measured steps.
+- "chunks" (otherwise): before the measured step, a pass over the step's own batch in k
+  chunks (b = chunk, B = the batch) takes the chunks' gradients with autograd.grad, so
+  `.grad`, the weights, BatchNorm's running statistics and the random streams stay as
+  they were: training does not see it. It costs about one more step per measurement.
+  Under Ghost BN the chunks are the ghost batches, so the mean of the chunk gradients is
+  exactly the gradient training takes. Under plain BatchNorm each chunk is normalised with
+  its own statistics, as BN would normalise a batch of b: the estimate is then that of the
+  same network trained with ghost batches of b, close to but not the trained network's.
+Under DDP, rank 0 measures with its own share of the batch (B = the per-device batch).
+Values stay on the device until `StepSeries` flushes them: no host sync per step.
+"""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lbtrain.callbacks.step_series import StepSeries
+from lbtrain.errors import ConfigError
+from lbtrain.noise_scale import DebiasedEMA, two_batch_estimates
+
+GRANULARITIES = ("auto", "chunks", "accumulation")
+
+
+class NoiseScale(StepSeries):
+    name, sub_prefix = "noise_scale/b_simple", "noise_scale"
+
+    def __init__(
+        self,
+        every_n_steps: int = 100,
+        chunks: int = 4,
+        ema_decay: float = 0.9,
+        granularity: str = "auto",
+        flush_every_n_steps: int = 10,
+    ) -> None:
+        super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity={granularity!r} is not one of {', '.join(GRANULARITIES)}")
+        if not chunks >= 2:
+            raise ValueError(f"chunks={chunks} must be >= 2 (two batch sizes)")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"ema_decay={ema_decay} must be in [0, 1)")
+        self.chunks, self.granularity = chunks, granularity
+        self.ema = DebiasedEMA(ema_decay)  # of [|G|^2, tr(Sigma)]
+        self.sub_names = ["trace_sigma", "grad_sq", "temperature"]
+
+    def check_data(self, datamodule) -> None:
+        if not hasattr(type(datamodule), "num_train_samples"):
+            raise ConfigError(
+                f"callbacks.noise_scale: {type(datamodule).__name__} does not say how many "
+                "training samples it has (`num_train_samples`), which the estimate needs"
+            )
+
+    def check_plan(self, plan) -> None:
+        """Refuse, before training, a batch the chosen granularity cannot split in two sizes."""
+        mode = self._mode(plan.world_size, plan.accumulate)
+        if mode == "accumulation" and plan.world_size > 1:
+            raise ConfigError(
+                "callbacks.noise_scale.granularity=accumulation: under DDP the micro-batch "
+                "gradients are per device and the last one global; use granularity=chunks"
+            )
+        if mode == "chunks" and plan.micro_batch < self.chunks:
+            raise ConfigError(
+                f"callbacks.noise_scale.chunks={self.chunks}: the per-device batch "
+                f"{plan.micro_batch} has fewer samples; use a larger batch_size or fewer chunks"
+            )
+
+    def _mode(self, world_size: int, accumulate: int) -> str:
+        if self.granularity != "auto":
+            return self.granularity
+        return "accumulation" if accumulate > 1 and world_size == 1 else "chunks"
+
+    def _chunk_size(self, plan) -> int:
+        # under GBN the chunks are the ghost batches: their gradients average to training's
+        ghost = plan.ghost_batch_size
+        return ghost if ghost and plan.micro_batch // ghost >= 2 else plan.micro_batch // self.chunks
+
+    # --- set-up and what is logged ------------------------------------------------------
+    def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_data(trainer.datamodule)
+        self.num_train = trainer.datamodule.num_train_samples
+        plan = pl_module.plan
+        self.check_plan(plan)
+        self.mode = self._mode(plan.world_size, plan.accumulate)
+        if self.mode == "accumulation" and str(trainer.precision).startswith("16"):
+            raise ConfigError(
+                "callbacks.noise_scale: granularity=accumulation reads scaled fp16 gradients; "
+                "use trainer.precision=bf16-mixed or 32, or granularity=chunks"
+            )
+        self.model = getattr(pl_module.model, "_orig_mod", pl_module.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.chunk = self._chunk_size(plan)
+        self.optimizer = trainer.optimizers[0]
+        self._temperature = torch.zeros((), device=pl_module.device)
+        self._micro: list[tuple[int, Tensor]] = []  # accumulation: (size, |g_micro|^2)
+        self._previous: Tensor | None = None
+
+    def measure(self, pl_module: L.LightningModule) -> Tensor:
+        averages = self.ema.value()
+        if averages is None:  # nothing measured yet (a step that could not be split)
+            averages = torch.full((2,), float("nan"), device=pl_module.device)
+        grad_sq, trace = averages
+        return torch.stack([trace / grad_sq, trace, grad_sq, self._temperature])
+
+    def summary_entries(self, pl_module: L.LightningModule) -> dict:
+        entries = super().summary_entries(pl_module)
+        return entries | {"noise_scale/granularity": self.mode} if entries else entries
+
+    def extra_state(self) -> dict:
+        return {"ema": self.ema.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self._ema_state = state.get("ema")  # placed on the device when training starts
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if getattr(self, "_ema_state", None) is not None:
+            self.ema.load_state_dict(self._ema_state, pl_module.device)
+            self._ema_state = None
+
+    # --- the measurement ----------------------------------------------------------------
+    def _measures_next_step(self, trainer: L.Trainer) -> bool:
+        return (
+            self.enabled
+            and trainer.is_global_zero
+            and (trainer.global_step + 1) % self.every_n_steps == 0
+        )
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if not self._measures_next_step(trainer):
+            return
+        group = self.optimizer.param_groups[0]  # the LR and momentum of the coming update
+        batch_size = len(batch[1]) * trainer.world_size * trainer.accumulate_grad_batches
+        temperature = group["lr"] * self.num_train / (batch_size * (1 - group.get("momentum", 0)))
+        self._temperature.fill_(temperature)  # a host number into a device tensor: no sync
+        if self.mode == "chunks":
+            self._measure_chunks(*batch)
+        else:
+            self._micro.append((len(batch[1]), None))
+
+    def _measure_chunks(self, x: Tensor, y: Tensor) -> None:
+        chunk = self.chunk
+        if len(y) % chunk or len(y) // chunk < 2:
+            return  # e.g. the short last batch of an epoch: no two batch sizes
+        sq_small, total = 0.0, None
+        with _untouched(self.model), torch.enable_grad():
+            for xc, yc in zip(x.split(chunk), y.split(chunk), strict=True):
+                loss = F.cross_entropy(self.model(xc), yc)
+                g = _flat(torch.autograd.grad(loss, self.params, materialize_grads=True))
+                sq_small = sq_small + g.square().sum()
+                total = g if total is None else total + g
+        k = len(y) // chunk
+        self._update(sq_small / k, (total / k).square().sum(), chunk, len(y))
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module) -> None:
+        if self.mode != "accumulation" or not self._micro:
+            return
+        # Lightning divides each micro-batch's loss by accumulate_grad_batches, so .grad
+        # grows by g_micro / A per micro-batch and ends at the mean of the micro gradients
+        now = _flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
+        step = now if self._previous is None else now - self._previous
+        self._previous = now
+        size, _ = self._micro[-1]
+        accumulate = trainer.accumulate_grad_batches
+        self._micro[-1] = (size, (accumulate * step).square().sum())
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
+        if self.mode != "accumulation" or not self._micro:
+            return
+        micro, self._micro, accumulated, self._previous = self._micro, [], self._previous, None
+        sizes = {size for size, _ in micro}
+        if len(micro) < 2 or len(sizes) > 1:  # one micro-batch, or unequal ones (epoch's end)
+            return
+        # a short accumulation at the epoch's end still divides by A: rescale to the mean
+        mean = accumulated * (trainer.accumulate_grad_batches / len(micro))
+        sq_small = torch.stack([sq for _, sq in micro]).mean()
+        (size,) = sizes
+        self._update(sq_small, mean.square().sum(), size, size * len(micro))
+
+    def _update(self, sq_small: Tensor, sq_big: Tensor, small: int, big: int) -> None:
+        grad_sq, trace = two_batch_estimates(sq_small, sq_big, small, big, self.num_train)
+        self.ema.update(torch.stack([grad_sq, trace]).detach())
+
+
+def _flat(tensors) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+class _untouched:
+    """Runs a measurement pass without a trace in training: BatchNorm's running statistics
+    (and any other buffer) are restored afterwards, and the random streams (dropout) are
+    forked, so a run with the measurement trains bit for bit as one without it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        device = next(model.parameters()).device
+        self.rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+    def __enter__(self) -> None:
+        self.saved = [b.detach().clone() for b in self.model.buffers()]
+        self.rng.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self.rng.__exit__(*exc)
+        with torch.no_grad():
+            for buffer, saved in zip(self.model.buffers(), self.saved, strict=True):
+                buffer.copy_(saved)
