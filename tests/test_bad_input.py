@@ -85,16 +85,25 @@ CASES = [
     (["compile=maybe"], "compile: Value 'maybe' is not a valid bool"),
     (["callbacks=all", "callbacks.noise_scale.chunks=1"], "callbacks.noise_scale: chunks=1 must"),
     (
+        ["callbacks=all", "callbacks.noise_scale.granularity=bogus"],
+        "callbacks.noise_scale: granularity='bogus' is not one of auto, devices, chunks, accum",
+    ),
+    (
         ["callbacks=all", "callbacks.noise_scale.granularity=devices"],
-        "callbacks.noise_scale: granularity='devices' is not one of auto, chunks, accumulation",
+        "callbacks.noise_scale.granularity=devices needs DDP on more than one device",
     ),
     (
         ["callbacks=all", "callbacks.noise_scale.chunks=64"],
         "callbacks.noise_scale.chunks=64: the per-device batch 32 has fewer samples",
     ),
     (
-        ["callbacks=all", "callbacks.noise_scale.granularity=accumulation", "trainer=ddp",
-         "trainer.accelerator=cpu", "trainer.devices=2"],
+        [
+            "callbacks=all",
+            "callbacks.noise_scale.granularity=accumulation",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+        ],
         "callbacks.noise_scale.granularity=accumulation: under DDP the micro-batch gradients",
     ),  # fmt: skip
     (["callbacks=all", "callbacks.noise_scale.ema_decay=1"], "ema_decay=1 must be in [0, 1)"),

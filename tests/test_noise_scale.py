@@ -12,6 +12,8 @@ from test_weight_distance import fit
 from torch.func import functional_call, grad, vmap
 
 from lbtrain.callbacks.noise_scale import NoiseScale
+from lbtrain.data.mnist1d import MNIST1DDataModule
+from lbtrain.models import create_model
 
 NOISE_SCALE = "+callbacks.noise_scale._target_=lbtrain.callbacks.noise_scale.NoiseScale"
 
@@ -37,9 +39,7 @@ def exact_noise_scale(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) 
     [("callbacks.noise_scale.chunks=4",), ("trainer.accumulate_grad_batches=4",)],
     ids=["chunks", "accumulation"],
 )
-def test_b_simple_with_frozen_weights_converges_to_the_exact_value(
-    tmp_path, data_dir, granularity
-):
+def test_b_simple_with_frozen_weights_converges_to_the_exact_value(tmp_path, data_dir, granularity):
     trainer = fit(
         tmp_path, data_dir, "model=mlp", "model.norm=none", "model.hidden=[32]",
         "optim.lr=0", "optim.weight_decay=0", "trainer.max_epochs=2",
@@ -102,3 +102,29 @@ def test_measuring_leaves_training_bit_for_bit_unchanged(tmp_path, data_dir):
     # Smith & Le's temperature lr N / (B (1 - momentum)): 0.05 * 4000 / (32 * 0.1)
     temperature = log["noise_scale/temperature"].dropna()
     assert list(temperature) == pytest.approx([62.5] * 10)
+
+
+@pytest.mark.xdist_group("ddp")  # two processes: kept apart from the other DDP tests' pairs
+def test_under_ddp_the_devices_give_the_two_batch_sizes_and_b_simple_is_exact(
+    cli, tmp_path, data_dir
+):
+    """Real DDP over gloo, 2 processes: b = the per-device batch 16, B = the global 32."""
+    result = cli(
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=csv",
+        "model=mlp", "model.norm=none", "model.hidden=[32]", "optim.lr=0",
+        "optim.weight_decay=0", "trainer.max_epochs=2", "trainer.limit_val_batches=0",
+        "callbacks=all", "callbacks.sharpness=null", "callbacks.noise_scale.every_n_steps=1",
+        "callbacks.noise_scale.ema_decay=0.99", "hydra.run.dir=run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["noise_scale/granularity"] == "devices"
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    model = create_model("mlp", 10, (1, 40), hidden=[32], norm="none")
+    weights = state["state_dict"].items()
+    model.load_state_dict({k.removeprefix("model."): v for k, v in weights if k[:6] == "model."})
+    dm = MNIST1DDataModule(str(data_dir), batch_size=32)
+    dm.setup()
+    assert summary["noise_scale/b_simple"] == pytest.approx(
+        exact_noise_scale(model, dm.x, dm.y), rel=0.1
+    )

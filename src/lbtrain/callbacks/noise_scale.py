@@ -4,7 +4,11 @@ Smith & Le, `noise_scale/temperature` = lr N / (B (1 - momentum)). The estimator
 two averages are kept apart: `lbtrain/noise_scale.py`.
 
 The two batch sizes come from the granularity the run already has (`granularity=auto`):
-- "accumulation" (trainer.accumulate_grad_batches > 1): b = the micro-batch, B = the
+- "devices" (DDP): b = the per-device batch, B = the global batch. A DDP communication
+  hook adds up each device's |g|^2 from the gradient buckets just before they are
+  averaged, and one extra all-reduce of that number on measured steps gives their mean:
+  almost free.
+- "accumulation" (one device, trainer.accumulate_grad_batches > 1): b = the micro-batch, B = the
   accumulated batch; each micro-batch's gradient is read off the growing `.grad`, so the
   only cost is one flat copy of the gradient per micro-batch on measured steps.
 - "chunks" (otherwise): before the measured step, a pass over the step's own batch in k
@@ -15,20 +19,22 @@ The two batch sizes come from the granularity the run already has (`granularity=
   exactly the gradient training takes. Under plain BatchNorm each chunk is normalised with
   its own statistics, as BN would normalise a batch of b: the estimate is then that of the
   same network trained with ghost batches of b, close to but not the trained network's.
-Under DDP, rank 0 measures with its own share of the batch (B = the per-device batch).
+With granularity=chunks under DDP, rank 0 measures with its own share (B = the per-device batch).
 Values stay on the device until `StepSeries` flushes them: no host sync per step.
 """
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
 from lbtrain.noise_scale import DebiasedEMA, two_batch_estimates
 
-GRANULARITIES = ("auto", "chunks", "accumulation")
+GRANULARITIES = ("auto", "devices", "chunks", "accumulation")
 
 
 class NoiseScale(StepSeries):
@@ -44,7 +50,8 @@ class NoiseScale(StepSeries):
     ) -> None:
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
         if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity={granularity!r} is not one of {', '.join(GRANULARITIES)}")
+            choices = ", ".join(GRANULARITIES)
+            raise ValueError(f"granularity={granularity!r} is not one of {choices}")
         if not chunks >= 2:
             raise ValueError(f"chunks={chunks} must be >= 2 (two batch sizes)")
         if not 0 <= ema_decay < 1:
@@ -66,7 +73,12 @@ class NoiseScale(StepSeries):
         if mode == "accumulation" and plan.world_size > 1:
             raise ConfigError(
                 "callbacks.noise_scale.granularity=accumulation: under DDP the micro-batch "
-                "gradients are per device and the last one global; use granularity=chunks"
+                "gradients are per device and the last one global; use devices or chunks"
+            )
+        if mode == "devices" and plan.world_size == 1:
+            raise ConfigError(
+                "callbacks.noise_scale.granularity=devices needs DDP on more than one device; "
+                "use auto, chunks or accumulation"
             )
         if mode == "chunks" and plan.micro_batch < self.chunks:
             raise ConfigError(
@@ -77,12 +89,16 @@ class NoiseScale(StepSeries):
     def _mode(self, world_size: int, accumulate: int) -> str:
         if self.granularity != "auto":
             return self.granularity
-        return "accumulation" if accumulate > 1 and world_size == 1 else "chunks"
+        if world_size > 1:
+            return "devices"
+        return "accumulation" if accumulate > 1 else "chunks"
 
     def _chunk_size(self, plan) -> int:
         # under GBN the chunks are the ghost batches: their gradients average to training's
         ghost = plan.ghost_batch_size
-        return ghost if ghost and plan.micro_batch // ghost >= 2 else plan.micro_batch // self.chunks
+        if ghost and plan.micro_batch // ghost >= 2:
+            return ghost
+        return plan.micro_batch // self.chunks
 
     # --- set-up and what is logged ------------------------------------------------------
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -91,9 +107,9 @@ class NoiseScale(StepSeries):
         plan = pl_module.plan
         self.check_plan(plan)
         self.mode = self._mode(plan.world_size, plan.accumulate)
-        if self.mode == "accumulation" and str(trainer.precision).startswith("16"):
+        if self.mode != "chunks" and str(trainer.precision).startswith("16"):
             raise ConfigError(
-                "callbacks.noise_scale: granularity=accumulation reads scaled fp16 gradients; "
+                f"callbacks.noise_scale: granularity={self.mode} reads scaled fp16 gradients; "
                 "use trainer.precision=bf16-mixed or 32, or granularity=chunks"
             )
         self.model = getattr(pl_module.model, "_orig_mod", pl_module.model)
@@ -103,6 +119,9 @@ class NoiseScale(StepSeries):
         self._temperature = torch.zeros((), device=pl_module.device)
         self._micro: list[tuple[int, Tensor]] = []  # accumulation: (size, |g_micro|^2)
         self._previous: Tensor | None = None
+        self._local_sq = torch.zeros((), device=pl_module.device)  # devices: this device's |g|^2
+        if self.mode == "devices":
+            trainer.strategy.model.register_comm_hook(self, _sum_local_squares)
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
         averages = self.ema.value()
@@ -131,7 +150,7 @@ class NoiseScale(StepSeries):
     def _measures_next_step(self, trainer: L.Trainer) -> bool:
         return (
             self.enabled
-            and trainer.is_global_zero
+            and (trainer.is_global_zero or self.mode == "devices")  # there: every rank
             and (trainer.global_step + 1) % self.every_n_steps == 0
         )
 
@@ -174,6 +193,8 @@ class NoiseScale(StepSeries):
         self._micro[-1] = (size, (accumulate * step).square().sum())
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
+        if self.mode == "devices":
+            self._devices_step(trainer)
         if self.mode != "accumulation" or not self._micro:
             return
         micro, self._micro, accumulated, self._previous = self._micro, [], self._previous, None
@@ -186,9 +207,33 @@ class NoiseScale(StepSeries):
         (size,) = sizes
         self._update(sq_small, mean.square().sum(), size, size * len(micro))
 
+    def _devices_step(self, trainer: L.Trainer) -> None:
+        if not self._micro:
+            return
+        micro, self._micro = self._micro, []
+        local = sum(size for size, _ in micro)  # this device's samples in this step
+        # the mean over devices of each one's |g_b|^2: a collective enqueued on every rank
+        # (no barrier, no host sync; Lightning's strategy.reduce would add a barrier)
+        sq_small = self._local_sq.clone()
+        dist.all_reduce(sq_small)
+        sq_small /= trainer.world_size
+        self._local_sq.zero_()
+        sq_big = _flat([p.grad for p in self.params if p.grad is not None]).square().sum()
+        self._update(sq_small, sq_big, local, local * trainer.world_size)
+
     def _update(self, sq_small: Tensor, sq_big: Tensor, small: int, big: int) -> None:
         grad_sq, trace = two_batch_estimates(sq_small, sq_big, small, big, self.num_train)
         self.ema.update(torch.stack([grad_sq, trace]).detach())
+
+
+def _sum_local_squares(
+    noise_scale: NoiseScale, bucket: dist.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """DDP communication hook: on measured steps, add this device's squared gradient norm
+    (the bucket before averaging) to `_local_sq`; then average as DDP always does."""
+    if noise_scale._micro:
+        noise_scale._local_sq += bucket.buffer().square().sum()
+    return default_hooks.allreduce_hook(None, bucket)
 
 
 def _flat(tensors) -> Tensor:
