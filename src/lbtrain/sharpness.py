@@ -1,37 +1,56 @@
-"""Sharpness: the top eigenvalue of the loss Hessian, by power iteration on Hessian-vector
-products (Keskar et al. 2017's cheaper proxy; Cohen et al. 2021: gradient descent trains at
-the "edge of stability", lr * lambda_max ~ 2).
+"""Sharpness: the top eigenvalue of the loss Hessian (Keskar et al. 2017's cheaper proxy;
+Cohen et al. 2021: gradient descent trains at the "edge of stability", lr * lambda_max ~ 2).
 
-One backward with `create_graph=True` builds the gradient's graph once; each iteration is
-one more backward through it (a Hessian-vector product). The start vector comes from its own
-seeded generator, so measuring never touches the training's random streams.
+The Hessian is never formed: ARPACK's implicitly restarted Lanczos (scipy's `eigsh`) sees
+it only through Hessian-vector products. One backward with `create_graph=True` builds the
+gradient's graph once; each product is one more backward through it. Lanczos reaches a
+given accuracy in far fewer products than power iteration (on the MNIST-1D CNN: 1e-6
+relative in 9 products, where power iteration stopped after 7 at 3e-3), and a start
+vector near the answer (the previous measurement's eigenvector) saves more.
 """
 
+import numpy as np
 import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor
 
 
 def top_hessian_eigenvalue(
-    loss: Tensor, params: list[Tensor], tol: float = 1e-3, max_iter: int = 100, seed: int = 0
-) -> tuple[Tensor, int]:
-    """(eigenvalue of the Hessian of `loss` w.r.t. `params` with the largest magnitude,
-    iterations used). Stops when the Rayleigh quotient changes by less than `tol` relative,
-    or after `max_iter` products; each convergence check reads one value on the host."""
+    loss: Tensor,
+    params: list[Tensor],
+    tol: float = 1e-2,
+    max_iter: int = 100,
+    seed: int = 0,
+    start: np.ndarray | None = None,
+    krylov_dim: int = 4,
+) -> tuple[float, int, np.ndarray]:
+    """(the largest eigenvalue of the Hessian of `loss` w.r.t. `params`, Hessian-vector
+    products used, its eigenvector, flat). `tol`: ARPACK's relative accuracy of the
+    eigenvalue; `max_iter`: its cap on restarts (NaN if it has not converged by then).
+    `start`: the first Lanczos vector; by default one drawn from a generator seeded by
+    `seed`, so measuring never touches the training's random streams. `krylov_dim`: the
+    Lanczos vectors kept between restarts (ARPACK's ncv; its default of 20 spends 20
+    products before the first check, even from a start that is already the answer)."""
     grads = torch.autograd.grad(loss, params, create_graph=True)
-    generator = torch.Generator().manual_seed(seed)
-    v = [torch.randn(p.shape, generator=generator).to(p) for p in params]
-    v = _normalized(v)
-    eigenvalue, previous, iteration = None, None, 0
-    for iteration in range(1, max_iter + 1):  # noqa: B007 (returned)
-        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
-        eigenvalue = sum((h * u).sum() for h, u in zip(hv, v, strict=True))  # v normalised
-        v = _normalized(hv)
-        if previous is not None and abs(eigenvalue - previous) <= tol * abs(eigenvalue):
-            break
-        previous = eigenvalue
-    return eigenvalue.detach(), iteration
+    sizes = [p.numel() for p in params]
+    products = 0
 
+    def hessian_times(v: np.ndarray) -> np.ndarray:
+        nonlocal products
+        products += 1
+        flat = torch.from_numpy(np.asarray(v, dtype=np.float32).ravel()).to(params[0].device)
+        vs = [u.view_as(p) for u, p in zip(flat.split(sizes), params, strict=True)]
+        hv = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
+        return torch.cat([h.reshape(-1) for h in hv]).double().cpu().numpy()
 
-def _normalized(vectors: list[Tensor]) -> list[Tensor]:
-    norm = torch.sqrt(sum(u.square().sum() for u in vectors))
-    return [u / norm for u in vectors]
+    n = sum(sizes)
+    if start is None:
+        start = np.random.default_rng(seed).standard_normal(n)
+    operator = LinearOperator((n, n), matvec=hessian_times, dtype=np.float64)
+    try:
+        values, vectors = eigsh(
+            operator, k=1, which="LA", v0=start, ncv=krylov_dim, tol=tol, maxiter=max_iter
+        )
+    except ArpackNoConvergence:
+        return float("nan"), products, start
+    return float(values[0]), products, vectors[:, 0]

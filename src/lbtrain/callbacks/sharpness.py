@@ -6,6 +6,7 @@ statistics: the function the network computes at test time. The uncompiled modul
 measured (torch.compile does not support double backward)."""
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,12 +24,15 @@ class Sharpness(StepSeries):
         self,
         every_n_steps: int = 1000,
         num_samples: int = 1000,
-        tol: float = 1e-3,
+        tol: float = 1e-2,
         max_iter: int = 100,
+        krylov_dim: int = 4,
         flush_every_n_steps: int = 1,
     ) -> None:
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
         self.num_samples, self.tol, self.max_iter = num_samples, tol, max_iter
+        self.krylov_dim = krylov_dim
+        self.vector: np.ndarray | None = None  # the last top eigenvector: the next start
 
     def check_data(self, datamodule) -> None:
         if not hasattr(datamodule, "measurement_set"):
@@ -52,11 +56,21 @@ class Sharpness(StepSeries):
         try:
             with torch.enable_grad():
                 loss = F.cross_entropy(model(self.x), self.y)
-                eigenvalue, _ = top_hessian_eigenvalue(loss, params, self.tol, self.max_iter)
+                eigenvalue, _, self.vector = top_hessian_eigenvalue(
+                    loss, params, self.tol, self.max_iter, start=self.vector,
+                    krylov_dim=self.krylov_dim,
+                )  # Lanczos on the host: a few syncs, every N steps, not every step
         finally:
             model.train(was_training)
         lr = self.optimizer.param_groups[0]["lr"]  # the LR of the coming updates
-        return torch.stack([eigenvalue, lr * eigenvalue])
+        return torch.tensor([eigenvalue, lr * eigenvalue], device=pl_module.device)
+
+    def extra_state(self) -> dict:  # a resumed run starts where this one would have
+        return {"vector": None if self.vector is None else torch.from_numpy(self.vector)}
+
+    def load_extra_state(self, state: dict) -> None:
+        vector = state.get("vector")
+        self.vector = None if vector is None else vector.numpy()
 
     def summary_entries(self, pl_module: L.LightningModule) -> dict:
         entries = super().summary_entries(pl_module)
