@@ -1,6 +1,6 @@
-"""`noise_scale/b_simple` = tr(Sigma) / |G|^2 every N optimizer steps, with the EMAs it is the
-ratio of (`noise_scale/trace_sigma`, `noise_scale/grad_sq`) and the SGD noise temperature of
-Smith & Le, `noise_scale/temperature` = lr N / (B (1 - momentum)). The estimator and why its
+"""`noise_scale/b_simple` = tr(Sigma) / |G|^2 after steps 1, N + 1, 2N + 1, ... and the last,
+with the EMAs it is the ratio of (`noise_scale/trace_sigma`, `noise_scale/grad_sq`) and the
+SGD noise temperature of Smith & Le, `noise_scale/temperature` = lr N / (B (1 - momentum)). The estimator and why its
 two averages are kept apart: `lbtrain/noise_scale.py`.
 
 The two batch sizes come from the granularity the run already has (`granularity=auto`):
@@ -42,9 +42,9 @@ class NoiseScale(StepSeries):
 
     def __init__(
         self,
-        every_n_steps: int = 100,
+        every_n_steps: int = 200,
         chunks: int = 4,
-        ema_decay: float = 0.9,
+        ema_decay: float = 0.8,
         granularity: str = "auto",
         flush_every_n_steps: int = 10,
     ) -> None:
@@ -147,11 +147,15 @@ class NoiseScale(StepSeries):
             self._ema_state = None
 
     # --- the measurement ----------------------------------------------------------------
+    def takes(self, step: int) -> bool:
+        # steps 1, N + 1, 2N + 1, ...: a run shorter than N steps still has a measurement
+        return (step - 1) % self.every_n_steps == 0
+
     def _measures_next_step(self, trainer: L.Trainer) -> bool:
         return (
             self.enabled
             and (trainer.is_global_zero or self.mode == "devices")  # there: every rank
-            and (trainer.global_step + 1) % self.every_n_steps == 0
+            and self.takes(trainer.global_step + 1)
         )
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:

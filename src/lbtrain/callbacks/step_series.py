@@ -83,8 +83,12 @@ class StepSeries(L.Callback):
         if step == self._last_step or not trainer.is_global_zero or not self.enabled:
             return  # a gradient-accumulation micro-batch: no optimizer step was taken
         self._last_step = step
-        if step % self.every_n_steps == 0:
+        if self.takes(step):
             self._take(trainer, pl_module)
+
+    def takes(self, step: int) -> bool:
+        """Whether the value after step `step` is measured (besides the last step's)."""
+        return step % self.every_n_steps == 0
 
     def _take(self, trainer: L.Trainer, pl_module) -> None:
         with torch.no_grad():
