@@ -57,7 +57,11 @@ class Sharpness(StepSeries):
             with torch.enable_grad():
                 loss = F.cross_entropy(model(self.x), self.y)
                 eigenvalue, _, self.vector = top_hessian_eigenvalue(
-                    loss, params, self.tol, self.max_iter, start=self.vector,
+                    loss,
+                    params,
+                    self.tol,
+                    self.max_iter,
+                    start=self.vector,
                     krylov_dim=self.krylov_dim,
                 )  # Lanczos on the host: a few syncs, every N steps, not every step
         finally:
