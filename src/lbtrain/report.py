@@ -21,8 +21,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
+
+from lbtrain.critical_batch import (
+    ScalingFit,
+    Target,
+    fit_critical_batch,
+    mean_until,
+    steps_to_target,
+)
 
 TABLE1_ORDER = ["sb", "lb", "lb_lr", "lb_lr_gbn", "lb_lr_gbn_ra"]
 TABLE1_NAMES = {"sb": "SB", "lb": "LB", "lb_lr": "+LR", "lb_lr_gbn": "+GBN", "lb_lr_gbn_ra": "+RA"}
@@ -269,7 +278,148 @@ def plot_val_error(runs: list[Run], out: Path) -> Path:
     return _plot(runs, out, "val/acc", lambda m: (m["epoch"] + 1, 100 * (1 - m["val/acc"])), labels)
 
 
-def write_report(paths: list[Path], out: Path) -> pd.DataFrame:
+def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame, list[str]]:
+    """One row per configuration: the steps S and examples E = B S its seeds took to reach
+    the target, and the mean noise scale measured until then. For each batch size the
+    configuration with the fewest steps (all seeds reaching the target) is its best, as
+    Shallue et al. tune the LR per batch size; runs that never reach it are listed."""
+    if not any(target.metric in r.metrics for r in runs):
+        seen = sorted({c for r in runs for c in r.metrics.columns if "/" in c})
+        raise SystemExit(
+            f"lbtrain.report: error: --target {target.metric}: no run logged it; "
+            f"choose one of: {', '.join(seen) or '(no metrics found)'}"
+        )
+    groups: dict[tuple, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: r.order):
+        groups.setdefault(run.identity, []).append(run)
+    names = row_names(runs)
+    rows, never = [], []
+    for key, group in groups.items():
+        batch = group[0].config["batch_size"]
+        reached, noise = [], []
+        for run in group:
+            m = run.metrics.dropna(subset=[target.metric]) if target.metric in run.metrics else None
+            rows_m = m.drop_duplicates("step", keep="last") if m is not None else None
+            s = math.nan
+            if rows_m is not None and len(rows_m):
+                s = steps_to_target(rows_m["step"].to_numpy(), rows_m[target.metric].to_numpy(),
+                                    target)  # fmt: skip
+            if math.isnan(s):
+                never.append(f"{run.path} ({names[key]}, seed {run.config.get('seed')})")
+            else:
+                reached.append(s)
+            noise.append(mean_until(run.metrics, "noise_scale/b_simple", s))
+        steps = pd.Series(reached, dtype=float)
+        rows.append({
+            "run": names[key], "batch size": batch, "seeds reached": f"{len(reached)}/{len(group)}",
+            "steps to target": steps.mean() if len(reached) == len(group) else math.nan,
+            "examples to target": batch * steps.mean() if len(reached) == len(group) else math.nan,
+            "steps std": steps.std(ddof=1) if len(reached) > 1 else math.nan,
+            "B_simple (mean until target)": pd.Series(noise, dtype=float).mean(),
+        })  # fmt: skip
+    df = pd.DataFrame(rows)
+    best = df.dropna(subset=["steps to target"]).groupby("batch size")["steps to target"].idxmin()
+    df["best for its batch"] = df.index.isin(best.to_numpy())
+    return df, never
+
+
+def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, list[str]]:
+    """The fit over each batch size's best configuration, the mean measured noise scale of
+    those configurations, and the lines that say so."""
+    best = df[df["best for its batch"]]
+    noise = float(best["B_simple (mean until target)"].mean()) if len(best) else math.nan
+    try:
+        fit = fit_critical_batch(best["batch size"], best["steps to target"])
+    except (ValueError, RuntimeError) as e:  # too few sizes reached it; no convergence
+        return None, noise, [f"No fit of S = S_min (1 + B_crit / B): {e}."]
+    lines = [
+        f"Fit S = S_min (1 + B_crit / B) over the best configuration of each of {len(best)} "
+        f"batch sizes: S_min = {fit.s_min:.1f} steps, E_min = {fit.e_min:.0f} examples, "
+        f"**B_crit = E_min / S_min = {fit.b_crit:.0f}**."
+    ]
+    if not math.isnan(noise):
+        lines.append(
+            f"Gradient noise scale B_simple, mean measured until the target over those runs: "
+            f"**{noise:.0f}**; B_crit / B_simple = {fit.b_crit / noise:.2f}."
+        )
+    return fit, noise, lines
+
+
+def plot_critical_batch(
+    df: pd.DataFrame, fit: ScalingFit | None, noise: float, target: Target, out: Path
+) -> Path:
+    """Shallue et al. / McCandlish et al.: steps to target against batch size (log-log)
+    with perfect scaling and the fit; steps against examples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    done = df.dropna(subset=["steps to target"])
+    best = done[done["best for its batch"]].sort_values("batch size")
+    others = done[~done["best for its batch"]]
+    left.scatter(others["batch size"], others["steps to target"], s=12, c="0.7",
+                 label="other configurations")  # fmt: skip
+    left.plot(best["batch size"], best["steps to target"], "o", c="C0", label="best per batch")
+    if len(best):
+        b = np.geomspace(best["batch size"].min(), best["batch size"].max(), 100)
+        b0, s0 = best["batch size"].iloc[0], best["steps to target"].iloc[0]
+        left.plot(b, s0 * b0 / b, "--", c="0.4", lw=1, label="perfect scaling (S ~ 1/B)")
+        if fit:
+            left.plot(b, fit.steps(b), c="C1", label=f"fit, B_crit = {fit.b_crit:.0f}")
+            left.axvline(fit.b_crit, c="C1", ls=":", lw=1)
+            e = np.geomspace(best["examples to target"].min() / 1.5,
+                             best["examples to target"].max() * 1.5, 200)  # fmt: skip
+            # (S / S_min - 1)(E / E_min - 1) = 1, for E > E_min
+            e = e[e > fit.e_min * 1.0001]
+            right.plot(e, fit.s_min * (1 + 1 / (e / fit.e_min - 1)), c="C1", label="fit")
+    if not math.isnan(noise):
+        left.axvline(noise, c="C2", ls="-.", lw=1, label=f"measured B_simple = {noise:.0f}")
+    right.plot(best["examples to target"], best["steps to target"], "o", c="C0",
+               label="best per batch")  # fmt: skip
+    for _, row in best.iterrows():
+        right.annotate(f"{row['batch size']}", (row["examples to target"], row["steps to target"]),
+                       fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    left.set(xlabel="batch size B", ylabel=f"steps to {target}", title="Steps to target")
+    right.set(xlabel=f"examples to {target}", ylabel="steps", title="Steps against examples")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "critical_batch.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_critical_batch(runs: list[Run], target: Target, out: Path) -> list[str]:
+    df, never = critical_batch_table(runs, target)
+    fit, noise, summary = critical_batch_summary(df)
+    df.to_csv(out / "critical_batch.csv", index=False)
+    shown = df.drop(columns="steps std").copy()
+    shown["steps to target"] = [
+        "never" if math.isnan(s) else f"{s:.0f}" + (f" +- {d:.0f}" if not math.isnan(d) else "")
+        for s, d in zip(df["steps to target"], df["steps std"], strict=True)
+    ]
+    shown["examples to target"] = [
+        "-" if math.isnan(e) else f"{e:.0f}" for e in df["examples to target"]
+    ]
+    shown["B_simple (mean until target)"] = [
+        "-" if math.isnan(v) else f"{v:.0f}" for v in df["B_simple (mean until target)"]
+    ]
+    shown["best for its batch"] = ["yes" if b else "" for b in df["best for its batch"]]
+    lines = [f"Steps to target {target}:", "", shown.to_markdown(index=False), "", *summary]
+    if never:
+        lines += ["", "Runs that never reached the target:", "", *(f"- {n}" for n in never)]
+    (out / "critical_batch.md").write_text("\n".join(lines) + "\n")
+    plot_critical_batch(df, fit, noise, target, out)
+    return lines
+
+
+def write_report(paths: list[Path], out: Path, target: Target | None = None) -> pd.DataFrame:
     runs = find_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
     df = table(runs)
@@ -289,6 +439,9 @@ def write_report(paths: list[Path], out: Path) -> pd.DataFrame:
     figures = [plot_weight_distance(runs, out), plot_angular_distance(runs, out)]
     figures.append(plot_val_error(runs, out))
     print("\n".join(lines))
+    if target:
+        print("\n".join(["", *write_critical_batch(runs, target, out)]))
+        figures.append(out / "critical_batch.png")
     written = ", ".join(p.name for p in figures if p)
     print(f"\nwrote {out}/table.md, table.csv, {written}")
     return df
@@ -300,8 +453,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("paths", nargs="+", type=Path, help="run dirs or multirun dirs")
     parser.add_argument("--out", type=Path, help="output dir (default: first PATH/report)")
+    parser.add_argument(
+        "--target",
+        help="e.g. val/acc=0.9 or train/loss<=0.3: steps to it per batch size, the critical "
+        "batch size (critical_batch.md, .csv, .png)",
+    )
     args = parser.parse_args(argv)
-    write_report(args.paths, args.out or args.paths[0] / "report")
+    try:
+        target = Target.parse(args.target) if args.target else None
+    except ValueError as e:
+        parser.error(str(e))
+    write_report(args.paths, args.out or args.paths[0] / "report", target)
 
 
 if __name__ == "__main__":

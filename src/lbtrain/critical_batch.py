@@ -1,0 +1,98 @@
+"""The critical batch size from a batch-size sweep (McCandlish et al. 2018; Shallue et al.
+2019): how many optimizer steps S(B) and training examples E(B) = B S(B) each batch size
+takes to reach a target, and the fit
+
+    S = S_min (1 + B_crit / B),   equivalently   (S / S_min - 1)(E / E_min - 1) = 1,
+
+whose B_crit = E_min / S_min separates perfect scaling (S ~ 1/B, below B_crit) from
+diminishing returns (S ~ S_min, above). The noise scale B_simple predicts it.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+# `train/loss` is the epoch mean: a per-batch loss crosses a target first by noise
+ALIASES = {"train/loss": "train/loss_epoch"}
+LOWER_IS_BETTER = re.compile(r"loss|error|err\b")
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str  # a column of csv/metrics.csv
+    value: float
+    lower_is_better: bool
+
+    @classmethod
+    def parse(cls, text: str) -> "Target":
+        """`val/acc=0.9` (direction from the name: loss and error go down, the rest up),
+        or explicitly `val/acc>=0.9`, `train/loss<=0.3`."""
+        match = re.fullmatch(r"\s*([^<>=\s]+)\s*(>=|<=|=)\s*([-+0-9.eE]+)\s*", text)
+        if not match:
+            raise ValueError(
+                f"--target {text}: use METRIC=VALUE, METRIC>=VALUE or METRIC<=VALUE, "
+                "e.g. val/acc=0.9 or train/loss<=0.3"
+            )
+        name, op, value = match.groups()
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--target {text}: {value} is not a number") from None
+        lower = LOWER_IS_BETTER.search(name) is not None if op == "=" else op == "<="
+        return cls(ALIASES.get(name, name), number, lower)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {'<=' if self.lower_is_better else '>='} {self.value:g}"
+
+
+def steps_to_target(steps: np.ndarray, values: np.ndarray, target: Target) -> float:
+    """The first step at which the metric meets the target, interpolated linearly between
+    the last logged point that missed it and the first that met it (NaN: never met)."""
+    sign = -1.0 if target.lower_is_better else 1.0
+    margin = sign * (np.asarray(values, dtype=float) - target.value)  # >= 0: met
+    met = np.flatnonzero(margin >= 0)
+    if len(met) == 0:
+        return math.nan
+    i = met[0]
+    if i == 0:
+        return float(steps[0])
+    s0, s1, m0, m1 = steps[i - 1], steps[i], margin[i - 1], margin[i]
+    return float(s0 + (s1 - s0) * (-m0) / (m1 - m0))
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    s_min: float  # steps to target with an unlimited batch
+    e_min: float  # examples to target with the smallest batch
+    b_crit: float  # E_min / S_min
+
+    def steps(self, batch: np.ndarray) -> np.ndarray:
+        return self.s_min * (1 + self.b_crit / np.asarray(batch, dtype=float))
+
+
+def fit_critical_batch(batch: np.ndarray, steps: np.ndarray) -> ScalingFit:
+    """S = S_min + E_min / B is linear in (S_min, E_min): least squares of the relative
+    residual (S_fit - S) / S, so every batch size counts alike whether it took 10 steps or
+    10,000, with both non-negative (scipy's nnls). B_crit = E_min / S_min: infinite for
+    perfect scaling (S_min = 0), 0 where larger batches never cut the steps."""
+    batch, steps = np.asarray(batch, dtype=float), np.asarray(steps, dtype=float)
+    if len(set(batch)) < 3:
+        raise ValueError("the fit needs steps-to-target at 3 or more batch sizes")
+    design = np.stack([1 / steps, 1 / (batch * steps)], axis=1)
+    (s_min, e_min), _ = nnls(design, np.ones(len(batch)))
+    b_crit = e_min / s_min if s_min > 0 else math.inf
+    return ScalingFit(float(s_min), float(e_min), float(b_crit))
+
+
+def mean_until(metrics: pd.DataFrame, column: str, until: float) -> float:
+    """The mean of a logged series over the steps up to `until` (all of it if NaN)."""
+    if column not in metrics:
+        return math.nan
+    rows = metrics.dropna(subset=[column])
+    if not math.isnan(until):
+        rows = rows[rows["step"] <= until]
+    return float(rows[column].mean()) if len(rows) else math.nan

@@ -1,0 +1,79 @@
+"""The critical batch size: steps to a target per batch size, the fit
+S = S_min (1 + B_crit / B), and the report's table and figure on a real batch-size sweep."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lbtrain.critical_batch import Target, fit_critical_batch, steps_to_target
+
+
+def test_the_fit_recovers_b_crit_from_steps_that_follow_the_model():
+    batch = np.array([16, 32, 64, 128, 256, 512, 1024, 2048])
+    rng = np.random.default_rng(0)
+    steps = 300 * (1 + 400 / batch) * np.exp(rng.normal(0, 0.03, len(batch)))  # 3% noise
+    fit = fit_critical_batch(batch, steps)
+    assert fit.b_crit == pytest.approx(400, rel=0.1)
+    assert fit.s_min == pytest.approx(300, rel=0.05)
+    assert fit.e_min == pytest.approx(fit.s_min * fit.b_crit)
+    # perfect scaling (S ~ 1/B, B_crit -> infinity) and no scaling (S constant) both fit
+    assert fit_critical_batch(batch, 1e6 / batch).b_crit > 1e4
+    assert fit_critical_batch(batch, np.full(len(batch), 50.0)).b_crit < 1
+
+
+def test_steps_to_target_interpolates_between_logged_points_and_knows_the_direction():
+    steps, acc = np.array([100, 200, 300]), np.array([0.5, 0.7, 0.9])
+    assert steps_to_target(steps, acc, Target.parse("val/acc=0.8")) == pytest.approx(250)
+    assert steps_to_target(steps, acc, Target.parse("val/acc=0.4")) == 100  # met at once
+    assert math.isnan(steps_to_target(steps, acc, Target.parse("val/acc=0.95")))
+    loss = np.array([2.0, 1.0, 0.5])
+    assert steps_to_target(steps, loss, Target.parse("train/loss=0.75")) == pytest.approx(250)
+    assert Target.parse("train/loss=0.75").metric == "train/loss_epoch"  # the epoch mean
+    assert Target.parse("val/acc<=0.2").lower_is_better
+
+
+@pytest.mark.xdist_group("tiny_sweep")
+def test_report_finds_steps_to_target_per_batch_size_and_lists_runs_that_never_reach_it(
+    tmp_path, data_dir
+):
+    sweep = tmp_path / "sweep"
+    args = [
+        sys.executable, "-m", "lbtrain.run", "-m", "batch_size=16,32,64,1024",
+        "trainer.max_epochs=3", "logger=csv", "callbacks=all", "callbacks.sharpness=null",
+        "callbacks.noise_scale.every_n_steps=5", f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "report"
+    report = [sys.executable, "-m", "lbtrain.report", str(sweep), "--out", str(out)]
+    result = subprocess.run([*report, "--target", "val/acc=0.3"], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "critical_batch.csv")
+    assert list(table["batch size"]) == [16, 32, 64, 1024]
+    reached = table.dropna(subset=["steps to target"])
+    assert list(reached["batch size"]) == [16, 32, 64]  # 12 steps of 1024 do not get there
+    assert (
+        reached["examples to target"] == reached["batch size"] * reached["steps to target"]
+    ).all()
+    assert (reached["B_simple (mean until target)"] > 0).all()
+    # each logged val/acc sits at an epoch's last step: the target falls between two of them
+    for b, s in zip(reached["batch size"], reached["steps to target"], strict=True):
+        assert 0 < s <= 3 * math.ceil(4000 / b)
+    md = (out / "critical_batch.md").read_text()
+    assert "B_crit = E_min / S_min" in md and "B_crit / B_simple" in md
+    assert "Runs that never reached the target:" in md and "(B=1024, seed 0)" in md
+    assert (out / "critical_batch.png").stat().st_size > 10_000
+
+    bad = subprocess.run([*report, "--target", "val/acc"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--target val/acc: use METRIC=VALUE" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = subprocess.run([*report, "--target", "val/accuracy=0.9"], capture_output=True,
+                         text=True)  # fmt: skip
+    assert bad.returncode != 0 and "no run logged it; choose one of: " in bad.stderr
+    assert "val/acc" in bad.stderr.splitlines()[-1] and "Traceback" not in bad.stderr
