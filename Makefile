@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format bench bench-gpu table1 clean
+.PHONY: help install train test lint format bench bench-gpu table1 critical-batch clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -46,6 +46,19 @@ table1: $(STAMP) ## reproduce Table 1's pattern on MNIST-1D (15 runs, ~5 min on 
 		hydra/launcher=joblib hydra.launcher.n_jobs=$(TABLE1_JOBS) hydra.launcher.batch_size=1 \
 		hydra.sweep.dir=$(TABLE1_DIR) $(ARGS)
 	$(PY) -m lbtrain.report $(TABLE1_DIR) --out $(TABLE1_REPORT)
+
+# The critical batch size on MNIST-1D: 8 batch sizes x 5 LRs (a per-B grid around the sqrt
+# rule) x 2 seeds, each run stopping at val/acc 0.85, then the report's steps-to-target fit
+# against the measured noise scale (conf/experiment/mnist1d_critical_batch.yaml says why).
+# `make critical-batch CRITICAL_BATCH_REPORT=docs/critical_batch` rewrites the README's.
+CRITICAL_BATCH_DIR := logs/critical_batch/$(shell date +%Y-%m-%d_%H-%M-%S)
+CRITICAL_BATCH_REPORT ?= $(CRITICAL_BATCH_DIR)/report
+critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise scale (~4 min on 2 CPU cores)
+	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m experiment=mnist1d_critical_batch \
+		batch_size=2048,1024,512,256,128,64,32,16 optim.lr=0.0125,0.025,0.05,0.1,0.2 seed=0,1 logger=csv \
+		hydra/launcher=joblib hydra.launcher.n_jobs=$(TABLE1_JOBS) hydra.launcher.batch_size=1 \
+		hydra.sweep.dir=$(CRITICAL_BATCH_DIR) $(ARGS)
+	$(PY) -m lbtrain.report $(CRITICAL_BATCH_DIR) --out $(CRITICAL_BATCH_REPORT) --target val/acc=0.85
 
 bench: $(STAMP) ## run the benchmarks (speed ratios against baselines in the same run)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

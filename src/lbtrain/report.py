@@ -1,16 +1,22 @@
 """`python -m lbtrain.report PATH...`: Table 1 and the paper's figures from run directories.
 
-    python -m lbtrain.report logs/multiruns/2026-11-25_10-00-00_ab12cd [--out DIR]
+    python -m lbtrain.report logs/multiruns/2026-11-25_10-00-00_ab12cd [--out DIR] [--target T]
 
 PATH may be a run dir, a multirun dir, or any folder above them (a run found twice counts
 once). Writes, into --out (default: PATH/report): table.md and table.csv (one row per
 configuration, pooling only runs whose resolved configs differ in the seed alone; rows that
 share a label name the keys that differ; final and best validation accuracy, mean +- std
 over seeds, the gap to SB, optimizer steps, final weight distance, diffusion slope, and
-the angular distance's slope where runs measured it), weight_distance.png (Figure 2:
+where runs measured them the angular distance's slope, the final sharpness and noise
+scale), weight_distance.png (Figure 2:
 ||w_t - w_0|| against log t), angular_distance.png (the same for the angle of the
 BatchNorm-fed weights) and val_error.png (Figures 1 and 3: validation error against epoch).
 Jobs that failed or did not finish are listed, never dropped silently.
+
+With --target (e.g. val/acc=0.85), also critical_batch.md, .csv and .png: the steps and
+examples each configuration took to reach it, the fit S = S_min (1 + B_crit / B) over each
+batch size's best configuration, and the noise scale measured on the way
+(`lbtrain/critical_batch.py`).
 """
 
 import argparse
@@ -165,6 +171,14 @@ def _without_recipe(key: tuple) -> tuple:
     return tuple((k, v) for k, v in key if k not in RECIPE_KEYS)
 
 
+# Columns of measurements a run may have switched on: the summary key, the digits shown
+MEASURED_COLUMNS = {
+    "angular slope": ("angular_diffusion_slope", 3),
+    "final sharpness": ("sharpness/lambda_max", 2),
+    "final B_simple": ("noise_scale/b_simple", 0),
+}
+
+
 def table(runs: list[Run]) -> pd.DataFrame:
     """One row per configuration, mean +- std over its seeds (finished runs only). Each row's
     gap is to the SB row of the same experiment (equal but for the recipe's keys), else to
@@ -203,13 +217,15 @@ def table(runs: list[Run]) -> pd.DataFrame:
                 "optimizer steps": int(pd.Series([r.summary["global_step"] for r in group]).mean()),
                 "weight distance": _mean_std([r.summary.get("weight_distance") for r in group]),
                 "diffusion slope": _mean_std([r.summary.get("diffusion_slope") for r in group]),
-                "angular slope": _mean_std(
-                    [r.summary.get("angular_diffusion_slope") for r in group], digits=3
-                ),
+                **{
+                    column: _mean_std([r.summary.get(key) for r in group], digits=digits)
+                    for column, (key, digits) in MEASURED_COLUMNS.items()
+                },
             }
         )
     df = pd.DataFrame(rows)
-    return df if (df["angular slope"] != "-").any() else df.drop(columns="angular slope")
+    unmeasured = [c for c in MEASURED_COLUMNS if (df[c] == "-").all()]
+    return df.drop(columns=unmeasured)  # measurements no run of this report switched on
 
 
 def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]) -> Path:
@@ -317,10 +333,23 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
             "steps std": steps.std(ddof=1) if len(reached) > 1 else math.nan,
             "B_simple (mean until target)": pd.Series(noise, dtype=float).mean(),
         })  # fmt: skip
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).sort_values(["batch size", "run"], ignore_index=True)
     best = df.dropna(subset=["steps to target"]).groupby("batch size")["steps to target"].idxmin()
     df["best for its batch"] = df.index.isin(best.to_numpy())
     return df, never
+
+
+def grid_edges(df: pd.DataFrame, runs: list[Run]) -> list[str]:
+    """Batch sizes whose best configuration has the smallest or largest optim.lr tried at
+    that size: the LR grid may not bracket their fastest LR (S(B) is then an upper bound)."""
+    lr_of = {row_names(runs)[r.identity]: r.config["optim"]["lr"] for r in runs}
+    notes = []
+    for batch, rows in df.groupby("batch size"):
+        tried = sorted({lr_of[name] for name in rows["run"]})
+        best = rows[rows["best for its batch"]]
+        if len(tried) > 2 and len(best) and lr_of[best["run"].iloc[0]] in (tried[0], tried[-1]):
+            notes.append(f"B={batch}: optim.lr={lr_of[best['run'].iloc[0]]} (tried {tried})")
+    return notes
 
 
 def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, list[str]]:
@@ -412,6 +441,10 @@ def write_critical_batch(runs: list[Run], target: Target, out: Path) -> list[str
     ]
     shown["best for its batch"] = ["yes" if b else "" for b in df["best for its batch"]]
     lines = [f"Steps to target {target}:", "", shown.to_markdown(index=False), "", *summary]
+    edges = grid_edges(df, runs)
+    if edges:
+        lines += ["", "Best LR at the edge of the grid tried (the fastest LR may lie beyond):", "",
+                  *(f"- {e}" for e in edges)]  # fmt: skip
     if never:
         lines += ["", "Runs that never reached the target:", "", *(f"- {n}" for n in never)]
     (out / "critical_batch.md").write_text("\n".join(lines) + "\n")
