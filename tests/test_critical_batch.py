@@ -9,7 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lbtrain.critical_batch import Target, fit_critical_batch, steps_to_target
+from lbtrain.critical_batch import (
+    Target,
+    fit_critical_batch,
+    noise_scale_until,
+    steps_to_target,
+)
 
 
 def test_the_fit_recovers_b_crit_from_steps_that_follow_the_model():
@@ -61,7 +66,7 @@ def test_report_finds_steps_to_target_per_batch_size_and_lists_runs_that_never_r
     assert (
         reached["examples to target"] == reached["batch size"] * reached["steps to target"]
     ).all()
-    assert (reached["B_simple (mean until target)"] > 0).all()
+    assert (reached["B_simple until target"] > 0).all()
     # each logged val/acc sits at an epoch's last step: the target falls between two of them
     for b, s in zip(reached["batch size"], reached["steps to target"], strict=True):
         assert 0 < s <= 3 * math.ceil(4000 / b)
@@ -77,3 +82,19 @@ def test_report_finds_steps_to_target_per_batch_size_and_lists_runs_that_never_r
                          text=True)  # fmt: skip
     assert bad.returncode != 0 and "no run logged it; choose one of: " in bad.stderr
     assert "val/acc" in bad.stderr.splitlines()[-1] and "Traceback" not in bad.stderr
+
+
+def test_a_runs_noise_scale_is_its_mean_trace_over_its_mean_grad_sq_not_a_swung_ratio():
+    """One measurement with |G|^2 near zero logs a huge ratio; the run's B_simple divides
+    the averages, as the estimator does, and stays near tr(Sigma) / |G|^2 of the rest."""
+    metrics = pd.DataFrame({
+        "step": [5, 10, 15, 20, 25],
+        "noise_scale/trace_sigma": [100.0, 100.0, 100.0, 100.0, 100.0],
+        "noise_scale/grad_sq": [1.0, 1.0, 1e-4, 1.0, 1.0],
+    })  # fmt: skip
+    metrics["noise_scale/b_simple"] = (
+        metrics["noise_scale/trace_sigma"] / metrics["noise_scale/grad_sq"]
+    )
+    assert metrics["noise_scale/b_simple"].mean() > 1e5
+    assert noise_scale_until(metrics, math.nan) == pytest.approx(125, rel=1e-3)
+    assert noise_scale_until(metrics, 12.0) == pytest.approx(100)  # steps 5 and 10 only

@@ -88,11 +88,16 @@ def fit_critical_batch(batch: np.ndarray, steps: np.ndarray) -> ScalingFit:
     return ScalingFit(float(s_min), float(e_min), float(b_crit))
 
 
-def mean_until(metrics: pd.DataFrame, column: str, until: float) -> float:
-    """The mean of a logged series over the steps up to `until` (all of it if NaN)."""
-    if column not in metrics:
+def noise_scale_until(metrics: pd.DataFrame, until: float) -> float:
+    """A run's B_simple over its steps up to `until` (all of them if NaN): the mean of the
+    logged tr(Sigma) over the mean of the logged |G|^2, never the mean of the logged ratio,
+    which one step with |G|^2 near zero can swing to any size or sign."""
+    columns = ["noise_scale/trace_sigma", "noise_scale/grad_sq"]
+    if not set(columns) <= set(metrics.columns):
         return math.nan
-    rows = metrics.dropna(subset=[column])
+    rows = metrics.dropna(subset=columns)
     if not math.isnan(until):
         rows = rows[rows["step"] <= until]
-    return float(rows[column].mean()) if len(rows) else math.nan
+    if not len(rows):
+        return math.nan
+    return float(rows[columns[0]].mean() / rows[columns[1]].mean())

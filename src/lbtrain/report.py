@@ -35,7 +35,7 @@ from lbtrain.critical_batch import (
     ScalingFit,
     Target,
     fit_critical_batch,
-    mean_until,
+    noise_scale_until,
     steps_to_target,
 )
 
@@ -324,14 +324,14 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
                 never.append(f"{run.path} ({names[key]}, seed {run.config.get('seed')})")
             else:
                 reached.append(s)
-            noise.append(mean_until(run.metrics, "noise_scale/b_simple", s))
+            noise.append(noise_scale_until(run.metrics, s))
         steps = pd.Series(reached, dtype=float)
         rows.append({
             "run": names[key], "batch size": batch, "seeds reached": f"{len(reached)}/{len(group)}",
             "steps to target": steps.mean() if len(reached) == len(group) else math.nan,
             "examples to target": batch * steps.mean() if len(reached) == len(group) else math.nan,
             "steps std": steps.std(ddof=1) if len(reached) > 1 else math.nan,
-            "B_simple (mean until target)": pd.Series(noise, dtype=float).mean(),
+            "B_simple until target": pd.Series(noise, dtype=float).mean(),
         })  # fmt: skip
     df = pd.DataFrame(rows).sort_values(["batch size", "run"], ignore_index=True)
     best = df.dropna(subset=["steps to target"]).groupby("batch size")["steps to target"].idxmin()
@@ -356,7 +356,7 @@ def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, 
     """The fit over each batch size's best configuration, the mean measured noise scale of
     those configurations, and the lines that say so."""
     best = df[df["best for its batch"]]
-    noise = float(best["B_simple (mean until target)"].mean()) if len(best) else math.nan
+    noise = float(best["B_simple until target"].mean()) if len(best) else math.nan
     try:
         fit = fit_critical_batch(best["batch size"], best["steps to target"])
     except (ValueError, RuntimeError) as e:  # too few sizes reached it; no convergence
@@ -368,7 +368,8 @@ def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, 
     ]
     if not math.isnan(noise):
         lines.append(
-            f"Gradient noise scale B_simple, mean measured until the target over those runs: "
+            f"Gradient noise scale B_simple measured until the target, mean over those "
+            f"configurations: "
             f"**{noise:.0f}**; B_crit / B_simple = {fit.b_crit / noise:.2f}."
         )
     return fit, noise, lines
@@ -436,8 +437,8 @@ def write_critical_batch(runs: list[Run], target: Target, out: Path) -> list[str
     shown["examples to target"] = [
         "-" if math.isnan(e) else f"{e:.0f}" for e in df["examples to target"]
     ]
-    shown["B_simple (mean until target)"] = [
-        "-" if math.isnan(v) else f"{v:.0f}" for v in df["B_simple (mean until target)"]
+    shown["B_simple until target"] = [
+        "-" if math.isnan(v) else f"{v:.0f}" for v in df["B_simple until target"]
     ]
     shown["best for its batch"] = ["yes" if b else "" for b in df["best for its batch"]]
     lines = [f"Steps to target {target}:", "", shown.to_markdown(index=False), "", *summary]
