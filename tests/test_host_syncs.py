@@ -100,3 +100,21 @@ def test_the_probe_sees_a_host_read(tmp_path, data_dir):
     trainer.callbacks.extend([ReadTheLoss(), probe])
     trainer.fit(module, datamodule=dm)
     assert probe.reads["aten::item"] == STEPS
+
+
+@pytest.mark.parametrize(
+    "granularity",
+    [("ghost_batch_size=8",), ("trainer.accumulate_grad_batches=2", "batch_size=64")],
+    ids=["chunks under GBN", "micro-batches"],
+)
+def test_measuring_the_noise_scale_at_every_step_reads_nothing_on_the_host(
+    tmp_path, data_dir, granularity
+):
+    """The measurement itself, every step, as well as the steps between: values stay on
+    the device until the flush (none falls in the window)."""
+    reads = host_reads(
+        tmp_path, f"paths.data_dir={data_dir}", "logger=csv", "callbacks=all",
+        "callbacks.sharpness=null", "callbacks.noise_scale.every_n_steps=1",
+        "+callbacks.noise_scale.flush_every_n_steps=1000", *granularity,
+    )  # fmt: skip
+    assert reads == dict.fromkeys(READS, 0)
