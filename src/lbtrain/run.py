@@ -140,8 +140,8 @@ def build(
     for callback in trainer.callbacks:
         if hasattr(callback, "check_data"):  # a measurement this data must allow
             callback.check_data(datamodule)
-        if hasattr(callback, "check_plan"):  # ... and this batch plan
-            callback.check_plan(plan)
+        if hasattr(callback, "check_plan"):  # ... and this batch plan and trainer
+            callback.check_plan(plan, trainer)
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = Classifier(

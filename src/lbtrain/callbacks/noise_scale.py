@@ -67,9 +67,15 @@ class NoiseScale(StepSeries):
                 "training samples it has (`num_train_samples`), which the estimate needs"
             )
 
-    def check_plan(self, plan) -> None:
-        """Refuse, before training, a batch the chosen granularity cannot split in two sizes."""
+    def check_plan(self, plan, trainer: L.Trainer) -> None:
+        """Refuse, before training, a run whose gradients the granularity cannot read at two
+        batch sizes."""
         mode = self._mode(plan.world_size, plan.accumulate)
+        if mode != "chunks" and str(trainer.precision).startswith("16"):
+            raise ConfigError(
+                f"callbacks.noise_scale: granularity={mode} reads the gradients fp16 scales; "
+                "use trainer.precision=bf16-mixed or 32-true, or granularity=chunks"
+            )
         if mode == "accumulation" and plan.world_size > 1:
             raise ConfigError(
                 "callbacks.noise_scale.granularity=accumulation: under DDP the micro-batch "
@@ -105,19 +111,14 @@ class NoiseScale(StepSeries):
         self.check_data(trainer.datamodule)
         self.num_train = trainer.datamodule.num_train_samples
         plan = pl_module.plan
-        self.check_plan(plan)
+        self.check_plan(plan, trainer)
         self.mode = self._mode(plan.world_size, plan.accumulate)
-        if self.mode != "chunks" and str(trainer.precision).startswith("16"):
-            raise ConfigError(
-                f"callbacks.noise_scale: granularity={self.mode} reads scaled fp16 gradients; "
-                "use trainer.precision=bf16-mixed or 32, or granularity=chunks"
-            )
         self.model = getattr(pl_module.model, "_orig_mod", pl_module.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.chunk = self._chunk_size(plan)
         self.optimizer = trainer.optimizers[0]
         self._temperature = torch.zeros((), device=pl_module.device)
-        self._micro: list[tuple[int, Tensor]] = []  # accumulation: (size, |g_micro|^2)
+        self._micro: list[tuple[int, Tensor | None]] = []  # (size, |g_micro|^2) this step
         self._previous: Tensor | None = None
         self._local_sq = torch.zeros((), device=pl_module.device)  # devices: this device's |g|^2
         if self.mode == "devices":
