@@ -128,6 +128,12 @@ class OptimSchema:
     gamma: Any = 0.1  # x gamma at each milestone, or a list: one multiplier per milestone
     warmup: float = 0.0  # linear warmup length, in schedule_unit
     schedule_unit: str = "epoch"  # epoch | step: the unit of milestones and warmup
+    optimizer: str = "sgd"  # sgd | adamw | lars | lamb (lbtrain/optimizers.py)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw, lamb
+    eps: float = 1e-8  # adamw, lamb
+    trust_coeff: float = 0.001  # lars
+    max_grad_norm: Any = None  # lamb's global gradient-norm clip (timm's default 1.0); null: off
+    exclude_norm_and_bias: Any = None  # no decay, no adaptation for them; null: yes for lars/lamb
 
 
 @dataclass
@@ -171,14 +177,14 @@ def validate(cfg: DictConfig) -> None:
 
     from lbtrain.data import DATAMODULES
     from lbtrain.models import list_models
-    from lbtrain.scaling import LR_SCALING_POWERS, REGIMES
+    from lbtrain.scaling import LR_SCALING_POWERS, REGIMES, RULES, adam_sqrt_rule
 
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
     # Lightning's seed_everything would replace a seed outside numpy's range by 0, silently
     _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must be >= 0 and < 2**32")
     _check(cfg.large_batch_size > 0, "large_batch_size", cfg.large_batch_size, "must be > 0")
-    rules = ", ".join(LR_SCALING_POWERS)
-    _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {rules}")
+    all_rules = ", ".join(LR_SCALING_POWERS)
+    _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {all_rules}")
     _check(cfg.regime in REGIMES, "regime", cfg.regime, f"use {', '.join(REGIMES)}")
     _check(cfg.regime_multiplier > 0, "regime_multiplier", cfg.regime_multiplier, "must be > 0")
     ghost = cfg.ghost_batch_size
@@ -193,7 +199,33 @@ def validate(cfg: DictConfig) -> None:
     o = cfg.optim
     _check(o.lr >= 0, "optim.lr", o.lr, "must be >= 0")
     _check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "must be > 0")
+    _check(o.optimizer in RULES, "optim.optimizer", o.optimizer, f"use {', '.join(RULES)}")
     _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
+    betas = list(o.betas)
+    _check(len(betas) == 2 and all(0 <= b < 1 for b in betas), "optim.betas", betas,
+           "must be two values in [0, 1)")  # fmt: skip
+    _check(o.eps > 0, "optim.eps", o.eps, "must be > 0")
+    _check(o.trust_coeff > 0, "optim.trust_coeff", o.trust_coeff, "must be > 0")
+    clip = o.max_grad_norm
+    _check(clip is None or clip > 0, "optim.max_grad_norm", clip, "must be > 0 or null")
+    rules = RULES[o.optimizer]
+    _check(
+        cfg.lr_scaling in rules,
+        "lr_scaling",
+        cfg.lr_scaling,
+        f"has no defined rule for optim.optimizer={o.optimizer}; use {', '.join(rules)}",
+    )
+    if o.optimizer == "adamw" and cfg.lr_scaling == "sqrt":
+        kappa = cfg.batch_size / o.base_batch_size
+        scaled, _ = adam_sqrt_rule(tuple(betas), o.eps, kappa)
+        _check(
+            min(scaled) >= 0,
+            "lr_scaling",
+            cfg.lr_scaling,
+            f"with optim.optimizer=adamw scales 1 - beta by batch_size / optim.base_batch_size "
+            f"= {kappa:g} (Malladi et al.), which takes optim.betas={betas} below 0; use a "
+            f"base batch within {min(1 / (1 - b) for b in betas):g}x of batch_size",
+        )
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
     one_factor = isinstance(o.gamma, int | float)
     gammas = [o.gamma] if one_factor else list(o.gamma)

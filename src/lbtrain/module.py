@@ -1,4 +1,4 @@
-"""The LightningModule: cross-entropy classification, SGD + momentum, a per-step schedule.
+"""The LightningModule: cross-entropy classification, the chosen optimizer, a per-step schedule.
 
 It wires the paper's pieces (the model, already Ghost-BN-converted; the `BatchPlan` with
 the scaled LR and stretched regime); it does not re-implement them.
@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lbtrain.optimizers import OptimizerSpec
 from lbtrain.scaling import BatchPlan, make_scheduler
 
 
@@ -27,16 +28,15 @@ class Classifier(L.LightningModule):
         model: nn.Module,
         plan: BatchPlan,
         num_classes: int,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
+        optimizer: OptimizerSpec | None = None,
         gamma: float | list[float] = 0.1,
     ) -> None:
         super().__init__()
         self.model = model
         self.plan = plan
+        self.optimizer_spec = optimizer or OptimizerSpec()  # default: SGD, momentum 0.9
         # logger=False: the loggers get the whole resolved config (run.py), not this subset
-        self.save_hyperparameters(ignore=["model", "plan"], logger=False)
+        self.save_hyperparameters(ignore=["model", "plan", "optimizer"], logger=False)
         # validate_args=False: the argument checks read tensor values on the host every step
         acc = dict(num_classes=num_classes, average="micro", validate_args=False)
         self.train_acc, self.val_acc = MulticlassAccuracy(**acc), MulticlassAccuracy(**acc)
@@ -95,13 +95,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self.parameters(),
-            lr=self.plan.lr,
-            momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
-            nesterov=hp.nesterov,
-        )
+        optimizer = self.optimizer_spec.build(self.model, self.plan.lr)
         # optimizer steps per epoch, after limit_train_batches and gradient accumulation (the
         # estimate loads the train dataloader, which sets num_training_batches); a schedule
         # in steps does not need it

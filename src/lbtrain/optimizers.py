@@ -62,10 +62,12 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_norm_and_bias: b
     """One group with `weight_decay`; with `exclude_norm_and_bias`, the normalisation layers'
     parameters and all biases in a second group without it (timm's LARS and LAMB then leave
     that group unadapted)."""
-    decay, plain = [], []
+    decay, plain, seen = [], [], set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if p.requires_grad:
-                (plain if exclude_norm_and_bias and is_norm_or_bias(module, name) else decay).append(p)
+            if p.requires_grad and id(p) not in seen:  # a shared parameter: once
+                seen.add(id(p))
+                excluded = exclude_norm_and_bias and is_norm_or_bias(module, name)
+                (plain if excluded else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     return groups + ([{"params": plain, "weight_decay": 0.0}] if plain else [])

@@ -38,6 +38,7 @@ from lbtrain.errors import ConfigError, one_line
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
+from lbtrain.optimizers import OptimizerSpec
 from lbtrain.scaling import make_plan
 
 log = logging.getLogger("lbtrain")
@@ -143,13 +144,16 @@ def build(
         if hasattr(callback, "check_plan"):  # ... and this batch plan and trainer
             callback.check_plan(plan, trainer)
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
-    optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    module = Classifier(
-        model,
-        plan,
-        num_classes=datamodule.num_classes,
-        **{k: optim[k] for k in ("momentum", "weight_decay", "nesterov", "gamma")},
-    )
+    o = cfg.optim
+    exclude = o.exclude_norm_and_bias
+    optimizer = OptimizerSpec(
+        name=o.optimizer, momentum=o.momentum, nesterov=o.nesterov,
+        weight_decay=o.weight_decay, betas=plan.betas, eps=plan.eps, trust_coeff=o.trust_coeff,
+        max_grad_norm=o.max_grad_norm,
+        exclude_norm_and_bias=o.optimizer in ("lars", "lamb") if exclude is None else exclude,
+    )  # fmt: skip
+    gamma = OmegaConf.to_container(o.gamma) if OmegaConf.is_list(o.gamma) else o.gamma
+    module = Classifier(model, plan, datamodule.num_classes, optimizer, gamma)
     return trainer, module, datamodule
 
 

@@ -20,6 +20,25 @@ def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) 
     return base_lr * (batch_size / base_batch_size) ** LR_SCALING_POWERS[rule]
 
 
+# Which rules each optimizer has: the LR rules are SGD's; Adam-style optimizers have no
+# linear rule, and their sqrt rule scales more than the LR (`adam_sqrt_rule`)
+RULES = {
+    "sgd": ("none", "linear", "sqrt"),
+    "lars": ("none", "linear", "sqrt"),
+    "adamw": ("none", "sqrt"),  # Malladi et al. 2022: lr, beta1, beta2 and eps
+    "lamb": ("none", "sqrt"),  # You et al. 2019 scale LAMB's LR by sqrt(B), with warmup
+}
+
+
+def adam_sqrt_rule(
+    betas: tuple[float, float], eps: float, kappa: float
+) -> tuple[tuple[float, float], float]:
+    """Malladi et al. 2022's square-root rule for Adam, the SDE-preserving one: with the batch
+    kappa times larger, lr x sqrt(kappa) (`scaled_lr`), 1 - beta x kappa for both betas, and
+    eps / sqrt(kappa). Returns the scaled (betas, eps)."""
+    return (1 - kappa * (1 - betas[0]), 1 - kappa * (1 - betas[1])), eps / math.sqrt(kappa)
+
+
 def regime_factor(regime: str, regime_multiplier: float, batch_size: int, base_batch: int) -> float:
     """+RA: how much longer (in epochs) this run trains than the base regime.
 
@@ -46,6 +65,25 @@ class BatchPlan:
     stretch: float
     base_max_steps: int = -1  # trainer.max_steps; -1: the budget is base_epochs
     unit: str = "epoch"  # of milestones and warmup: "epoch" or "step"
+    optimizer: str = "sgd"
+    base_betas: tuple[float, float] = (0.9, 0.999)  # adamw, lamb: at base_batch_size
+    base_eps: float = 1e-8
+
+    @property
+    def kappa(self) -> float:
+        return self.batch_size / self.base_batch_size
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        if self.optimizer == "adamw" and self.lr_scaling == "sqrt":
+            return adam_sqrt_rule(self.base_betas, self.base_eps, self.kappa)[0]
+        return self.base_betas
+
+    @property
+    def eps(self) -> float:
+        if self.optimizer == "adamw" and self.lr_scaling == "sqrt":
+            return adam_sqrt_rule(self.base_betas, self.base_eps, self.kappa)[1]
+        return self.base_eps
 
     @property
     def per_device_batch(self) -> int:
@@ -103,7 +141,13 @@ class BatchPlan:
             "total_steps": min(total),
             "milestones_steps": milestones,
             "warmup_steps": self.to_steps(self.warmup, steps_per_epoch),
+            "optimizer": self.optimizer,
+            **({"betas": list(self.betas), "eps": self.eps} if self.adaptive else {}),
         }
+
+    @property
+    def adaptive(self) -> bool:
+        return self.optimizer in ("adamw", "lamb")
 
     def describe(self) -> str:
         devices = f"{self.world_size} device{'s' if self.world_size > 1 else ''}"
@@ -116,6 +160,14 @@ class BatchPlan:
         ratio = f"{self.batch_size}/{self.base_batch_size}"
         rule = {"none": "", "linear": f" x {ratio}", "sqrt": f" x sqrt({ratio})"}
         parts.append(f"lr {self.base_lr:g}{rule[self.lr_scaling]} = {self.lr:.4g}")
+        if self.optimizer != "sgd":
+            parts[-1] += f" ({self.optimizer})"
+        if self.adaptive and self.betas != self.base_betas:  # Malladi et al.'s sqrt rule
+            (b1, b2), (c1, c2) = self.base_betas, self.betas
+            parts.append(
+                f"betas 1 - {ratio} x (1 - ({b1:g}, {b2:g})) = ({c1:.4g}, {c2:.6g}), "
+                f"eps {self.base_eps:g} / sqrt({ratio}) = {self.eps:.3g}"
+            )
         if self.warmup:
             parts.append(f"warmup {self.warmup:g} {self.unit}s from lr {self.base_lr:g}")
         budget = [f"{self.epochs} epochs"] if self.epochs > 0 else []
@@ -156,6 +208,9 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         base_milestones=tuple(optim.milestones),
         base_warmup=optim.warmup,
         stretch=regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size),
+        optimizer=optim.get("optimizer", "sgd"),
+        base_betas=tuple(optim.get("betas", (0.9, 0.999))),
+        base_eps=optim.get("eps", 1e-8),
     )
 
 
