@@ -107,6 +107,23 @@ CASES = [
         "callbacks.noise_scale.granularity=accumulation: under DDP the micro-batch gradients",
     ),  # fmt: skip
     (["callbacks=all", "callbacks.noise_scale.ema_decay=1"], "ema_decay=1 must be in [0, 1)"),
+    (["optim.optimizer=rmsprop"], "optim.optimizer=rmsprop: use sgd, lars, adamw, lamb"),
+    (
+        ["optim.optimizer=adamw", "lr_scaling=linear"],
+        "lr_scaling=linear: has no defined rule for optim.optimizer=adamw; use none, sqrt",
+    ),
+    (
+        ["optim.optimizer=lamb", "lr_scaling=linear"],
+        "lr_scaling=linear: has no defined rule for optim.optimizer=lamb; use none, sqrt",
+    ),
+    (
+        ["optim.optimizer=adamw", "lr_scaling=sqrt", "batch_size=1024"],
+        "lr_scaling=sqrt: with optim.optimizer=adamw scales 1 - beta by batch_size / optim.base",
+    ),
+    (["optim.optimizer=lars", "optim.momentum=1.0"], "optim.momentum=1.0: must be in [0, 1)"),
+    (["optim.optimizer=lars", "optim.momentum=-0.5"], "optim.momentum=-0.5: must be in [0, 1)"),
+    (["optim.optimizer=lamb", "optim.betas=[0.9]"], "optim.betas=[0.9]: must be two values"),
+    (["optim.max_grad_norm=0"], "optim.max_grad_norm=0: must be > 0 or null"),
     (["callbacks=all", "callbacks.sharpness.every_n_step=5"], "every_n_step=5: no such key"),
 ]
 
