@@ -124,6 +124,9 @@ CASES = [
     (["optim.optimizer=lars", "optim.momentum=-0.5"], "optim.momentum=-0.5: must be in [0, 1)"),
     (["optim.optimizer=lamb", "optim.betas=[0.9]"], "optim.betas=[0.9]: must be two values"),
     (["optim.max_grad_norm=0"], "optim.max_grad_norm=0: must be > 0 or null"),
+    (["batch_augment=0"], "batch_augment=0: must be an integer >= 1"),
+    (["batch_augment=4"], "batch_augment=4: the copies would be identical without augmentation"),
+    (["data=mnist", "batch_augment=2"], "batch_augment=2: data=mnist has no batch augmentation"),
     (["callbacks=all", "callbacks.sharpness.every_n_step=5"], "every_n_step=5: no such key"),
 ]
 

@@ -50,12 +50,16 @@ class Classifier(L.LightningModule):
         # same train/loss_epoch and train/acc as one that never stopped
         self.train_loss.persistent(True)
         self.train_acc.persistent(True)
+        # samples processed by training, over all devices (batch augmentation's copies
+        # included): a host count from batch shapes, in the checkpoint for resumed runs
+        self.samples_seen = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        self.samples_seen += len(y) * self.trainer.world_size  # equal shards on every rank
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.train_loss.update(loss.detach().expand(len(y)))
@@ -92,6 +96,12 @@ class Classifier(L.LightningModule):
         self.log("val/loss", self.val_loss)
         self.log("val/acc", self.val_acc, prog_bar=True)
         self.log_dict(self._at_this_step())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["samples_seen"] = self.samples_seen
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.samples_seen = checkpoint.get("samples_seen", 0)
 
     def configure_optimizers(self):
         hp = self.hparams

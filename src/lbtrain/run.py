@@ -133,9 +133,20 @@ def build(
 
     L.seed_everything(cfg.seed, workers=True)
     data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = DATAMODULES[data_kwargs.pop("name")](
-        batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
-    )
+    name = data_kwargs.pop("name")
+    if cfg.batch_augment > 1:  # only data modules that augment on the device take it
+        data_kwargs["batch_augment"] = cfg.batch_augment
+    try:
+        datamodule = DATAMODULES[name](
+            batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
+        )
+    except TypeError as e:
+        if "batch_augment" not in str(e):
+            raise
+        raise ConfigError(
+            f"batch_augment={cfg.batch_augment}: data={name} has no batch augmentation (it "
+            "needs an in-memory set augmented on the device: mnist1d, cifar10, cifar100)"
+        ) from None
     if hasattr(datamodule, "check"):
         datamodule.check()  # before any model is built
     for callback in trainer.callbacks:

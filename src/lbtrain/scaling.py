@@ -66,6 +66,7 @@ class BatchPlan:
     base_max_steps: int = -1  # trainer.max_steps; -1: the budget is base_epochs
     unit: str = "epoch"  # of milestones and warmup: "epoch" or "step"
     optimizer: str = "sgd"
+    batch_augment: int = 1  # copies of each sample per batch: batch_size x this per step
     base_betas: tuple[float, float] = (0.9, 0.999)  # adamw, lamb: at base_batch_size
     base_eps: float = 1e-8
 
@@ -142,6 +143,8 @@ class BatchPlan:
             "milestones_steps": milestones,
             "warmup_steps": self.to_steps(self.warmup, steps_per_epoch),
             "optimizer": self.optimizer,
+            "batch_augment": self.batch_augment,
+            "samples_per_step": self.batch_size * self.batch_augment,
             **({"betas": list(self.betas), "eps": self.eps} if self.adaptive else {}),
         }
 
@@ -154,8 +157,13 @@ class BatchPlan:
         parts = [f"batch {self.batch_size} = {devices} x {self.per_device_batch}"]
         if self.accumulate > 1:
             parts[0] += f" ({self.accumulate} micro-batches of {self.micro_batch})"
+        if self.batch_augment > 1:
+            parts.append(
+                f"batch augmentation x{self.batch_augment}: {self.batch_size * self.batch_augment}"
+                f" samples per step ({self.batch_size} distinct)"
+            )
         if self.ghost_batch_size:
-            ghosts = math.ceil(self.micro_batch / self.ghost_batch_size)
+            ghosts = math.ceil(self.micro_batch * self.batch_augment / self.ghost_batch_size)
             parts.append(f"ghost {self.ghost_batch_size} ({ghosts} ghosts per forward)")
         ratio = f"{self.batch_size}/{self.base_batch_size}"
         rule = {"none": "", "linear": f" x {ratio}", "sqrt": f" x sqrt({ratio})"}
@@ -209,6 +217,7 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         base_warmup=optim.warmup,
         stretch=regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size),
         optimizer=optim.get("optimizer", "sgd"),
+        batch_augment=cfg.get("batch_augment", 1),
         base_betas=tuple(optim.get("betas", (0.9, 0.999))),
         base_eps=optim.get("eps", 1e-8),
     )

@@ -47,7 +47,8 @@ def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]
     summary = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k not in ("step", "epoch")
     }
-    summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
+    summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
+                   samples_seen=getattr(module, "samples_seen", None))  # fmt: skip
     summary["plan"] = module.plan.effective(module.steps_per_epoch)
     for callback in trainer.callbacks:
         if hasattr(callback, "summary_entries"):

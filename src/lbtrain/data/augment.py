@@ -39,6 +39,42 @@ def random_crop_flip(
     return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
+def shift_scale_noise(
+    x: Tensor,
+    max_shift: int = 4,
+    scale: float = 0.1,
+    noise: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """MNIST-1D-style augmentation of a batch of 1-D signals (N, C, L), in the spirit of how
+    MNIST-1D is generated (translation, scaling, noise): each signal is shifted circularly
+    by its own integer in [-max_shift, max_shift], multiplied by its own factor uniform in
+    [1 - scale, 1 + scale], and given iid Gaussian noise of std `noise` (signals are
+    normalised to std 1). One gather, one multiply, one add."""
+    n, c, length = x.shape
+    shift = torch.randint(-max_shift, max_shift + 1, (n, 1, 1), generator=generator,
+                          device=x.device)  # fmt: skip
+    index = (torch.arange(length, device=x.device) - shift) % length
+    factor = 1 + scale * (2 * torch.rand(n, 1, 1, generator=generator, device=x.device) - 1)
+    jitter = noise * torch.randn(x.shape, generator=generator, device=x.device)
+    return x.gather(2, index.expand(n, c, length)) * factor + jitter
+
+
+class SignalAugment:
+    """`shift_scale_noise` on each training batch, seeded per (seed, epoch, rank, batch) as
+    BatchTransform seeds its crops: resumable, and independent across DDP ranks."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+
+    def __call__(self, x: Tensor, epoch: int = 0, rank: int = 0, batch: int = 0) -> Tensor:
+        if self.generator is None or self.generator.device != x.device:
+            self.generator = torch.Generator(device=x.device)
+        self.generator.manual_seed(augment_seed(self.seed, epoch, rank, batch))
+        return shift_scale_noise(x, generator=self.generator)
+
+
 def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
     """uint8 images (N, C, H, W) in [0, 255] to float32 `(x / 255 - mean) / std` per channel,
     as `ToTensor()` + `Normalize(mean, std)` would give each image.

@@ -35,8 +35,10 @@ class InMemoryLoader:
         world_size: int = 1,
         transform: Callable[[Tensor, int, int, int], Tensor] | None = None,
         skip: Callable[[], int] = lambda: 0,
+        copies: int = 1,
     ) -> None:
         self.x, self.y = x, y
+        self.copies = copies  # batch augmentation: each sample this many times per batch
         self.batch_size = batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
         self.rank, self.world_size = rank, world_size
@@ -61,18 +63,23 @@ class InMemoryLoader:
         batches = self._indices().split(self.batch_size)
         start, epoch = self.skip(), self.epoch()
         for i, idx in enumerate(batches[start:], start=start):
+            if self.copies > 1:  # M copies of the batch, one after another, each augmented anew
+                idx = idx.repeat(self.copies)
             x = self.x[idx]
             yield (self.transform(x, epoch, self.rank, i) if self.transform else x), self.y[idx]
 
     @classmethod
     def for_trainer(
         cls, trainer, x: Tensor, y: Tensor, batch_size: int, *, train: bool, seed: int,
-        transform: Callable[[Tensor, int, int, int], Tensor] | None = None,
+        transform: Callable[[Tensor, int, int, int], Tensor] | None = None, copies: int = 1,
     ) -> "InMemoryLoader":  # fmt: skip
         """A trainer's loader: the data on its device, its rank's share, its epoch; for
-        training, shuffled and skipping the batches of this epoch already done."""
+        training, shuffled and skipping the batches of this epoch already done, with
+        `copies` augmented copies of each sample (batch augmentation)."""
+        copies = copies if train else 1
         if trainer is None:  # outside a Trainer: one process on the CPU
-            return cls(x, y, batch_size, shuffle=train, seed=seed, transform=transform)
+            return cls(x, y, batch_size, shuffle=train, seed=seed, transform=transform,
+                       copies=copies)  # fmt: skip
         device = trainer.strategy.root_device
         progress = trainer.fit_loop.epoch_loop.batch_progress
         return cls(
@@ -80,9 +87,21 @@ class InMemoryLoader:
             epoch=lambda: trainer.current_epoch, rank=trainer.global_rank,
             world_size=trainer.world_size, transform=transform,
             skip=(lambda: progress.current.completed) if train else (lambda: 0),
+            copies=copies,
         )  # fmt: skip
 
 
 def check_eval_batch_size(eval_batch_size: int) -> None:
     if not (isinstance(eval_batch_size, int) and eval_batch_size > 0):
         raise ConfigError(f"data.eval_batch_size={eval_batch_size}: must be a positive integer")
+
+
+def check_batch_augment(batch_augment: int, augment: bool) -> None:
+    """M augmented copies of each sample need M >= 1, and augmentation to tell them apart."""
+    if not (isinstance(batch_augment, int) and batch_augment >= 1):
+        raise ConfigError(f"batch_augment={batch_augment}: must be an integer >= 1")
+    if batch_augment > 1 and not augment:
+        raise ConfigError(
+            f"batch_augment={batch_augment}: the copies would be identical without "
+            "augmentation; set data.augment=true"
+        )

@@ -15,7 +15,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from lbtrain.data.in_memory import InMemoryLoader, check_eval_batch_size
+from lbtrain.data.augment import SignalAugment
+from lbtrain.data.in_memory import InMemoryLoader, check_batch_augment, check_eval_batch_size
 from lbtrain.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,12 @@ class MNIST1DDataModule(L.LightningDataModule):
         train_split: float = 0.8,
         generation_seed: int = 42,
         shuffle_seed: int = 0,
+        augment: bool = False,
+        batch_augment: int = 1,
     ) -> None:
         super().__init__()
+        check_batch_augment(batch_augment, augment)
+        self.augment, self.batch_augment = augment, batch_augment
         if not 0 < train_split < 1:
             raise ConfigError(f"data.train_split={train_split}: must be in (0, 1)")
         if not int(num_samples * train_split) >= batch_size:
@@ -124,9 +129,11 @@ class MNIST1DDataModule(L.LightningDataModule):
         return self.x[:n], self.y[:n]
 
     def train_dataloader(self) -> InMemoryLoader:
+        augment = SignalAugment(self.shuffle_seed) if self.augment else None
         return InMemoryLoader.for_trainer(
-            self.trainer, self.x, self.y, self.batch_size, train=True, seed=self.shuffle_seed
-        )
+            self.trainer, self.x, self.y, self.batch_size, train=True, seed=self.shuffle_seed,
+            transform=augment, copies=self.batch_augment,
+        )  # fmt: skip
 
     def val_dataloader(self) -> InMemoryLoader:
         return InMemoryLoader.for_trainer(

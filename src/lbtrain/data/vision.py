@@ -26,7 +26,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from lbtrain.data.augment import BatchTransform, normalize
-from lbtrain.data.in_memory import InMemoryLoader, check_eval_batch_size
+from lbtrain.data.in_memory import InMemoryLoader, check_batch_augment, check_eval_batch_size
 from lbtrain.data.order import EpochShuffleSampler
 from lbtrain.errors import ConfigError, one_line
 
@@ -68,9 +68,11 @@ class _InMemoryVisionDataModule(_VisionDataModule):
         shuffle_seed: int = 0,
         download: bool = False,
         augment: bool = False,
+        batch_augment: int = 1,
     ) -> None:
         super().__init__(data_dir, batch_size, eval_batch_size, shuffle_seed, download)
-        self.augment = augment
+        check_batch_augment(batch_augment, augment)
+        self.augment, self.batch_augment = augment, batch_augment
         self.x: Tensor | None = None
 
     def required_files(self) -> list[str]:
@@ -127,8 +129,9 @@ class _InMemoryVisionDataModule(_VisionDataModule):
             self.mean, self.std, augment=train and self.augment, seed=self.shuffle_seed
         )
         return InMemoryLoader.for_trainer(
-            self.trainer, x, y, batch_size, train=train, seed=self.shuffle_seed, transform=augment
-        )
+            self.trainer, x, y, batch_size, train=train, seed=self.shuffle_seed, transform=augment,
+            copies=self.batch_augment,
+        )  # fmt: skip
 
     @property
     def num_train_samples(self) -> int:
@@ -187,8 +190,11 @@ class _CIFARDataModule(_InMemoryVisionDataModule):
         shuffle_seed: int = 0,
         download: bool = False,
         augment: bool = True,
+        batch_augment: int = 1,
     ) -> None:
-        super().__init__(data_dir, batch_size, eval_batch_size, shuffle_seed, download, augment)
+        super().__init__(
+            data_dir, batch_size, eval_batch_size, shuffle_seed, download, augment, batch_augment
+        )
 
     def required_files(self) -> list[str]:
         cls = self.dataset_cls
