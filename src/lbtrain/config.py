@@ -140,6 +140,8 @@ class OptimSchema:
 class RunSchema:
     batch_size: int = 128  # global batch: all devices together
     batch_augment: int = 1  # copies of each sample per batch
+    batch_schedule: str = "none"  # none | grow
+    batch_schedule_cap: int = 1024
     seed: int = 0
     lr_scaling: str = "none"
     ghost_batch_size: int | None = None
@@ -185,6 +187,8 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must be >= 0 and < 2**32")
     _check(cfg.large_batch_size > 0, "large_batch_size", cfg.large_batch_size, "must be > 0")
     _check(cfg.batch_augment >= 1, "batch_augment", cfg.batch_augment, "must be an integer >= 1")
+    schedules = ("none", "grow")
+    _check(cfg.batch_schedule in schedules, "batch_schedule", cfg.batch_schedule, "use none, grow")
     all_rules = ", ".join(LR_SCALING_POWERS)
     _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {all_rules}")
     _check(cfg.regime in REGIMES, "regime", cfg.regime, f"use {', '.join(REGIMES)}")

@@ -29,7 +29,6 @@ class Classifier(L.LightningModule):
         plan: BatchPlan,
         num_classes: int,
         optimizer: OptimizerSpec | None = None,
-        gamma: float | list[float] = 0.1,
     ) -> None:
         super().__init__()
         self.model = model
@@ -104,18 +103,22 @@ class Classifier(L.LightningModule):
         self.samples_seen = checkpoint.get("samples_seen", 0)
 
     def configure_optimizers(self):
-        hp = self.hparams
         optimizer = self.optimizer_spec.build(self.model, self.plan.lr)
         # optimizer steps per epoch, after limit_train_batches and gradient accumulation (the
         # estimate loads the train dataloader, which sets num_training_batches); a schedule
         # in steps does not need it
-        steps_per_epoch = 1
-        if self.plan.unit == "epoch":
+        steps_per_epoch, num_train = 1, None
+        if self.plan.phases:  # a batch-size schedule: each phase has its own steps per epoch
+            num_train = self.trainer.datamodule.num_train_samples
+            steps_per_epoch = self.plan.phases[0].steps_per_epoch(num_train, self.plan.world_size)
+        elif self.plan.unit == "epoch":
             self.trainer.estimated_stepping_batches  # noqa: B018
             batches = self.trainer.num_training_batches
             steps_per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
-        self.steps_per_epoch = steps_per_epoch
-        scheduler = make_scheduler(optimizer, self.plan, steps_per_epoch, hp.gamma)
+        self.steps_per_epoch, self.num_train = steps_per_epoch, num_train
+        # where the noise scale drops (LR decays, batch increases): the diffusion fit ends there
+        self.milestone_steps, _ = self.plan.decays(steps_per_epoch, num_train)
+        scheduler = make_scheduler(optimizer, self.plan, steps_per_epoch, num_train)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lbtrain import distributed
+from lbtrain.batch_schedule import check_fits
 from lbtrain.callbacks.preemption import (
     REQUEUE_CHECKPOINT,
     Preempted,
@@ -149,6 +150,8 @@ def build(
         ) from None
     if hasattr(datamodule, "check"):
         datamodule.check()  # before any model is built
+    if plan.phases:
+        use_batch_schedule(trainer, datamodule, plan, cfg)
     for callback in trainer.callbacks:
         if hasattr(callback, "check_data"):  # a measurement this data must allow
             callback.check_data(datamodule)
@@ -163,9 +166,22 @@ def build(
         max_grad_norm=o.max_grad_norm,
         exclude_norm_and_bias=o.optimizer in ("lars", "lamb") if exclude is None else exclude,
     )  # fmt: skip
-    gamma = OmegaConf.to_container(o.gamma) if OmegaConf.is_list(o.gamma) else o.gamma
-    module = Classifier(model, plan, datamodule.num_classes, optimizer, gamma)
+    module = Classifier(model, plan, datamodule.num_classes, optimizer)
     return trainer, module, datamodule
+
+
+def use_batch_schedule(trainer: L.Trainer, datamodule, plan, cfg: DictConfig) -> None:
+    """Hand the data module the batch of each epoch, re-made each epoch, after checking that
+    every phase's batch fits the training set."""
+    key = f"batch_schedule=grow with data={cfg.data.name}"
+    if not hasattr(datamodule, "batch_size_at"):
+        raise ConfigError(f"{key}: needs an in-memory data set (mnist1d, mnist, cifar10/100)")
+    if cfg.trainer.get("limit_train_batches") is not None:
+        raise ConfigError(f"{key}: trainer.limit_train_batches would cut its epochs; use null")
+    datamodule.setup("fit")  # the number of training samples
+    check_fits(plan.phases, datamodule.num_train_samples)
+    datamodule.batch_size_at = plan.per_device_batch_at
+    trainer.reload_dataloaders_every_n_epochs = 1  # a phase's new batch size
 
 
 def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> None:

@@ -7,6 +7,7 @@ The paper's fixes +LR and +RA are two pure functions here (`scaled_lr`, `regime_
 import math
 from dataclasses import dataclass
 
+from lbtrain.batch_schedule import Phase, grow_phases
 from lbtrain.errors import ConfigError
 
 # lr = base_lr * (batch_size / base_batch_size) ** power
@@ -69,6 +70,34 @@ class BatchPlan:
     batch_augment: int = 1  # copies of each sample per batch: batch_size x this per step
     base_betas: tuple[float, float] = (0.9, 0.999)  # adamw, lamb: at base_batch_size
     base_eps: float = 1e-8
+    gammas: tuple[float, ...] = ()  # the LR factor at each milestone
+    phases: tuple[Phase, ...] = ()  # a batch-size schedule (batch_schedule.py); () = none
+
+    def batch_at(self, epoch: int) -> int:
+        """The global batch of this epoch (it changes only under a batch-size schedule)."""
+        return (
+            [p.batch_size for p in self.phases if p.start_epoch <= epoch][-1]
+            if self.phases
+            else self.batch_size
+        )
+
+    def per_device_batch_at(self, epoch: int) -> int:
+        return self.batch_at(epoch) // self.world_size
+
+    def decays(
+        self, steps_per_epoch: int, num_train: int | None = None
+    ) -> tuple[list[int], list[float]]:
+        """The steps at which the noise scale drops (LR decays; under a batch schedule, batch
+        increases too) and the LR factor from each on, the first for step 0."""
+        if not self.phases:
+            milestones = [self.to_steps(m, steps_per_epoch) for m in self.milestones]
+            return milestones, decay_factors(list(self.gammas) or 0.1, len(milestones))
+        steps, boundaries = 0, []
+        for phase, following in zip(self.phases, self.phases[1:], strict=False):
+            per_epoch = phase.steps_per_epoch(num_train, self.world_size)
+            steps += (following.start_epoch - phase.start_epoch) * per_epoch
+            boundaries.append(steps)
+        return boundaries, [p.lr_factor for p in self.phases]
 
     @property
     def kappa(self) -> float:
@@ -123,11 +152,21 @@ class BatchPlan:
         """An amount of `unit`s (a milestone, the warmup) in optimizer steps."""
         return round(amount * (steps_per_epoch if self.unit == "epoch" else 1))
 
-    def effective(self, steps_per_epoch: int) -> dict:
+    def effective(self, steps_per_epoch: int, num_train: int | None = None) -> dict:
         """What the run does, after scaling and stretching: the `plan` that config.yaml, the
         loggers' config and summary.json record next to the base regime they came from."""
-        milestones = [self.to_steps(m, steps_per_epoch) for m in self.milestones]
+        milestones, _ = self.decays(steps_per_epoch, num_train)
         total = [self.epochs * steps_per_epoch] if self.epochs > 0 else []
+        schedule = {}
+        if self.phases:  # the steps of each phase: the run takes fewer as its batch grows
+            ends = [p.start_epoch for p in self.phases[1:]] + [self.epochs]
+            rows = [{"from_epoch": p.start_epoch, "batch_size": p.batch_size,
+                     "lr": self.lr * p.lr_factor,
+                     "steps_per_epoch": p.steps_per_epoch(num_train, self.world_size),
+                     "steps": (end - p.start_epoch) * p.steps_per_epoch(num_train, self.world_size)}
+                    for p, end in zip(self.phases, ends, strict=True)]  # fmt: skip
+            schedule = {"batch_schedule": rows}
+            total = [sum(r["steps"] for r in rows)]
         total += [self.max_steps] if self.max_steps > 0 else []
         return {
             "batch_size": self.batch_size,
@@ -145,6 +184,7 @@ class BatchPlan:
             "optimizer": self.optimizer,
             "batch_augment": self.batch_augment,
             "samples_per_step": self.batch_size * self.batch_augment,
+            **schedule,
             **({"betas": list(self.betas), "eps": self.eps} if self.adaptive else {}),
         }
 
@@ -180,6 +220,14 @@ class BatchPlan:
             parts.append(f"warmup {self.warmup:g} {self.unit}s from lr {self.base_lr:g}")
         budget = [f"{self.epochs} epochs"] if self.epochs > 0 else []
         budget += [f"{self.max_steps} steps"] if self.max_steps > 0 else []
+        if self.phases:  # Smith et al.: the milestones grow the batch instead
+            grows = ", ".join(
+                f"{p.batch_size} from epoch {p.start_epoch}"
+                + (f" (lr x{p.lr_factor:.3g})" if p.lr_factor != 1 else "")
+                for p in self.phases[1:]
+            )
+            parts.append(f"regime x{self.stretch:g}: {' or '.join(budget)}, batch grows to {grows}")
+            return "; ".join(parts)
         parts.append(
             f"regime x{self.stretch:g}: {' or '.join(budget)}, "
             f"lr decays at {self.unit}s {[round(m, 2) for m in self.milestones]}"
@@ -202,6 +250,19 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
             f"batch {batch // world_size}; use a divisor of it"
         )
     optim = cfg.optim
+    gamma = optim.get("gamma", 0.1)
+    milestones = tuple(optim.milestones)
+    per_milestone = [gamma] * len(milestones) if isinstance(gamma, int | float) else list(gamma)
+    stretch = regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size)
+    phases = ()
+    if cfg.get("batch_schedule", "none") == "grow":
+        if accumulate > 1 or optim.schedule_unit != "epoch":
+            raise ConfigError(
+                "batch_schedule=grow: needs real batches changing between epochs "
+                "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
+            )
+        stretched = [m * stretch for m in milestones]
+        phases = grow_phases(batch, cfg.batch_schedule_cap, stretched, per_milestone, world_size)
     return BatchPlan(
         batch_size=batch,
         world_size=world_size,
@@ -215,7 +276,9 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         unit=optim.schedule_unit,
         base_milestones=tuple(optim.milestones),
         base_warmup=optim.warmup,
-        stretch=regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size),
+        stretch=stretch,
+        gammas=tuple(per_milestone),
+        phases=phases,
         optimizer=optim.get("optimizer", "sgd"),
         batch_augment=cfg.get("batch_augment", 1),
         base_betas=tuple(optim.get("betas", (0.9, 0.999))),
@@ -230,17 +293,17 @@ def decay_factors(gamma: float | list[float], n_milestones: int) -> list[float]:
     return [math.prod(steps[:k]) for k in range(n_milestones + 1)]
 
 
-def make_scheduler(optimizer, plan: BatchPlan, steps_per_epoch: int, gamma):
+def make_scheduler(optimizer, plan: BatchPlan, steps_per_epoch: int, num_train: int | None = None):
     """Per-step LR schedule: optional linear warmup from base_lr to the scaled lr (Goyal et
     al.), times a step decay at each (stretched) milestone. Milestones and warmup in epochs
     become optimizer steps here, rounded to the nearest step, so fractional epochs are
-    honoured; in steps they are used as they are (rounded)."""
+    honoured; in steps they are used as they are (rounded). Under a batch-size schedule the
+    LR keeps its value where the batch grows (`plan.decays`)."""
     from bisect import bisect_right
 
     from torch.optim.lr_scheduler import LambdaLR
 
-    milestones = [plan.to_steps(m, steps_per_epoch) for m in plan.milestones]
-    factors = decay_factors(gamma, len(milestones))
+    milestones, factors = plan.decays(steps_per_epoch, num_train)
     warmup_steps = plan.to_steps(plan.warmup, steps_per_epoch)
     start = plan.base_lr / plan.lr if plan.lr > 0 else 1.0
 

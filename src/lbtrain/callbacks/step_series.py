@@ -67,8 +67,8 @@ class StepSeries(L.Callback):
         steps, values = zip(*self.history, strict=True)
         entries = {self.name: values[-1]}
         if self.fit_prefix:
-            plan, per_epoch = pl_module.plan, pl_module.steps_per_epoch
-            first_decay = plan.to_steps(plan.milestones[0], per_epoch) if plan.milestones else None
+            decays = pl_module.milestone_steps
+            first_decay = decays[0] if decays else None
             fit = fit_diffusion(steps, values, until_step=first_decay)
             entries |= {self.fit_prefix + k.removeprefix("diffusion"): v for k, v in fit.items()}
         return entries

@@ -22,7 +22,7 @@ class RunSummary(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        plan = {"plan": pl_module.plan.effective(pl_module.steps_per_epoch)}
+        plan = {"plan": pl_module.plan.effective(pl_module.steps_per_epoch, pl_module.num_train)}
         config = self.path.with_name("config.yaml")
         if config.exists():  # written by lbtrain.run with the resolved config
             with open(config, "a") as f:
@@ -49,7 +49,7 @@ def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]
     }
     summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
                    samples_seen=getattr(module, "samples_seen", None))  # fmt: skip
-    summary["plan"] = module.plan.effective(module.steps_per_epoch)
+    summary["plan"] = module.plan.effective(module.steps_per_epoch, module.num_train)
     for callback in trainer.callbacks:
         if hasattr(callback, "summary_entries"):
             summary.update(callback.summary_entries(module))

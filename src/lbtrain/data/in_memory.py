@@ -26,7 +26,7 @@ class InMemoryLoader:
         self,
         x: Tensor,
         y: Tensor,
-        batch_size: int,
+        batch_size: int | Callable[[int], int],  # per device; or a function of the epoch
         *,
         shuffle: bool,
         seed: int = 0,
@@ -54,13 +54,17 @@ class InMemoryLoader:
             order = torch.arange(n)
         return order[self.rank :: self.world_size].to(self.x.device)
 
+    def _batch_size(self) -> int:
+        """This epoch's batch: fixed, or changing under a batch-size schedule."""
+        return self.batch_size(self.epoch()) if callable(self.batch_size) else self.batch_size
+
     def __len__(self) -> int:
         n = len(self.x)
         per_rank = n // self.world_size if self.shuffle else -(-(n - self.rank) // self.world_size)
-        return -(-per_rank // self.batch_size)
+        return -(-per_rank // self._batch_size())
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        batches = self._indices().split(self.batch_size)
+        batches = self._indices().split(self._batch_size())
         start, epoch = self.skip(), self.epoch()
         for i, idx in enumerate(batches[start:], start=start):
             if self.copies > 1:  # M copies of the batch, one after another, each augmented anew

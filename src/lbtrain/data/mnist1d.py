@@ -53,6 +53,7 @@ def generate(path: Path, args: dict) -> None:
 
 class MNIST1DDataModule(L.LightningDataModule):
     num_classes = 10
+    batch_size_at = None  # per-device batch of an epoch, under a batch-size schedule
 
     def __init__(
         self,
@@ -131,8 +132,8 @@ class MNIST1DDataModule(L.LightningDataModule):
     def train_dataloader(self) -> InMemoryLoader:
         augment = SignalAugment(self.shuffle_seed) if self.augment else None
         return InMemoryLoader.for_trainer(
-            self.trainer, self.x, self.y, self.batch_size, train=True, seed=self.shuffle_seed,
-            transform=augment, copies=self.batch_augment,
+            self.trainer, self.x, self.y, self.batch_size_at or self.batch_size, train=True,
+            seed=self.shuffle_seed, transform=augment, copies=self.batch_augment,
         )  # fmt: skip
 
     def val_dataloader(self) -> InMemoryLoader:

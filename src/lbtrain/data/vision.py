@@ -53,6 +53,8 @@ class _VisionDataModule(L.LightningDataModule):
 class _InMemoryVisionDataModule(_VisionDataModule):
     """A torchvision data set read whole into uint8 tensors; batches cut on the device."""
 
+    batch_size_at = None  # per-device batch of an epoch, under a batch-size schedule
+
     dataset_cls: ClassVar[type]
     title: ClassVar[str]  # the set's name in messages, e.g. "CIFAR-10"
     mean: ClassVar[tuple[float, ...]]
@@ -143,7 +145,7 @@ class _InMemoryVisionDataModule(_VisionDataModule):
         return normalize(self.x[:n], self.mean, self.std), self.y[:n]
 
     def train_dataloader(self) -> InMemoryLoader:
-        return self._loader(self.x, self.y, self.batch_size, train=True)
+        return self._loader(self.x, self.y, self.batch_size_at or self.batch_size, train=True)
 
     def val_dataloader(self) -> InMemoryLoader:
         return self._loader(self.x_test, self.y_test, self.eval_batch_size, train=False)
