@@ -125,6 +125,31 @@ CASES = [
     (["optim.optimizer=lamb", "optim.betas=[0.9]"], "optim.betas=[0.9]: must be two values"),
     (["optim.max_grad_norm=0"], "optim.max_grad_norm=0: must be > 0 or null"),
     (["batch_augment=0"], "batch_augment=0: must be an integer >= 1"),
+    (["batch_schedule=double"], "batch_schedule=double: use none, grow"),
+    (
+        ["batch_schedule=grow", "batch_schedule_cap=10000", "data.num_samples=2000"],
+        "batch_schedule=grow: the batch grows to 3200 at epoch 25, more than the 1600 training",
+    ),
+    (
+        [
+            "batch_schedule=grow",
+            "batch_size=48",
+            "batch_schedule_cap=1000",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=3",
+        ],
+        "batch_schedule=grow: the batch grows to 1000 at epoch 25, which does not divide across",
+    ),  # fmt: skip
+    (
+        ["batch_schedule=grow", "trainer.accumulate_grad_batches=2"],
+        "batch_schedule=grow: needs real batches changing between epochs",
+    ),
+    (["batch_schedule=grow", "optim.milestones=[15.5]"], "milestones [15.5] must be whole epochs"),
+    (
+        ["batch_schedule=grow", "data=imagenet", "data.data_dir=/nonexistent"],
+        "data.data_dir=/nonexistent: ImageNet not found",
+    ),
     (["batch_augment=4"], "batch_augment=4: the copies would be identical without augmentation"),
     (["data=mnist", "batch_augment=2"], "batch_augment=2: data=mnist has no batch augmentation"),
     (["callbacks=all", "callbacks.sharpness.every_n_step=5"], "every_n_step=5: no such key"),
