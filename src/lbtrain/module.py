@@ -10,6 +10,7 @@ these one step early (its counter is raised after the logging), so `step` is log
 """
 
 import math
+import time
 
 import lightning as L
 import torch
@@ -52,6 +53,8 @@ class Classifier(L.LightningModule):
         # samples processed by training, over all devices (batch augmentation's copies
         # included): a host count from batch shapes, in the checkpoint for resumed runs
         self.samples_seen = 0
+        self.seconds_before = 0.0  # training wall time of earlier sessions (a resumed run)
+        self._started = time.perf_counter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -96,11 +99,20 @@ class Classifier(L.LightningModule):
         self.log("val/acc", self.val_acc, prog_bar=True)
         self.log_dict(self._at_this_step())
 
+    def on_train_start(self) -> None:
+        self._started = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Wall time spent in training so far, over every session of a resumed run."""
+        return self.seconds_before + time.perf_counter() - self._started
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["samples_seen"] = self.samples_seen
+        checkpoint["train_seconds"] = self.train_seconds()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.samples_seen = checkpoint.get("samples_seen", 0)
+        self.seconds_before = checkpoint.get("train_seconds", 0.0)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_spec.build(self.model, self.plan.lr)

@@ -25,6 +25,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,9 @@ from lbtrain.critical_batch import (
     steps_to_target,
 )
 
-TABLE1_ORDER = ["sb", "lb", "lb_lr", "lb_lr_gbn", "lb_lr_gbn_ra"]
-TABLE1_NAMES = {"sb": "SB", "lb": "LB", "lb_lr": "+LR", "lb_lr_gbn": "+GBN", "lb_lr_gbn_ra": "+RA"}
+TABLE1_ORDER = ["sb", "lb", "lb_lr", "lb_lr_gbn", "lb_lr_gbn_ra", "lars", "grow", "batch_aug"]
+TABLE1_NAMES = {"sb": "SB", "lb": "LB", "lb_lr": "+LR", "lb_lr_gbn": "+GBN", "lb_lr_gbn_ra": "+RA",
+                "lars": "LARS", "grow": "BS schedule", "batch_aug": "+GBN, BA x4"}  # fmt: skip
 
 
 # Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds)
@@ -167,12 +169,24 @@ RECIPE_KEYS = ("batch_size", "large_batch_size", "lr_scaling", "ghost_batch_size
                "regime_multiplier")  # fmt: skip
 
 
-def _without_recipe(key: tuple) -> tuple:
-    return tuple((k, v) for k, v in key if k not in RECIPE_KEYS)
+def recipe_keys(run: Run) -> set[str]:
+    """The keys a run's recipe sets (conf/recipe/<name>.yaml), e.g. LARS's optimizer and LR:
+    a row that differs from SB only in those compares with that SB."""
+    name = run.choices.get("recipe")
+    path = files("lbtrain.conf") / "recipe" / f"{name}.yaml"
+    if not name or not path.is_file():
+        return set(RECIPE_KEYS)
+    return set(RECIPE_KEYS) | set(_flatten(yaml.safe_load(path.read_text()) or {}))
+
+
+def _without(key: tuple, keys: set[str]) -> tuple:
+    return tuple((k, v) for k, v in key if k not in keys)
 
 
 # Columns of measurements a run may have switched on: the summary key, the digits shown
 MEASURED_COLUMNS = {
+    "samples processed": ("samples_seen", 0),
+    "train time (s)": ("train_seconds", 0),
     "angular slope": ("angular_diffusion_slope", 3),
     "final sharpness": ("sharpness/lambda_max", 2),
     "final B_simple": ("noise_scale/b_simple", 0),
@@ -195,7 +209,10 @@ def table(runs: list[Run]) -> pd.DataFrame:
         return pd.Series([r.summary["val/acc"] for r in group]).mean() * 100
 
     def reference(key: tuple) -> list[Run] | None:
-        same = [k for k in groups if _without_recipe(k) == _without_recipe(key)]
+        def keys(k: tuple) -> set[str]:
+            return recipe_keys(groups[k][0]) | recipe_keys(groups[key][0])
+
+        same = [k for k in groups if _without(k, keys(k)) == _without(key, keys(k))]
         sb = [k for k in same if groups[k][0].label == "SB"]
         if len(sb) > 1:
             return None  # no single SB to compare with

@@ -47,8 +47,9 @@ def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]
     summary = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k not in ("step", "epoch")
     }
-    summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch,
-                   samples_seen=getattr(module, "samples_seen", None))  # fmt: skip
+    summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
+    if hasattr(module, "samples_seen"):  # lbtrain's Classifier: what training processed
+        summary.update(samples_seen=module.samples_seen, train_seconds=module.train_seconds())
     summary["plan"] = module.plan.effective(module.steps_per_epoch, module.num_train)
     for callback in trainer.callbacks:
         if hasattr(callback, "summary_entries"):
