@@ -152,6 +152,7 @@ CASES = [
     ),
     (["batch_augment=4"], "batch_augment=4: the copies would be identical without augmentation"),
     (["data=mnist", "batch_augment=2"], "batch_augment=2: data=mnist has no batch augmentation"),
+    (["data=mnist", "+data.augment=true"], "data.augment: data=mnist has no such option"),
     (["callbacks=all", "callbacks.sharpness.every_n_step=5"], "every_n_step=5: no such key"),
 ]
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lbtrain.config import compose_config, validate
 from lbtrain.critical_batch import (
     Target,
     fit_critical_batch,
@@ -98,3 +99,14 @@ def test_a_runs_noise_scale_is_its_mean_trace_over_its_mean_grad_sq_not_a_swung_
     assert metrics["noise_scale/b_simple"].mean() > 1e5
     assert noise_scale_until(metrics, math.nan) == pytest.approx(125, rel=1e-3)
     assert noise_scale_until(metrics, 12.0) == pytest.approx(100)  # steps 5 and 10 only
+
+
+def test_the_documented_sweep_composes(tmp_path):
+    """The experiment's header command, one point of it: the target and the protocol."""
+    cfg = compose_config(
+        ["experiment=mnist1d_critical_batch", "batch_size=2048", "optim.lr=0.2"], str(tmp_path)
+    )
+    validate(cfg)
+    assert cfg.callbacks.stop_at_target.stopping_threshold == 0.85
+    assert (cfg.ghost_batch_size, cfg.lr_scaling, list(cfg.optim.milestones)) == (8, "sqrt", [])
+    assert cfg.callbacks.noise_scale.every_n_steps == 5 and cfg.callbacks.sharpness is None

@@ -1,5 +1,6 @@
 """The +LR rule and the +RA regime stretch, and the one-line statement of a run's arithmetic."""
 
+import dataclasses
 import math
 
 import pytest
@@ -46,10 +47,12 @@ def test_the_log_line_states_the_arithmetic():
     assert "lr 0.1 x 4096/128 = 3.2" in line and "warmup 160 epochs from lr 0.1" in line
 
 
-def lrs_over_run(p: BatchPlan, steps_per_epoch: int, gamma: float = 0.1) -> list[float]:
+def lrs_over_run(p: BatchPlan, steps_per_epoch: int, gamma: float | list = 0.1) -> list[float]:
     """Walk the scheduler through a whole run without training."""
+    gammas = [gamma] * len(p.base_milestones) if isinstance(gamma, float) else gamma
+    p = dataclasses.replace(p, gammas=tuple(gammas))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
-    scheduler = make_scheduler(optimizer, p, steps_per_epoch, gamma)
+    scheduler = make_scheduler(optimizer, p, steps_per_epoch)
     lrs = []
     for _ in range(p.epochs * steps_per_epoch):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -135,7 +138,7 @@ def test_step_based_regimes_stretch_steps_milestones_and_warmup():
     assert (p.epochs, p.max_steps, p.milestones, p.warmup) == (-1, 4000, (2000.0,), 400.0)
     assert "regime x4: 4000 steps, lr decays at steps [2000.0]" in p.describe()
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
-    scheduler = make_scheduler(optimizer, p, steps_per_epoch=7, gamma=0.1)  # epochs: irrelevant
+    scheduler = make_scheduler(optimizer, p, steps_per_epoch=7)  # epochs: irrelevant
     lrs = []
     for _ in range(p.max_steps):
         lrs.append(optimizer.param_groups[0]["lr"])

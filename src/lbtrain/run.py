@@ -141,13 +141,16 @@ def build(
         datamodule = DATAMODULES[name](
             batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
         )
-    except TypeError as e:
-        if "batch_augment" not in str(e):
+    except TypeError as e:  # an option this data module does not take
+        if "unexpected keyword argument" not in str(e):
             raise
-        raise ConfigError(
-            f"batch_augment={cfg.batch_augment}: data={name} has no batch augmentation (it "
-            "needs an in-memory set augmented on the device: mnist1d, cifar10, cifar100)"
-        ) from None
+        if "'batch_augment'" in str(e):
+            raise ConfigError(
+                f"batch_augment={cfg.batch_augment}: data={name} has no batch augmentation (it "
+                "needs an in-memory set augmented on the device: mnist1d, cifar10, cifar100)"
+            ) from None
+        option = str(e).rsplit("argument", 1)[-1].strip(" '")
+        raise ConfigError(f"data.{option}: data={name} has no such option") from None
     if hasattr(datamodule, "check"):
         datamodule.check()  # before any model is built
     if plan.phases:
