@@ -8,7 +8,7 @@ ARGS ?=
 .PHONY: help install train test lint format bench bench-gpu table1 table1-beyond critical-batch clean
 
 help: ## list the targets
-	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -33,44 +33,52 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The MNIST-1D sweeps below run their jobs TABLE1_JOBS at a time (one per core, one torch
+# thread each; the long jobs first, so that no core idles at the end), then the report.
+# TABLE1_JOBS=1 runs them one after another.
+TABLE1_JOBS ?= $(shell nproc)
+NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
+define sweep_and_report
+	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m $(SWEEP) logger=csv \
+		hydra/launcher=joblib hydra.launcher.n_jobs=$(TABLE1_JOBS) hydra.launcher.batch_size=1 \
+		hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(PY) -m lbtrain.report $(SWEEP_DIR) --out $(REPORT) $(REPORT_ARGS)
+endef
+
 # Table 1 at CPU scale: 5 recipes x 3 seeds on MNIST-1D, then the report (table + figures).
 # `make table1 TABLE1_REPORT=docs` rewrites the README's table and figures in docs/.
-# The 15 jobs run TABLE1_JOBS at a time (one per core, one torch thread each), the long +RA
-# jobs first so that no core idles at the end; TABLE1_JOBS=1 runs them one after another.
-TABLE1_DIR := logs/table1/$(shell date +%Y-%m-%d_%H-%M-%S)
+TABLE1_DIR := logs/table1/$(NOW)
 TABLE1_REPORT ?= $(TABLE1_DIR)/report
-TABLE1_JOBS ?= $(shell nproc)
+table1: SWEEP = experiment=mnist1d_table1 recipe=lb_lr_gbn_ra,sb,lb,lb_lr,lb_lr_gbn seed=0,1,2
+table1: SWEEP_DIR = $(TABLE1_DIR)
+table1: REPORT = $(TABLE1_REPORT)
 table1: $(STAMP) ## reproduce Table 1's pattern on MNIST-1D (15 runs, ~5 min on 2 CPU cores)
-	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m experiment=mnist1d_table1 \
-		recipe=lb_lr_gbn_ra,sb,lb,lb_lr,lb_lr_gbn seed=0,1,2 logger=csv \
-		hydra/launcher=joblib hydra.launcher.n_jobs=$(TABLE1_JOBS) hydra.launcher.batch_size=1 \
-		hydra.sweep.dir=$(TABLE1_DIR) $(ARGS)
-	$(PY) -m lbtrain.report $(TABLE1_DIR) --out $(TABLE1_REPORT)
+	$(sweep_and_report)
 
 # Beyond the paper's recipe, against SB and +RA: LARS with warmup at LB, the batch-size schedule
 # (SB's batch grown at each milestone up to LB), batch augmentation x4 at LB; 3 seeds each.
 # `make table1-beyond TABLE1_BEYOND_REPORT=docs/beyond` rewrites the README's.
-TABLE1_BEYOND_DIR := logs/table1_beyond/$(shell date +%Y-%m-%d_%H-%M-%S)
+TABLE1_BEYOND_DIR := logs/table1_beyond/$(NOW)
 TABLE1_BEYOND_REPORT ?= $(TABLE1_BEYOND_DIR)/report
-table1-beyond: $(STAMP) ## the computational gap: LARS, batch-size schedule, batch augmentation vs SB and +RA
-	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m experiment=mnist1d_table1 \
-		recipe=lb_lr_gbn_ra,sb,lars,grow,batch_aug seed=0,1,2 logger=csv \
-		hydra/launcher=joblib hydra.launcher.n_jobs=$(TABLE1_JOBS) hydra.launcher.batch_size=1 \
-		hydra.sweep.dir=$(TABLE1_BEYOND_DIR) $(ARGS)
-	$(PY) -m lbtrain.report $(TABLE1_BEYOND_DIR) --out $(TABLE1_BEYOND_REPORT)
+table1-beyond: SWEEP = experiment=mnist1d_table1 recipe=lb_lr_gbn_ra,sb,lars,grow,batch_aug seed=0,1,2
+table1-beyond: SWEEP_DIR = $(TABLE1_BEYOND_DIR)
+table1-beyond: REPORT = $(TABLE1_BEYOND_REPORT)
+table1-beyond: $(STAMP) ## the computational gap: LARS, batch-size schedule, batch augmentation vs SB and +RA (~5 min)
+	$(sweep_and_report)
 
 # The critical batch size on MNIST-1D: 8 batch sizes x 5 LRs (a per-B grid around the sqrt
 # rule) x 2 seeds, each run stopping at val/acc 0.85, then the report's steps-to-target fit
 # against the measured noise scale (conf/experiment/mnist1d_critical_batch.yaml says why).
 # `make critical-batch CRITICAL_BATCH_REPORT=docs/critical_batch` rewrites the README's.
-CRITICAL_BATCH_DIR := logs/critical_batch/$(shell date +%Y-%m-%d_%H-%M-%S)
+CRITICAL_BATCH_DIR := logs/critical_batch/$(NOW)
 CRITICAL_BATCH_REPORT ?= $(CRITICAL_BATCH_DIR)/report
+critical-batch: SWEEP = experiment=mnist1d_critical_batch batch_size=2048,1024,512,256,128,64,32,16 \
+	optim.lr=0.0125,0.025,0.05,0.1,0.2 seed=0,1
+critical-batch: SWEEP_DIR = $(CRITICAL_BATCH_DIR)
+critical-batch: REPORT = $(CRITICAL_BATCH_REPORT)
+critical-batch: REPORT_ARGS = --target val/acc=0.85
 critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise scale (~4 min on 2 CPU cores)
-	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m experiment=mnist1d_critical_batch \
-		batch_size=2048,1024,512,256,128,64,32,16 optim.lr=0.0125,0.025,0.05,0.1,0.2 seed=0,1 logger=csv \
-		hydra/launcher=joblib hydra.launcher.n_jobs=$(TABLE1_JOBS) hydra.launcher.batch_size=1 \
-		hydra.sweep.dir=$(CRITICAL_BATCH_DIR) $(ARGS)
-	$(PY) -m lbtrain.report $(CRITICAL_BATCH_DIR) --out $(CRITICAL_BATCH_REPORT) --target val/acc=0.85
+	$(sweep_and_report)
 
 bench: $(STAMP) ## run the benchmarks (speed ratios against baselines in the same run)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
