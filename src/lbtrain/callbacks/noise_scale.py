@@ -20,6 +20,8 @@ The two batch sizes come from the granularity the run already has (`granularity=
   its own statistics, as BN would normalise a batch of b: the estimate is then that of the
   same network trained with ghost batches of b, close to but not the trained network's.
 With granularity=chunks under DDP, rank 0 measures with its own share (B = the per-device batch).
+With batch augmentation (`batch_augment=M`) a batch holds M copies of each sample: its chunks
+are then not independent draws, and the estimate mixes sample noise with augmentation noise.
 Values stay on the device until `StepSeries` flushes them: no host sync per step.
 """
 
@@ -99,13 +101,6 @@ class NoiseScale(StepSeries):
             return "devices"
         return "accumulation" if accumulate > 1 else "chunks"
 
-    def _chunk_size(self, plan) -> int:
-        # under GBN the chunks are the ghost batches: their gradients average to training's
-        ghost = plan.ghost_batch_size
-        if ghost and plan.micro_batch // ghost >= 2:
-            return ghost
-        return plan.micro_batch // self.chunks
-
     # --- set-up and what is logged ------------------------------------------------------
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check_data(trainer.datamodule)
@@ -115,7 +110,9 @@ class NoiseScale(StepSeries):
         self.mode = self._mode(plan.world_size, plan.accumulate)
         self.model = getattr(pl_module.model, "_orig_mod", pl_module.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.chunk = self._chunk_size(plan)
+        # under GBN the chunks are the ghost batches: their gradients average to training's
+        ghost = plan.ghost_batch_size
+        self.ghost = ghost if ghost and plan.micro_batch // ghost >= 2 else None
         self.optimizer = trainer.optimizers[0]
         self._temperature = torch.zeros((), device=pl_module.device)
         self._micro: list[tuple[int, Tensor | None]] = []  # (size, |g_micro|^2) this step
@@ -172,7 +169,9 @@ class NoiseScale(StepSeries):
             self._micro.append((len(batch[1]), None))
 
     def _measure_chunks(self, x: Tensor, y: Tensor) -> None:
-        chunk = self.chunk
+        # the ghost batches, or `chunks` equal parts of this batch (which a batch-size
+        # schedule grows: the chunks grow with it)
+        chunk = self.ghost or len(y) // self.chunks
         if len(y) % chunk or len(y) // chunk < 2:
             return  # e.g. the short last batch of an epoch: no two batch sizes
         sq_small, total = 0.0, None
