@@ -170,7 +170,7 @@ def fit_against_plain(args, tmp: str) -> dict[str, float]:
     model = module.model.to(args.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=module.plan.lr, momentum=0.9,
                                 weight_decay=cfg.optim.weight_decay)  # fmt: skip
-    scheduler = make_scheduler(optimizer, module.plan, total, cfg.optim.gamma)
+    scheduler = make_scheduler(optimizer, module.plan, total)
     transform = BatchTransform(dm.mean, dm.std, augment=True)
     loader = InMemoryLoader(dm.x.to(args.device), dm.y.to(args.device), dm.batch_size,
                             shuffle=True, transform=transform)  # fmt: skip

@@ -36,7 +36,7 @@ def plain_loop(cfg, run_dir: str) -> float:
     )
     from lbtrain.scaling import make_scheduler
 
-    scheduler = make_scheduler(optimizer, module.plan, len(train), cfg.optim.gamma)
+    scheduler = make_scheduler(optimizer, module.plan, len(train))
     start = time.perf_counter()
     for epoch in range(module.plan.epochs):
         train.epoch = lambda e=epoch: e
