@@ -1,5 +1,6 @@
 """`python -m lbtrain.report` and the notebook, on a real (tiny) sweep."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -113,3 +114,29 @@ def test_notebook_runs_top_to_bottom_on_a_sweep(sweep, tmp_path, monkeypatch):
     assert "6 runs in" in text and "median R^2 of the log t fit" in text
     assert (tmp_path / "weight_distance.png").exists()
     assert os.environ["LBTRAIN_SWEEP"] == str(sweep)
+
+
+def test_a_recipe_that_changes_the_optimizer_is_compared_with_sb(tmp_path, data_dir):
+    """LARS's recipe sets the optimizer and its LR too: the row still differs from SB only by
+    its recipe, so its gap is to that SB (not to itself), with the samples and time it took."""
+    sweep = tmp_path / "sweep"
+    args = [
+        sys.executable, "-m", "lbtrain.run", "-m", "experiment=mnist1d_table1", "recipe=sb,lars",
+        "large_batch_size=256", "trainer.max_epochs=2", "optim.milestones=[1]", "logger=csv",
+        "callbacks=default", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = subprocess.run([sys.executable, "-m", "lbtrain.report", str(sweep)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(sweep / "report" / "table.csv").set_index("run")
+    acc = {
+        run: 100 * json.loads((sweep / job / "summary.json").read_text())["val/acc"]
+        for job, run in (("0", "SB"), ("1", "LARS"))
+    }
+    assert table.loc["LARS", "gap to SB (points)"] == pytest.approx(
+        acc["LARS"] - acc["SB"], abs=0.01
+    )
+    assert table.loc["LARS", "samples processed"] == table.loc["SB", "samples processed"] == 8000
+    assert float(table.loc["LARS", "train time (s)"]) > 0

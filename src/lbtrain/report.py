@@ -186,7 +186,7 @@ def _without(key: tuple, keys: set[str]) -> tuple:
 # Columns of measurements a run may have switched on: the summary key, the digits shown
 MEASURED_COLUMNS = {
     "samples processed": ("samples_seen", 0),
-    "train time (s)": ("train_seconds", 0),
+    "train time (s)": ("train_seconds", 1),
     "angular slope": ("angular_diffusion_slope", 3),
     "final sharpness": ("sharpness/lambda_max", 2),
     "final B_simple": ("noise_scale/b_simple", 0),
