@@ -32,6 +32,7 @@ from lbtrain.callbacks.preemption import (
     Preemption,
     requeue_if_on_slurm,
 )
+from lbtrain.callbacks.step_series import MeasurementLog
 from lbtrain.callbacks.summary import RunSummary
 from lbtrain.config import check_overrides, import_extensions, validate
 from lbtrain.data import DATAMODULES
@@ -105,7 +106,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = _instantiate_group(cfg, "logger")
     # Preemption first: a step it stops before must leave no trace in any logger
     callbacks = [Preemption(run_dir / "checkpoints"), *_instantiate_group(cfg, "callbacks")]
-    callbacks.append(RunSummary(run_dir))
+    callbacks += [MeasurementLog(), RunSummary(run_dir)]  # the measurements' rows, merged
     try:
         return L.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
