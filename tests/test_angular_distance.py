@@ -41,3 +41,12 @@ def test_angular_distance_equals_an_independent_computation_at_every_step(tmp_pa
         expected = math.acos(float(w @ w0 / (w.norm() * w0.norm())))
         assert value == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert series.iloc[-1] > series.iloc[0] > 0
+
+
+def test_the_measurements_of_a_step_reach_the_loggers_as_one_row(tmp_path, data_dir):
+    """Weight and angular distance at step t: one CSV row (and one W&B `log` call), not two."""
+    fit(tmp_path, data_dir, "trainer.max_epochs=1")
+    log = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    rows = log.dropna(subset=["weight_distance"])
+    assert len(rows) == 5 and rows["angular_distance"].notna().all()
+    assert log["angular_distance"].notna().sum() == 5
