@@ -311,6 +311,17 @@ def plot_val_error(runs: list[Run], out: Path) -> Path:
     return _plot(runs, out, "val/acc", lambda m: (m["epoch"] + 1, 100 * (1 - m["val/acc"])), labels)
 
 
+def run_steps_to_target(run: Run, target: Target) -> float:
+    """The step at which a run first met the target (NaN: never, or never logged it)."""
+    if target.metric not in run.metrics:
+        return math.nan
+    # a run resumed from an older checkpoint logs some steps twice: the last one counts
+    logged = run.metrics.dropna(subset=[target.metric]).drop_duplicates("step", keep="last")
+    if logged.empty:
+        return math.nan
+    return steps_to_target(logged["step"].to_numpy(), logged[target.metric].to_numpy(), target)
+
+
 def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame, list[str]]:
     """One row per configuration: the steps S and examples E = B S its seeds took to reach
     the target, and the mean noise scale measured until then. For each batch size the
@@ -331,12 +342,7 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
         batch = group[0].config["batch_size"]
         reached, noise = [], []
         for run in group:
-            m = run.metrics.dropna(subset=[target.metric]) if target.metric in run.metrics else None
-            rows_m = m.drop_duplicates("step", keep="last") if m is not None else None
-            s = math.nan
-            if rows_m is not None and len(rows_m):
-                s = steps_to_target(rows_m["step"].to_numpy(), rows_m[target.metric].to_numpy(),
-                                    target)  # fmt: skip
+            s = run_steps_to_target(run, target)
             if math.isnan(s):
                 never.append(f"{run.path} ({names[key]}, seed {run.config.get('seed')})")
             else:
