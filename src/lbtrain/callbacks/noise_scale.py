@@ -25,6 +25,9 @@ are then not independent draws, and the estimate mixes sample noise with augment
 Values stay on the device until `StepSeries` flushes them: no host sync per step.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import lightning as L
 import torch
 import torch.distributed as dist
@@ -244,22 +247,17 @@ def _flat(tensors) -> Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
-class _untouched:
+@contextmanager
+def _untouched(model: nn.Module) -> Iterator[None]:
     """Runs a measurement pass without a trace in training: BatchNorm's running statistics
     (and any other buffer) are restored afterwards, and the random streams (dropout) are
     forked, so a run with the measurement trains bit for bit as one without it."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        device = next(model.parameters()).device
-        self.rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-    def __enter__(self) -> None:
-        self.saved = [b.detach().clone() for b in self.model.buffers()]
-        self.rng.__enter__()
-
-    def __exit__(self, *exc) -> None:
-        self.rng.__exit__(*exc)
+    device = next(model.parameters()).device
+    saved = [b.detach().clone() for b in model.buffers()]
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
         with torch.no_grad():
-            for buffer, saved in zip(self.model.buffers(), self.saved, strict=True):
-                buffer.copy_(saved)
+            for buffer, value in zip(model.buffers(), saved, strict=True):
+                buffer.copy_(value)

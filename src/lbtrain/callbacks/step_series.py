@@ -39,6 +39,7 @@ class StepSeries(L.Callback):
         self._pending: list[tuple[int, Tensor]] = []  # on the device
         self._unlogged: list[tuple[int, dict]] = []  # in `history`, not yet with the loggers
         self._last_step = -1
+        self._log: MeasurementLog | None = None  # writes for this series (on_train_start)
         self.enabled = True  # `start` may find nothing to measure in this model
 
     # --- what a measurement defines -----------------------------------------------------
@@ -116,10 +117,9 @@ class StepSeries(L.Callback):
 
     def flush(self, trainer: L.Trainer) -> None:
         self._to_host()
-        log = getattr(self, "_log", None)
         for step, metrics in self._unlogged:
-            if log is not None:
-                log.add(step, metrics)
+            if self._log is not None:
+                self._log.add(step, metrics)
             else:
                 for logger in trainer.loggers:
                     logger.log_metrics(metrics, step=step)
