@@ -92,12 +92,21 @@ class BatchPlan:
         if not self.phases:
             milestones = [self.to_steps(m, steps_per_epoch) for m in self.milestones]
             return milestones, decay_factors(list(self.gammas) or 0.1, len(milestones))
-        steps, boundaries = 0, []
-        for phase, following in zip(self.phases, self.phases[1:], strict=False):
-            per_epoch = phase.steps_per_epoch(num_train, self.world_size)
-            steps += (following.start_epoch - phase.start_epoch) * per_epoch
-            boundaries.append(steps)
+        steps = [row["steps"] for row in self.phase_steps(num_train)]
+        boundaries = [sum(steps[: k + 1]) for k in range(len(steps) - 1)]
         return boundaries, [p.lr_factor for p in self.phases]
+
+    def phase_steps(self, num_train: int) -> list[dict]:
+        """Each phase of a batch-size schedule: its epochs' batch, LR, steps per epoch and
+        steps (the run takes fewer as its batch grows)."""
+        ends = [p.start_epoch for p in self.phases[1:]] + [self.epochs]
+        rows = []
+        for phase, end in zip(self.phases, ends, strict=True):
+            per_epoch = phase.steps_per_epoch(num_train, self.world_size)
+            rows.append({"from_epoch": phase.start_epoch, "batch_size": phase.batch_size,
+                         "lr": self.lr * phase.lr_factor, "steps_per_epoch": per_epoch,
+                         "steps": (end - phase.start_epoch) * per_epoch})  # fmt: skip
+        return rows
 
     @property
     def kappa(self) -> float:
@@ -158,13 +167,8 @@ class BatchPlan:
         milestones, _ = self.decays(steps_per_epoch, num_train)
         total = [self.epochs * steps_per_epoch] if self.epochs > 0 else []
         schedule = {}
-        if self.phases:  # the steps of each phase: the run takes fewer as its batch grows
-            ends = [p.start_epoch for p in self.phases[1:]] + [self.epochs]
-            rows = [{"from_epoch": p.start_epoch, "batch_size": p.batch_size,
-                     "lr": self.lr * p.lr_factor,
-                     "steps_per_epoch": p.steps_per_epoch(num_train, self.world_size),
-                     "steps": (end - p.start_epoch) * p.steps_per_epoch(num_train, self.world_size)}
-                    for p, end in zip(self.phases, ends, strict=True)]  # fmt: skip
+        if self.phases:
+            rows = self.phase_steps(num_train)
             schedule = {"batch_schedule": rows}
             total = [sum(r["steps"] for r in rows)]
         total += [self.max_steps] if self.max_steps > 0 else []
@@ -274,7 +278,7 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         base_epochs=cfg.trainer.max_epochs,
         base_max_steps=cfg.trainer.get("max_steps") or -1,
         unit=optim.schedule_unit,
-        base_milestones=tuple(optim.milestones),
+        base_milestones=milestones,
         base_warmup=optim.warmup,
         stretch=stretch,
         gammas=tuple(per_milestone),
