@@ -6,6 +6,7 @@ python -m lbtrain.run -m recipe=sb,lb,lb_lr,lb_lr_gbn,lb_lr_gbn_ra   # Table 1's
 """
 
 import hashlib
+import inspect
 import json
 import logging
 import sys
@@ -136,22 +137,20 @@ def build(
     L.seed_everything(cfg.seed, workers=True)
     data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
     name = data_kwargs.pop("name")
+    takes = inspect.signature(DATAMODULES[name]).parameters
     if cfg.batch_augment > 1:  # only data modules that augment on the device take it
-        data_kwargs["batch_augment"] = cfg.batch_augment
-    try:
-        datamodule = DATAMODULES[name](
-            batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
-        )
-    except TypeError as e:  # an option this data module does not take
-        if "unexpected keyword argument" not in str(e):
-            raise
-        if "'batch_augment'" in str(e):
+        if "batch_augment" not in takes:
             raise ConfigError(
                 f"batch_augment={cfg.batch_augment}: data={name} has no batch augmentation (it "
                 "needs an in-memory set augmented on the device: mnist1d, cifar10, cifar100)"
-            ) from None
-        option = str(e).rsplit("argument", 1)[-1].strip(" '")
-        raise ConfigError(f"data.{option}: data={name} has no such option") from None
+            )
+        data_kwargs["batch_augment"] = cfg.batch_augment
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in takes.values())  # a **kwargs module
+    for option in sorted(data_kwargs.keys() - takes.keys()) if not open_ended else ():
+        raise ConfigError(f"data.{option}: data={name} has no such option")
+    datamodule = DATAMODULES[name](
+        batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
+    )
     if hasattr(datamodule, "check"):
         datamodule.check()  # before any model is built
     if plan.phases:
