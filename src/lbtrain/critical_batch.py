@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
+NOISE_COLUMNS = ("noise_scale/trace_sigma", "noise_scale/grad_sq")  # logged by NoiseScale
 # `train/loss` is the epoch mean: a per-batch loss crosses a target first by noise
 ALIASES = {"train/loss": "train/loss_epoch"}
 LOWER_IS_BETTER = re.compile(r"loss|error|err\b")
@@ -92,12 +93,12 @@ def noise_scale_until(metrics: pd.DataFrame, until: float) -> float:
     """A run's B_simple over its steps up to `until` (all of them if NaN): the mean of the
     logged tr(Sigma) over the mean of the logged |G|^2, never the mean of the logged ratio,
     which one step with |G|^2 near zero can swing to any size or sign."""
-    columns = ["noise_scale/trace_sigma", "noise_scale/grad_sq"]
-    if not set(columns) <= set(metrics.columns):
+    if not set(NOISE_COLUMNS) <= set(metrics.columns):
         return math.nan
-    rows = metrics.dropna(subset=columns)
+    rows = metrics.dropna(subset=list(NOISE_COLUMNS))
     if not math.isnan(until):
         rows = rows[rows["step"] <= until]
     if not len(rows):
         return math.nan
-    return float(rows[columns[0]].mean() / rows[columns[1]].mean())
+    trace, grad_sq = NOISE_COLUMNS
+    return float(rows[trace].mean() / rows[grad_sq].mean())

@@ -33,6 +33,7 @@ import pandas as pd
 import yaml
 
 from lbtrain.critical_batch import (
+    NOISE_COLUMNS,
     ScalingFit,
     Target,
     fit_critical_batch,
@@ -93,6 +94,13 @@ class Run:
         skip = [(n, f"{n}.") for n in NOT_IDENTITY]
         return tuple(sorted((k, v) for k, v in flat.items() if not any(
             k == n or k.startswith(dotted) for n, dotted in skip)))  # fmt: skip
+
+    def logged(self, *columns: str) -> pd.DataFrame:
+        """The metrics rows that hold these columns, once per step: a run resumed from an
+        older checkpoint logs some steps twice, and the last one counts."""
+        if not set(columns) <= set(self.metrics.columns):
+            return self.metrics.iloc[0:0]
+        return self.metrics.dropna(subset=list(columns)).drop_duplicates("step", keep="last")
 
     @property
     def order(self) -> tuple:
@@ -259,8 +267,7 @@ def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]
     for run in sorted(runs, key=lambda r: r.order):
         if column not in run.metrics:
             continue
-        # a run resumed from an older checkpoint logs some steps twice: the last one counts
-        rows = run.metrics.dropna(subset=[column]).drop_duplicates("step", keep="last")
+        rows = run.logged(column)
         x, y = curve(rows)
         name = names[run.identity]
         label = name if name not in colours else None
@@ -313,10 +320,7 @@ def plot_val_error(runs: list[Run], out: Path) -> Path:
 
 def run_steps_to_target(run: Run, target: Target) -> float:
     """The step at which a run first met the target (NaN: never, or never logged it)."""
-    if target.metric not in run.metrics:
-        return math.nan
-    # a run resumed from an older checkpoint logs some steps twice: the last one counts
-    logged = run.metrics.dropna(subset=[target.metric]).drop_duplicates("step", keep="last")
+    logged = run.logged(target.metric)
     if logged.empty:
         return math.nan
     return steps_to_target(logged["step"].to_numpy(), logged[target.metric].to_numpy(), target)
@@ -347,7 +351,7 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
                 never.append(f"{run.path} ({names[key]}, seed {run.config.get('seed')})")
             else:
                 reached.append(s)
-            noise.append(noise_scale_until(run.metrics, s))
+            noise.append(noise_scale_until(run.logged(*NOISE_COLUMNS), s))
         steps = pd.Series(reached, dtype=float)
         rows.append({
             "run": names[key], "batch size": batch, "seeds reached": f"{len(reached)}/{len(group)}",
