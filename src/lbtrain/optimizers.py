@@ -19,8 +19,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.normalization import GroupNorm, LayerNorm
 
-OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
-ADAPTIVE = ("adamw", "lamb")  # Adam-style moments: betas and eps apply
+from lbtrain.scaling import RULES
+
+LAYERWISE = ("lars", "lamb")  # trust-ratio optimizers: norm and bias excluded by default
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class OptimizerSpec:
         if self.name == "lamb":
             return Lamb(groups, lr=lr, betas=self.betas, eps=self.eps,
                         max_grad_norm=self.max_grad_norm)  # fmt: skip
-        raise ValueError(f"optim.optimizer={self.name}: use one of {', '.join(OPTIMIZERS)}")
+        raise ValueError(f"optim.optimizer={self.name}: use one of {', '.join(RULES)}")
 
 
 def is_norm_or_bias(module: nn.Module, name: str) -> bool:

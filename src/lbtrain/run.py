@@ -41,7 +41,7 @@ from lbtrain.errors import ConfigError, one_line
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
-from lbtrain.optimizers import OptimizerSpec
+from lbtrain.optimizers import LAYERWISE, OptimizerSpec
 from lbtrain.scaling import make_plan
 
 log = logging.getLogger("lbtrain")
@@ -167,7 +167,7 @@ def build(
         name=o.optimizer, momentum=o.momentum, nesterov=o.nesterov,
         weight_decay=o.weight_decay, betas=plan.betas, eps=plan.eps, trust_coeff=o.trust_coeff,
         max_grad_norm=o.max_grad_norm,
-        exclude_norm_and_bias=o.optimizer in ("lars", "lamb") if exclude is None else exclude,
+        exclude_norm_and_bias=o.optimizer in LAYERWISE if exclude is None else exclude,
     )  # fmt: skip
     module = Classifier(model, plan, datamodule.num_classes, optimizer)
     return trainer, module, datamodule

@@ -31,6 +31,9 @@ RULES = {
 }
 
 
+ADAPTIVE = ("adamw", "lamb")  # Adam-style moments: betas and eps apply
+
+
 def adam_sqrt_rule(
     betas: tuple[float, float], eps: float, kappa: float
 ) -> tuple[tuple[float, float], float]:
@@ -194,7 +197,7 @@ class BatchPlan:
 
     @property
     def adaptive(self) -> bool:
-        return self.optimizer in ("adamw", "lamb")
+        return self.optimizer in ADAPTIVE
 
     def describe(self) -> str:
         devices = f"{self.world_size} device{'s' if self.world_size > 1 else ''}"
