@@ -60,6 +60,16 @@ def shift_scale_noise(
     return x.gather(2, index.expand(n, c, length)) * factor + jitter
 
 
+def batch_generator(
+    generator: torch.Generator | None, device: torch.device, seed: int, epoch: int, rank: int,
+    batch: int,
+) -> torch.Generator:  # fmt: skip
+    """`generator` (made anew only for another device) seeded for this batch."""
+    if generator is None or generator.device != device:
+        generator = torch.Generator(device=device)
+    return generator.manual_seed(augment_seed(seed, epoch, rank, batch))
+
+
 class SignalAugment:
     """`shift_scale_noise` on each training batch, seeded per (seed, epoch, rank, batch) as
     BatchTransform seeds its crops: resumable, and independent across DDP ranks."""
@@ -69,9 +79,7 @@ class SignalAugment:
         self.generator: torch.Generator | None = None
 
     def __call__(self, x: Tensor, epoch: int = 0, rank: int = 0, batch: int = 0) -> Tensor:
-        if self.generator is None or self.generator.device != x.device:
-            self.generator = torch.Generator(device=x.device)
-        self.generator.manual_seed(augment_seed(self.seed, epoch, rank, batch))
+        self.generator = batch_generator(self.generator, x.device, self.seed, epoch, rank, batch)
         return shift_scale_noise(x, generator=self.generator)
 
 
@@ -123,8 +131,8 @@ class BatchTransform:
         if self.mean.device != x.device:  # once: the statistics follow the data
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         if self.augment:
-            if self.generator is None or self.generator.device != x.device:
-                self.generator = torch.Generator(device=x.device)
-            self.generator.manual_seed(augment_seed(self.seed, epoch, rank, batch))
+            self.generator = batch_generator(
+                self.generator, x.device, self.seed, epoch, rank, batch
+            )
             x = random_crop_flip(x, self.padding, self.generator)
         return normalize(x, self.mean, self.std)
