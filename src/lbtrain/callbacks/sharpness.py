@@ -1,9 +1,10 @@
-"""`sharpness/lambda_max` and `sharpness/lr_times_lambda` every N optimizer steps and at the
-end: the top Hessian eigenvalue of the mean training cross-entropy (weight decay excluded)
-on a fixed measurement set, the first `num_samples` training samples in data-set order,
-unaugmented. BatchNorm (Ghost BN too) is measured in eval mode, with its running
-statistics: the function the network computes at test time. The uncompiled module is
-measured (torch.compile does not support double backward)."""
+"""`sharpness/lambda_max`, `sharpness/lr_times_lambda` and `sharpness/products` (the
+Hessian-vector products it took: its cost) every N optimizer steps and at the end: the top
+Hessian eigenvalue of the mean training cross-entropy (weight decay excluded) on a fixed
+measurement set, the first `num_samples` training samples in data-set order, unaugmented.
+BatchNorm (Ghost BN too) is measured in eval mode, with its running statistics: the function
+the network computes at test time. The uncompiled module is measured (torch.compile does not
+support double backward)."""
 
 import lightning as L
 import numpy as np
@@ -45,7 +46,7 @@ class Sharpness(StepSeries):
         self.check_data(trainer.datamodule)
         x, y = trainer.datamodule.measurement_set(self.num_samples)
         self.x, self.y = x.to(pl_module.device), y.to(pl_module.device)
-        self.sub_names = ["lr_times_lambda"]
+        self.sub_names = ["lr_times_lambda", "products"]  # products: what the measurement cost
         self.optimizer = trainer.optimizers[0]
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
@@ -56,7 +57,7 @@ class Sharpness(StepSeries):
         try:
             with torch.enable_grad():
                 loss = F.cross_entropy(model(self.x), self.y)
-                eigenvalue, _, self.vector = top_hessian_eigenvalue(
+                eigenvalue, products, self.vector = top_hessian_eigenvalue(
                     loss,
                     params,
                     self.tol,
@@ -67,7 +68,7 @@ class Sharpness(StepSeries):
         finally:
             model.train(was_training)
         lr = self.optimizer.param_groups[0]["lr"]  # the LR of the coming updates
-        return torch.tensor([eigenvalue, lr * eigenvalue], device=pl_module.device)
+        return torch.tensor([eigenvalue, lr * eigenvalue, products], device=pl_module.device)
 
     def extra_state(self) -> dict:  # a resumed run starts where this one would have
         return {"vector": None if self.vector is None else torch.from_numpy(self.vector)}
