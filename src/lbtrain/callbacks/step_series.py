@@ -155,9 +155,10 @@ class StepSeries(L.Callback):
 
 class MeasurementLog(L.Callback):
     """Writes what the StepSeries before it flushed, one `log_metrics` call per step for all
-    of them: weight and angular distance at step t go to W&B as one row, not two (a W&B
-    call costs ~0.25 ms, as much as a tenth of a small model's step). lbtrain.run places it
-    after the configured callbacks; a series added after it writes on its own."""
+    of them: weight and angular distance at step t go to W&B as one row, not two (each W&B
+    call costs a fraction of a millisecond, a tenth of a small model's step: README,
+    "Benchmarks"). lbtrain.run places it after the configured callbacks; a series added
+    after it writes on its own."""
 
     def __init__(self) -> None:
         self.rows: dict[int, dict] = {}
