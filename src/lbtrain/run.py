@@ -27,6 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lbtrain import distributed
 from lbtrain.batch_schedule import check_fits
+from lbtrain.callbacks.dispatch import skip_undefined_batch_hooks
 from lbtrain.callbacks.preemption import (
     REQUEUE_CHECKPOINT,
     Preempted,
@@ -109,7 +110,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     callbacks = [Preemption(run_dir / "checkpoints"), *_instantiate_group(cfg, "callbacks")]
     callbacks += [MeasurementLog(), RunSummary(run_dir)]  # the measurements' rows, merged
     try:
-        return L.Trainer(
+        trainer = L.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
             logger=loggers or False,
             callbacks=callbacks,
@@ -118,6 +119,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
         raise ConfigError(f"trainer: {one_line(e)}") from None
+    skip_undefined_batch_hooks(trainer.callbacks)  # Lightning's own included
+    return trainer
 
 
 def build(
