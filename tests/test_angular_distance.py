@@ -1,6 +1,7 @@
 """`angular_distance` = angle(w_t, w_0) over the weights that feed a BatchNorm, every step."""
 
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -8,7 +9,7 @@ import torch
 from test_weight_distance import RecordWeights, fit
 from torch import nn
 
-from lbtrain.callbacks.angular_distance import batchnorm_fed_weights
+from lbtrain.callbacks.angular_distance import AngularDistance, batchnorm_fed_weights
 from lbtrain.models import create_model
 
 
@@ -41,6 +42,28 @@ def test_angular_distance_equals_an_independent_computation_at_every_step(tmp_pa
         expected = math.acos(float(w @ w0 / (w.norm() * w0.norm())))
         assert value == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert series.iloc[-1] > series.iloc[0] > 0
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+@pytest.mark.parametrize("angle", [1e-4, 0.3, 2.5])
+def test_angular_distance_is_accurate_from_tiny_to_large_angles_in_float32(angle, per_layer):
+    """At 1e-4 rad, cos is 1 - 5e-9: 1.0 in float32, so acos(u . v) would give 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1000, 4, bias=False), nn.BatchNorm1d(4))
+    callback = AngularDistance(per_layer=per_layer)
+    pl_module = SimpleNamespace(model=model, named_parameters=lambda: [
+        ("model.0.weight", model[0].weight), ("model.1.weight", model[1].weight)])  # fmt: skip
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(input_shape=(1000,)))
+    callback.start(trainer, pl_module)
+    w0 = model[0].weight.detach().flatten().double()
+    across = torch.randn_like(w0)
+    across -= (across @ w0) / (w0 @ w0) * w0  # orthogonal to w_0, as long as w_0, then
+    across *= w0.norm() / across.norm()  # w_t = 3 (cos(a) w_0 + sin(a) across): a from w_0
+    w = 3 * (math.cos(angle) * w0 + math.sin(angle) * across)
+    with torch.no_grad():
+        model[0].weight.copy_(w.view_as(model[0].weight).float())
+        measured = callback.measure(pl_module)
+    assert measured.tolist() == pytest.approx([angle] * (2 if per_layer else 1), rel=1e-3)
 
 
 def test_the_measurements_of_a_step_reach_the_loggers_as_one_row(tmp_path, data_dir):
