@@ -106,18 +106,18 @@ class BareModule(L.LightningModule):
         }
 
 
-def bare_trainer(epochs: int, run_dir: str) -> L.Trainer:
+def bare_trainer(epochs: int, cfg, run_dir: str) -> L.Trainer:
     return L.Trainer(
         max_epochs=epochs, logger=False, callbacks=[], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        default_root_dir=run_dir,
+        log_every_n_steps=cfg.trainer.log_every_n_steps, default_root_dir=run_dir,
     )  # fmt: skip
 
 
 def bare_loop(cfg, run_dir: str, lbtrain_module: bool = False) -> float:
     _, module, dm = build(cfg, run_dir)
     dm.prepare_data()
-    trainer = bare_trainer(module.plan.epochs, run_dir)
+    trainer = bare_trainer(module.plan.epochs, cfg, run_dir)
     start = time.perf_counter()
     trainer.fit(module if lbtrain_module else BareModule(module, cfg), datamodule=dm)
     return time.perf_counter() - start
