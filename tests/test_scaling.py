@@ -1,13 +1,16 @@
 """The +LR rule and the +RA regime stretch, and the one-line statement of a run's arithmetic."""
 
 import dataclasses
+import logging
 import math
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lbtrain.config import compose_config, validate
 from lbtrain.errors import ConfigError
+from lbtrain.run import build
 from lbtrain.scaling import BatchPlan, make_plan, make_scheduler, regime_factor, scaled_lr
 
 
@@ -164,3 +167,20 @@ def test_adapted_step_budget_trains_the_stretched_number_of_steps(tmp_path, data
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 40  # 20 base steps x (64 / 32)
     assert module.lr_schedulers().get_last_lr()[0] == pytest.approx(0.05 * 0.1)  # decayed at 20
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        (["optim.warmup=2"], True),  # lr_scaling=none: a ramp from optim.lr to optim.lr
+        (["optim.warmup=2", "lr_scaling=linear", "batch_size=256"], False),
+        (["optim.warmup=0"], False),
+    ],
+)
+def test_a_warmup_that_cannot_change_the_lr_is_reported(tmp_path, data_dir, caplog, overrides,
+                                                        warned):  # fmt: skip
+    cfg = compose_config([f"paths.data_dir={data_dir}", "logger=none", *overrides], str(tmp_path))
+    validate(cfg)
+    with caplog.at_level(logging.WARNING, logger="lbtrain"):
+        build(cfg, tmp_path)
+    assert ("optim.warmup=2 does nothing in this run" in caplog.text) == warned

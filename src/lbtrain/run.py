@@ -136,6 +136,12 @@ def build(
     trainer.fit_loop.max_epochs = plan.epochs  # the stretched regime
     trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
     log.info(plan.describe())
+    if plan.warmup and plan.lr == plan.base_lr:  # e.g. recipe=lb with optim=goyal
+        log.warning(
+            "optim.warmup=%g does nothing in this run: it ramps the LR from optim.lr up to the "
+            "scaled LR, and lr_scaling=%s at batch_size=%d leaves that at optim.lr=%g",
+            cfg.optim.warmup, cfg.lr_scaling, cfg.batch_size, plan.base_lr,
+        )  # fmt: skip
 
     L.seed_everything(cfg.seed, workers=True)
     data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
