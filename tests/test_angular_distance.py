@@ -62,7 +62,7 @@ def test_angular_distance_is_accurate_from_tiny_to_large_angles_in_float32(angle
     w = 3 * (math.cos(angle) * w0 + math.sin(angle) * across)
     with torch.no_grad():
         model[0].weight.copy_(w.view_as(model[0].weight).float())
-        measured = callback.measure(pl_module)
+        measured = callback.finish(callback.measure(pl_module))
     assert measured.tolist() == pytest.approx([angle] * (2 if per_layer else 1), rel=1e-3)
 
 

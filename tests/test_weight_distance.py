@@ -124,3 +124,32 @@ def test_ddp_run_logs_one_series_with_one_value_per_optimizer_step(cli, tmp_path
     assert "batch 32 = 2 devices x 16" in (run_dir / "run.log").read_text()
     series = logged(run_dir)
     assert list(series.index) == list(range(1, 9))  # 2 epochs x 4 steps, one value each
+
+
+@pytest.mark.parametrize("per_layer", ["false", "true"])
+def test_deferred_and_per_step_arithmetic_log_the_same_numbers(tmp_path, data_dir, monkeypatch,
+                                                               per_layer):  # fmt: skip
+    """A small model's series keep a copy of the weights at each step and do the arithmetic
+    at the flush; a large model's do it at each step. Both log the same values, bit for bit,
+    wherever the flushes fall (here every 3 steps, and at epoch ends)."""
+    import lbtrain.callbacks.weight_distance as wd
+
+    series = {}
+    for limit in (wd.DEFER_BYTES, 0):
+        monkeypatch.setattr(wd, "DEFER_BYTES", limit)
+        run_dir = tmp_path / str(limit)
+        trainer = fit(
+            run_dir, data_dir, "trainer.max_epochs=2", "ghost_batch_size=8",
+            "callbacks.weight_distance.flush_every_n_steps=3",
+            f"callbacks.weight_distance.per_layer={per_layer}",
+            f"callbacks.angular_distance.per_layer={per_layer}",
+        )  # fmt: skip
+        measured = [c for c in trainer.callbacks if isinstance(c, wd.FromInitialWeights)]
+        assert len(measured) == 2 and all(c.deferred == (limit > 0) for c in measured)
+        df = pd.read_csv(run_dir / "csv" / "metrics.csv")
+        columns = [c for c in df.columns if c.startswith(("weight_distance", "angular_distance"))]
+        series[limit] = df[["step", *columns]].dropna(subset=["weight_distance"])
+    deferred, per_step = series.values()
+    layers = 7 + 3 if per_layer == "true" else 0  # cnn1d: 7 layers, 3 of them BN-fed convs
+    assert len(deferred) == 10 and len(deferred.columns) == 1 + 2 + layers  # step, the totals
+    pd.testing.assert_frame_equal(deferred.reset_index(drop=True), per_step.reset_index(drop=True))

@@ -81,11 +81,9 @@ class AngularDistance(FromInitialWeights):
     def _layer_norms(self, w: Tensor) -> Tensor:
         return self.weights.per_layer_sum(w.square()).sqrt()[self.weights.layer_index]
 
-    def measure(self, pl_module: L.LightningModule) -> Tensor:
-        w = self.weights.read()
+    def values(self, w: Tensor) -> Tensor:
         # the angle from w's parts along v_0 and across it: no cancellation at small angles,
-        # where acos(u . v) loses half its digits, in 5 tensor ops (each costs ~10 us of
-        # dispatch on a small model's step, more than its arithmetic)
+        # where acos(u . v) loses half its digits, in 5 tensor ops
         along = torch.dot(w, self._v0)
         across = torch.addcmul(w, self._v0, along.neg()).norm()
         angle = torch.atan2(across, along).view(1)

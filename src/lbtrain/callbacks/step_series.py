@@ -51,8 +51,15 @@ class StepSeries(L.Callback):
         calls it before training, `start` again."""
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
-        """The values after this step, on the device: [value, *one per sub_names]."""
+        """The values after this step, on the device: [value, *one per sub_names], or what
+        `finish` makes them from."""
         raise NotImplementedError
+
+    def finish(self, measured: Tensor) -> Tensor:
+        """The values from what `measure` returned, computed when they go to the host: a
+        measurement may keep a copy of its inputs at each step and do its arithmetic here,
+        for many steps in a row (FromInitialWeights)."""
+        return measured
 
     def extra_state(self) -> dict:
         """What the measurement needs beyond its history to resume (e.g. w_0)."""
@@ -106,7 +113,8 @@ class StepSeries(L.Callback):
         if not self._pending:
             return
         steps = [s for s, _ in self._pending]
-        rows = torch.stack([v for _, v in self._pending]).cpu().tolist()
+        with torch.no_grad():
+            rows = torch.stack([self.finish(v) for _, v in self._pending]).cpu().tolist()
         self._pending.clear()
         for step, row in zip(steps, rows, strict=True):
             self.history.append((step, row[0]))

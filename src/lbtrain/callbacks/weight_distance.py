@@ -37,9 +37,18 @@ class FlatWeights:
         return sums.index_add_(0, self.layer_index, values)
 
 
+# A step of a small model leaves the code of the distance's tensor ops cold: each op then
+# costs ~10-25 us on a CPU, several times its cost when run again right away (README,
+# "Benchmarks"). A series whose weights fit this many bytes, times its flush interval, keeps
+# a copy of them at each step (one op) and computes its values at the flush, step by step
+# with the same ops: the same numbers, which do not depend on when a flush comes.
+DEFER_BYTES = 16 * 2**20
+
+
 class FromInitialWeights(StepSeries):
     """A series that compares the weights with w_0, the run's first; w_0 is saved in
-    checkpoints, so a resumed run keeps measuring from the original initialisation."""
+    checkpoints, so a resumed run keeps measuring from the original initialisation. A
+    subclass defines `values(w)`: the series' values for the flat weights w."""
 
     def __init__(self, flush_every_n_steps: int = 100, per_layer: bool = False) -> None:
         super().__init__(flush_every_n_steps)
@@ -54,6 +63,17 @@ class FromInitialWeights(StepSeries):
             raise RuntimeError(f"{self.name}: checkpointed w_0 does not match the model")
         self.w0 = now.clone() if self.w0 is None else self.w0.to(now.device, now.dtype)
         self.sub_names = self.weights.layer_names if self.per_layer else []
+        self.deferred = now.numel() * now.element_size() * self.flush_every_n_steps <= DEFER_BYTES
+
+    def values(self, w: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def measure(self, pl_module: L.LightningModule) -> Tensor:
+        w = self.weights.read()  # a copy: later steps do not change it
+        return w if self.deferred else self.values(w)
+
+    def finish(self, measured: Tensor) -> Tensor:
+        return self.values(measured) if self.deferred else measured
 
     def extra_state(self) -> dict:
         return {"w0": self.w0.cpu() if self.w0 is not None else None}
@@ -71,9 +91,8 @@ class WeightDistance(FromInitialWeights):
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.track([(n, p) for n, p in pl_module.named_parameters() if p.requires_grad])
 
-    def measure(self, pl_module: L.LightningModule) -> Tensor:
-        flat = self.weights.read()
+    def values(self, w: Tensor) -> Tensor:
         if not self.per_layer:
-            return torch.dist(flat, self.w0).view(1)
-        per_layer = self.weights.per_layer_sum((flat - self.w0).square())
+            return torch.dist(w, self.w0).view(1)
+        per_layer = self.weights.per_layer_sum((w - self.w0).square())
         return torch.cat([per_layer.sum().view(1), per_layer]).sqrt()
