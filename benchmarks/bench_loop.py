@@ -233,9 +233,8 @@ def main() -> None:
     for name, s in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {s:.3f} | {s / fit:.1%} |")
     rest = fit - sum(spent.values())
-    print(
-        f"| the rest: Lightning's loop, lbtrain's module, the math | {rest:.3f} | {rest / fit:.1%} |"
-    )
+    rest_name = "the rest: Lightning's loop, lbtrain's module, the math"
+    print(f"| {rest_name} | {rest:.3f} | {rest / fit:.1%} |")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,17 @@ def timed(measurement: type) -> type:
                 {"hook_seconds": 0.0, **{hook: timing(hook) for hook in HOOKS}})  # fmt: skip
 
 
+def at_each_step(measurement: type) -> type:
+    """A weight series with its arithmetic at every step, as a model too large to keep copies
+    of its weights until the flush gets it (lbtrain.callbacks.weight_distance.DEFER_BYTES)."""
+
+    def track(self, named) -> None:
+        measurement.track(self, named)
+        self.deferred = False
+
+    return type(measurement.__name__, (measurement,), {"track": track, "label": "at each step"})
+
+
 def fit_mnist1d(tmp: str, steps: int, callbacks: list) -> float:
     cfg = compose_config(
         ["logger=csv", "callbacks=none", f"paths.data_dir={tmp}/data",
@@ -93,7 +104,14 @@ def main() -> None:
         "MNIST-1D cnn1d, batch 32": (
             fit_mnist1d,
             args.steps,
-            [WeightDistance, AngularDistance, NoiseScale, Sharpness],
+            [
+                WeightDistance,
+                at_each_step(WeightDistance),
+                AngularDistance,
+                at_each_step(AngularDistance),
+                NoiseScale,
+                Sharpness,
+            ],
         ),
         "ResNet-44, batch 128": (fit_resnet44, 8, [WeightDistance]),
     }
@@ -113,7 +131,10 @@ def main() -> None:
             without = statistics.median(base)
             for measurement, (times, hooks) in runs.items():
                 every = measurement().every_n_steps
-                print(f"| {name} | {measurement.name} | every {every} steps | {steps} | "
+                label = measurement.name
+                if hasattr(measurement, "label"):
+                    label += f" ({measurement.label})"
+                print(f"| {name} | {label} | every {every} steps | {steps} | "
                       f"{without / steps * 1e3:.2f} ms | {statistics.median(times) / without:.3f}x"
                       f" | {statistics.median(hooks) / without:.2%} |")  # fmt: skip
 
