@@ -173,6 +173,25 @@ def time_parts(trainer: L.Trainer, spent: dict) -> None:
             setattr(logger, method, timed(name, getattr(logger, method)))
 
 
+def wandb_log_seconds(run_dir: str, calls: int = 500) -> float:
+    """One `run.log` of a measurement row into an offline W&B run, outside any training,
+    timed over `calls` calls (after as many for warm-up): what each row costs a step."""
+    import wandb
+
+    run = wandb.init(mode="offline", dir=run_dir, project="bench_loop")
+    run.define_metric("trainer/global_step")  # as Lightning's WandbLogger defines them
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    row = {"weight_distance": 1.0, "angular_distance": 0.1}
+    for step in range(calls):
+        run.log({**row, "trainer/global_step": step})
+    start = time.perf_counter()
+    for step in range(calls, 2 * calls):
+        run.log({**row, "trainer/global_step": step})
+    seconds = (time.perf_counter() - start) / calls
+    run.finish()
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
@@ -214,6 +233,7 @@ def main() -> None:
         fit = lightning_loop(config([], f"{tmp}/parts"), f"{tmp}/parts", spent)
         if "wandb" in sys.modules:
             sys.modules["wandb"].finish()
+        wandb_call = wandb_log_seconds(f"{tmp}/wandb")
 
     plain, bare = times["plain PyTorch loop"], next(t for n, t in times.items() if "bare" in n)
     print(
@@ -235,6 +255,9 @@ def main() -> None:
     rest = fit - sum(spent.values())
     rest_name = "the rest: Lightning's loop, lbtrain's module, the math"
     print(f"| {rest_name} | {rest:.3f} | {rest / fit:.1%} |")
+    print(
+        f"\nW&B `run.log` of one row, offline, outside training: {wandb_call * 1e3:.3f} ms a call"
+    )
 
 
 if __name__ == "__main__":

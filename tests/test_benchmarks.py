@@ -1,6 +1,7 @@
 """`make bench-gpu`: on a machine without CUDA it skips in one line; its code path runs on
 CPU as a smoke test (the numbers in the README come from a GPU)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,20 @@ def test_gpu_benchmark_rejects_an_unknown_device():
     result = subprocess.run([sys.executable, str(BENCH), "--device", "tpu"], capture_output=True,
                             text=True)  # fmt: skip
     assert result.returncode == 2 and "invalid choice: 'tpu'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("bench_dispatch.py", ["--n", "10"], "| the same, only the hooks a callback defines |"),
+        ("bench_loop.py", ["--repeats", "1", "--epochs", "1"], "| default run, `logger=csv` |"),
+    ],
+)
+def test_cpu_benchmarks_run(tmp_path, script, args, expected):
+    """`make bench` keeps working: each CPU benchmark runs end to end, briefly."""
+    path = BENCH.with_name(script)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=600, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert expected in result.stdout
