@@ -37,11 +37,12 @@ class FlatWeights:
         return sums.index_add_(0, self.layer_index, values)
 
 
-# A step of a small model leaves the code of the distance's tensor ops cold: each op then
-# costs ~10-25 us on a CPU, several times its cost when run again right away (README,
-# "Benchmarks"). A series whose weights fit this many bytes, times its flush interval, keeps
-# a copy of them at each step (one op) and computes its values at the flush, step by step
-# with the same ops: the same numbers, which do not depend on when a flush comes.
+# A step of a small model leaves the code of the distance's tensor ops cold: on a CPU each
+# op then costs several times what it costs when run again right away. A series whose
+# weights fit this many bytes, times its flush interval, keeps a copy of them at each step
+# (one op) and computes its values at the flush, step by step with the same ops: the same
+# numbers, which do not depend on when a flush comes (README, "Benchmarks": the hook time
+# with and without).
 DEFER_BYTES = 16 * 2**20
 
 
