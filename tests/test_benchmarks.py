@@ -1,5 +1,6 @@
 """`make bench-gpu`: on a machine without CUDA it skips in one line; its code path runs on
-CPU as a smoke test (the numbers in the README come from a GPU)."""
+CPU as a smoke test (the numbers in the README come from a GPU). The CPU benchmarks of
+`make bench` run end to end, briefly."""
 
 import os
 import subprocess
