@@ -107,6 +107,16 @@ CASES = [
         "callbacks.noise_scale.granularity=accumulation: under DDP the micro-batch gradients",
     ),  # fmt: skip
     (["callbacks=all", "callbacks.noise_scale.ema_decay=1"], "ema_decay=1 must be in [0, 1)"),
+    (
+        ["callbacks=all", "batch_size=30"],
+        "callbacks.noise_scale.chunks=4: a per-device batch of 30 does not split into 4 "
+        "chunks of 7",
+    ),
+    (
+        ["callbacks=all", "batch_size=40", "ghost_batch_size=16"],
+        "callbacks.noise_scale.chunks=4: a per-device batch of 40 does not split into ghost "
+        "batches of 16",
+    ),
     (["optim.optimizer=rmsprop"], "optim.optimizer=rmsprop: use sgd, lars, adamw, lamb"),
     (
         ["optim.optimizer=adamw", "lr_scaling=linear"],

@@ -96,6 +96,25 @@ class NoiseScale(StepSeries):
                 f"callbacks.noise_scale.chunks={self.chunks}: the per-device batch "
                 f"{plan.micro_batch} has fewer samples; use a larger batch_size or fewer chunks"
             )
+        per_device = {plan.per_device_batch_at(p.start_epoch) for p in plan.phases}
+        for batch in sorted(per_device or {plan.micro_batch}) if mode == "chunks" else ():
+            size = batch * plan.batch_augment  # the samples a step's batch holds
+            chunk = self._chunk_size(size, self._ghost(plan))
+            if size % chunk:  # every measurement would be skipped: a series of NaN
+                what = "ghost batches of" if self._ghost(plan) else f"{self.chunks} chunks of"
+                raise ConfigError(
+                    f"callbacks.noise_scale.chunks={self.chunks}: a per-device batch of {size} "
+                    f"does not split into {what} {chunk}; use a batch_size it divides"
+                )
+
+    @staticmethod
+    def _ghost(plan) -> int | None:
+        """Under GBN the chunks are the ghost batches: their gradients average to training's."""
+        ghost = plan.ghost_batch_size
+        return ghost if ghost and plan.micro_batch // ghost >= 2 else None
+
+    def _chunk_size(self, batch: int, ghost: int | None) -> int:
+        return ghost or batch // self.chunks
 
     def _mode(self, world_size: int, accumulate: int) -> str:
         if self.granularity != "auto":
@@ -113,9 +132,7 @@ class NoiseScale(StepSeries):
         self.mode = self._mode(plan.world_size, plan.accumulate)
         self.model = getattr(pl_module.model, "_orig_mod", pl_module.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        # under GBN the chunks are the ghost batches: their gradients average to training's
-        ghost = plan.ghost_batch_size
-        self.ghost = ghost if ghost and plan.micro_batch // ghost >= 2 else None
+        self.ghost = self._ghost(plan)
         self.optimizer = trainer.optimizers[0]
         self._temperature = torch.zeros((), device=pl_module.device)
         self._micro: list[tuple[int, Tensor | None]] = []  # (size, |g_micro|^2) this step
@@ -174,7 +191,7 @@ class NoiseScale(StepSeries):
     def _measure_chunks(self, x: Tensor, y: Tensor) -> None:
         # the ghost batches, or `chunks` equal parts of this batch (which a batch-size
         # schedule grows: the chunks grow with it)
-        chunk = self.ghost or len(y) // self.chunks
+        chunk = self._chunk_size(len(y), self.ghost)
         if len(y) % chunk or len(y) // chunk < 2:
             return  # e.g. the short last batch of an epoch: no two batch sizes
         sq_small, total = 0.0, None
