@@ -10,7 +10,10 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 from nbclient import NotebookClient
+
+from lbtrain import report
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "generalization_gap.ipynb"
 pytestmark = pytest.mark.xdist_group("tiny_sweep")
@@ -140,3 +143,29 @@ def test_a_recipe_that_changes_the_optimizer_is_compared_with_sb(tmp_path, data_
     )
     assert table.loc["LARS", "samples processed"] == table.loc["SB", "samples processed"] == 8000
     assert float(table.loc["LARS", "train time (s)"]) > 0
+
+
+def test_a_recipe_from_the_users_config_dir_is_compared_with_sb(tmp_path):
+    """A recipe in the user's config dir (`hydra.searchpath=[file://...]`) sets an optimizer:
+    its keys come from that file, so its row's gap is to SB, not +0.00 to itself."""
+    my_conf = tmp_path / "my_conf" / "recipe"
+    my_conf.mkdir(parents=True)
+    (my_conf / "mylars.yaml").write_text(
+        "# @package _global_\nbatch_size: 1024\noptim:\n  optimizer: lars\n  lr: 0.625\n"
+    )
+    runs = {"sb": (32, "sgd", 0.1, 0.95), "mylars": (1024, "lars", 0.625, 0.90)}
+    for recipe, (batch, optimizer, lr, acc) in runs.items():
+        run_dir = tmp_path / "sweep" / recipe
+        (run_dir / ".hydra").mkdir(parents=True)
+        config = {"batch_size": batch, "seed": 0, "optim": {"optimizer": optimizer, "lr": lr}}
+        for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+            path.write_text(yaml.safe_dump(config))
+        runtime = {"cwd": str(tmp_path), "choices": {"recipe": recipe}, "config_sources": [
+            {"path": "lbtrain.conf", "schema": "pkg", "provider": "main"},
+            {"path": "my_conf", "schema": "file", "provider": "command-line"}]}  # fmt: skip
+        (run_dir / ".hydra" / "hydra.yaml").write_text(
+            yaml.safe_dump({"hydra": {"runtime": runtime}})
+        )
+        (run_dir / "summary.json").write_text(json.dumps({"val/acc": acc, "global_step": 1}))
+    table = report.table(report.find_runs([tmp_path / "sweep"])).set_index("run")
+    assert float(table.loc["mylars", "gap to SB (points)"]) == pytest.approx(-5.0)

@@ -24,7 +24,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from importlib.resources import files
 from pathlib import Path
 
@@ -70,6 +70,7 @@ class Run:
     choices: dict
     summary: dict | None  # None: the job failed or has not finished
     metrics: pd.DataFrame = field(repr=False)
+    config_dirs: tuple[str, ...] = ()  # the user's config dirs the run was composed from
 
     @property
     def label(self) -> str:
@@ -147,14 +148,21 @@ def find_runs(paths: list[Path]) -> list[Run]:
 def load_run(run_dir: Path) -> Run:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    choices = {}
+    choices, config_dirs = {}, ()
     if hydra_file.exists():
-        choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"]
+        runtime = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]
+        choices = runtime["choices"]
+        config_dirs = tuple(
+            str(Path(runtime.get("cwd", ".")) / source["path"])  # a relative dir: from its cwd
+            for source in runtime.get("config_sources", [])
+            if source["schema"] == "file"
+        )
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
     metrics_file = run_dir / "csv" / "metrics.csv"
     metrics = pd.read_csv(metrics_file) if metrics_file.exists() else pd.DataFrame()
-    return Run(run_dir, config, {k: str(v) for k, v in choices.items()}, summary, metrics)
+    choices = {k: str(v) for k, v in choices.items()}
+    return Run(run_dir, config, choices, summary, metrics, config_dirs)
 
 
 def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -178,13 +186,19 @@ RECIPE_KEYS = ("batch_size", "large_batch_size", "lr_scaling", "ghost_batch_size
 
 
 def recipe_keys(run: Run) -> set[str]:
-    """The keys a run's recipe sets (conf/recipe/<name>.yaml), e.g. LARS's optimizer and LR:
-    a row that differs from SB only in those compares with that SB."""
-    name = run.choices.get("recipe")
-    path = files("lbtrain.conf") / "recipe" / f"{name}.yaml"
-    if not name or not path.is_file():
-        return set(RECIPE_KEYS)
-    return set(RECIPE_KEYS) | set(_flatten(yaml.safe_load(path.read_text()) or {}))
+    """The keys a run's recipe sets (recipe/<name>.yaml, lbtrain's or in the user's config
+    dirs), e.g. LARS's optimizer and LR: a row that differs from SB only in those compares
+    with that SB."""
+    return _recipe_keys(run.choices.get("recipe"), run.config_dirs)
+
+
+@cache
+def _recipe_keys(name: str | None, config_dirs: tuple[str, ...]) -> frozenset[str]:
+    folders = [files("lbtrain.conf") / "recipe", *(Path(d) / "recipe" for d in config_dirs)]
+    path = next((f / f"{name}.yaml" for f in folders if name and (f / f"{name}.yaml").is_file()),
+                None)  # fmt: skip
+    recipe = (yaml.safe_load(path.read_text()) or {}) if path else {}
+    return frozenset(RECIPE_KEYS) | frozenset(_flatten(recipe))
 
 
 def _without(key: tuple, keys: set[str]) -> tuple:
