@@ -383,7 +383,8 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
 def grid_edges(df: pd.DataFrame, runs: list[Run]) -> list[str]:
     """Batch sizes whose best configuration has the smallest or largest optim.lr tried at
     that size: the LR grid may not bracket their fastest LR (S(B) is then an upper bound)."""
-    lr_of = {row_names(runs)[r.identity]: r.config["optim"]["lr"] for r in runs}
+    names = row_names(runs)
+    lr_of = {names[r.identity]: r.config["optim"]["lr"] for r in runs}
     notes = []
     for batch, rows in df.groupby("batch size"):
         tried = sorted({lr_of[name] for name in rows["run"]})
