@@ -8,9 +8,9 @@ LR schedule, with lr' / B' = gamma lr / B. Batches change at epoch boundaries, s
 milestones must be whole epochs; the batches are real, larger ones, never accumulated.
 """
 
-import math
 from dataclasses import dataclass
 
+from lbtrain.data.in_memory import batches_per_epoch
 from lbtrain.errors import ConfigError
 
 
@@ -21,9 +21,8 @@ class Phase:
     lr_factor: float  # times the run's (scaled) LR
 
     def steps_per_epoch(self, num_train: int, world_size: int) -> int:
-        """Steps of one epoch: each device takes its share (the leftover dropped, as the
-        in-memory loader does) in batches of batch_size / world_size, the last one short."""
-        return math.ceil((num_train // world_size) / (self.batch_size // world_size))
+        """Steps of one epoch: the in-memory loader's batches of batch_size / world_size."""
+        return batches_per_epoch(num_train, self.batch_size // world_size, world_size)
 
 
 def grow_phases(

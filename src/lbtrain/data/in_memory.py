@@ -9,6 +9,12 @@ from lbtrain.data.order import epoch_permutation
 from lbtrain.errors import ConfigError
 
 
+def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Training batches per epoch on each rank: its equal share of n shuffled samples (the
+    leftover dropped) in batches of `batch_size`, the last one short."""
+    return -(-(n // world_size) // batch_size)
+
+
 class InMemoryLoader:
     """Iterates (x, y) batches of tensors that already live on the training device.
 
@@ -60,7 +66,9 @@ class InMemoryLoader:
 
     def __len__(self) -> int:
         n = len(self.x)
-        per_rank = n // self.world_size if self.shuffle else -(-(n - self.rank) // self.world_size)
+        if self.shuffle:  # training: each rank an equal share, the leftover dropped
+            return batches_per_epoch(n, self._batch_size(), self.world_size)
+        per_rank = -(-(n - self.rank) // self.world_size)  # evaluation: every sample once
         return -(-per_rank // self._batch_size())
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
