@@ -63,7 +63,7 @@ TABLE1_BEYOND_REPORT ?= $(TABLE1_BEYOND_DIR)/report
 table1-beyond: SWEEP = experiment=mnist1d_table1 recipe=lb_lr_gbn_ra,sb,lars,grow,batch_aug seed=0,1,2
 table1-beyond: SWEEP_DIR = $(TABLE1_BEYOND_DIR)
 table1-beyond: REPORT = $(TABLE1_BEYOND_REPORT)
-table1-beyond: $(STAMP) ## the computational gap: LARS, batch-size schedule, batch augmentation vs SB and +RA (~5 min)
+table1-beyond: $(STAMP) ## the computational gap: LARS, batch-size schedule, batch augmentation vs SB and +RA (15 runs, ~5 min on 2 CPU cores)
 	$(sweep_and_report)
 
 # The critical batch size on MNIST-1D: 8 batch sizes x 5 LRs (a per-B grid around the sqrt
