@@ -18,8 +18,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from lightning.fabric.plugins.environments import ClusterEnvironment
 
 
@@ -61,6 +63,60 @@ def job_scope() -> Iterator[None]:
             dist.destroy_process_group()
         os.environ.clear()
         os.environ.update(env)
+
+
+def use_slurm_cpus() -> str:
+    """Torch threads follow the CPUs SLURM gave this task (SLURM_CPUS_PER_TASK) unless the
+    user set OMP_NUM_THREADS, so that jobs sharing a node do not oversubscribe it (torch
+    would take every core of the node). Returns the run log's line."""
+    given, cpus = os.environ.get("OMP_NUM_THREADS"), os.environ.get("SLURM_CPUS_PER_TASK")
+    if given is None and cpus:
+        os.environ["OMP_NUM_THREADS"] = cpus  # Lightning's DDP keeps it; workers inherit it
+        torch.set_num_threads(int(cpus))
+        source = f"SLURM_CPUS_PER_TASK={cpus}"
+    else:
+        source = f"OMP_NUM_THREADS={given}" if given else "torch's default: all cores"
+    return f"torch threads: {torch.get_num_threads()} ({source})"
+
+
+def check_launcher_layout(cfg) -> None:
+    """Before a submitit launcher submits anything: its processes per node and nodes must be
+    the trainer's devices and nodes. Otherwise Lightning waits for ranks that never start,
+    or trains at a world size other than the one the batch arithmetic assumed."""
+    from lbtrain.errors import ConfigError
+
+    launcher = cfg.hydra.launcher
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return
+    pairs = (("tasks_per_node", "devices"), ("nodes", "num_nodes"))
+    swept = [o.split("=", 1)[0] for o in cfg.hydra.overrides.task if "," in o]
+    for task_key, trainer_key in pairs:
+        if f"trainer.{trainer_key}" in swept:
+            raise ConfigError(
+                f"trainer.{trainer_key} is swept, but hydra.launcher.{task_key} is one value for "
+                f"the whole sweep; launch one sweep per trainer.{trainer_key}"
+            )
+        tasks, trainer = launcher.get(task_key), cfg.trainer.get(trainer_key)
+        if isinstance(trainer, int) and tasks != trainer:
+            raise ConfigError(
+                f"hydra.launcher.{task_key}={tasks} but trainer.{trainer_key}={trainer}: SLURM "
+                f"would start {tasks} process(es) where Lightning expects {trainer}; set both "
+                "alike (the slurm launcher config derives them from the trainer)"
+            )
+
+
+class LauncherLayoutCheck(Callback):
+    """Hydra callback (conf/train.yaml): runs `check_launcher_layout` in the submitting
+    process, before the launcher submits the sweep's jobs."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from lbtrain.errors import ConfigError
+
+        try:
+            check_launcher_layout(config)
+        except ConfigError as e:
+            print(f"lbtrain: error: {e}", file=sys.stderr)
+            sys.exit(2)
 
 
 class SubmititEnvironment(ClusterEnvironment):

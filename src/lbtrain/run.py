@@ -30,6 +30,7 @@ from lbtrain.batch_schedule import check_fits
 from lbtrain.callbacks.dispatch import skip_undefined_batch_hooks
 from lbtrain.callbacks.preemption import (
     REQUEUE_CHECKPOINT,
+    NotRequeued,
     Preempted,
     Preemption,
     requeue_if_on_slurm,
@@ -235,6 +236,7 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None, requeue: Path) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
+    log.info(distributed.use_slurm_cpus())
     if rank_zero_only.rank == 0:
         check_run_dir(run_dir, cfg.ckpt_path, requeue)
     trainer, module, datamodule = build(cfg, run_dir)
@@ -295,11 +297,21 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         print(f"lbtrain: error: {e}", file=sys.stderr)
         sys.exit(2)
     except Preempted as e:
-        requeue_if_on_slurm()
-        print(
-            f"lbtrain: preempted; run again in the same run dir to resume from {e}", file=sys.stderr
-        )
+        done = requeue_if_on_slurm() if e.requeue else None
+        then = f"{done}; it resumes from {e.path}" if done else (
+            "rank 0 requeues the job" if not e.requeue else
+            f"run the same command again in {e.path.parent.parent} to resume from {e.path}"
+        )  # fmt: skip
+        print(f"lbtrain: preempted ({e.signal}) at step {e.step}: {then}", file=sys.stderr)
         sys.exit(EXIT_PREEMPTED)
+    except NotRequeued as e:
+        hydra = HydraConfig.get()
+        resume = " ".join(["python -m lbtrain.run", *hydra.overrides.task,
+                           f"hydra.run.dir={hydra.runtime.output_dir}"])  # fmt: skip
+        message = f"lbtrain: job {e}; resume it with: {resume}"
+        log.error(message)
+        print(message, file=sys.stderr)
+        raise  # under submitit: the job is recorded as ended, and the sweep returns
 
 
 def check_explicit_dirs(overrides: list[str], multirun: bool) -> None:

@@ -4,11 +4,15 @@ lbtrain owns the checkpoint (not Lightning's SLURM-only auto-requeue), so it wor
 under SLURM, submitit and a plain shell. SLURM sends the signal ahead of a time limit or a
 preemption (`#SBATCH --signal=USR1@120`; submitit: `signal_delay_s`, with lbtrain setting
 SUBMITIT_PREEMPT_SIGNAL=USR1). At the next step boundary the job saves
-`<job dir>/checkpoints/requeue.ckpt` and stops without writing a summary. Then whoever
-handled the signal before training started requeues the job: submitit's own handler
-(which knows its requeue protocol), or else `scontrol requeue` under SLURM. When the job
-starts again in the same directory, `lbtrain.run` resumes from that checkpoint, with the
-same W&B run id.
+`<job dir>/checkpoints/requeue.ckpt` and stops without writing a summary. Under DDP the ranks
+agree on the step, and on the signal, so one rank's signal stops them all.
+
+Global rank 0 alone requeues, once per signal. The signal goes on to the handler of whoever
+handled it before training started: submitit's, which requeues a timed-out job (USR1) its
+own way and counts it against `max_num_timeout`, and ignores SIGTERM. If that handler returns
+(SIGTERM, or no submitit), lbtrain runs `scontrol requeue` under SLURM; a SLURM requeue or
+preemption that is already under way makes that a no-op. When the job starts again in the
+same directory, `lbtrain.run` resumes from the checkpoint, with the same W&B run id.
 """
 
 import logging
@@ -18,13 +22,26 @@ import subprocess
 from pathlib import Path
 
 import lightning as L
+import torch
 
 log = logging.getLogger(__name__)
 REQUEUE_CHECKPOINT = "requeue.ckpt"
 
 
 class Preempted(Exception):
-    """Raised inside fit() once the requeue checkpoint is on disk."""
+    """Raised inside fit() once the requeue checkpoint is on disk. `requeue`: whether this
+    process is the one to put the job back in the queue (global rank 0)."""
+
+    def __init__(self, path: Path, step: int, signum: int, requeue: bool) -> None:
+        super().__init__(str(path))
+        self.path, self.step, self.requeue = path, step, requeue
+        self.signal = signal.Signals(signum).name
+
+
+class NotRequeued(Exception):
+    """The launcher refused to requeue a checkpointed job (e.g. submitit, once a job has
+    timed out `max_num_timeout` times). An Exception, not an exit: submitit then records the
+    job as ended, and the sweep that waits for it returns."""
 
 
 class Preemption(L.Callback):
@@ -58,22 +75,29 @@ class Preemption(L.Callback):
         accumulate = trainer.accumulate_grad_batches
         if batch_idx % accumulate:
             return
-        stop = self.received is not None
-        if trainer.world_size > 1:  # every rank stops at the same step
+        signum = self.received or 0
+        if trainer.world_size > 1:  # every rank stops at the same step, on the same signal
             if (batch_idx // accumulate) % self.ddp_check_every_n_steps:
                 return
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop:
+            signum = int(trainer.strategy.reduce(torch.tensor(signum), reduce_op="max"))
+        if signum:
             trainer.save_checkpoint(self.path)
             log.warning(
-                "signal %s: saved %s at step %d; stopping", self.received, self.path,
+                "%s: saved %s at step %d; stopping", signal.Signals(signum).name, self.path,
                 trainer.global_step,
             )  # fmt: skip
-            previous = self._previous.get(self.received)
+            previous = self._previous.get(signum)
             self.teardown(trainer, pl_module, "fit")
-            if _hands_over(previous):  # e.g. submitit: it requeues the job its own way
-                previous(self.received, None)
-            raise Preempted(str(self.path))
+            if trainer.is_global_zero and _hands_over(previous):
+                try:  # submitit: requeues and exits, or refuses
+                    previous(signum, None)
+                except Exception as e:
+                    raise NotRequeued(
+                        f"stopped at step {trainer.global_step} on {signal.Signals(signum).name}"
+                        f" and not requeued ({type(e).__name__}: {e}); its state is in "
+                        f"{self.path}"
+                    ) from None
+            raise Preempted(self.path, trainer.global_step, signum, trainer.is_global_zero)
 
     def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         for signum, handler in self._previous.items():
@@ -90,10 +114,14 @@ def _hands_over(handler) -> bool:
     return not owner.startswith(("lightning", "pytorch_lightning"))
 
 
-def requeue_if_on_slurm() -> None:
-    """Put this SLURM job back in the queue (a no-op outside SLURM)."""
+def requeue_if_on_slurm() -> str | None:
+    """Put this SLURM job back in the queue; what happened, or None outside SLURM."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
-    if job:
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        log.warning("scontrol requeue %s: %s", job, result.returncode or "ok")
+    if not job:
+        return None
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode == 0:
+        return f"requeued SLURM job {job}"
+    # e.g. "Job is pending execution": SLURM requeues it itself (scontrol requeue, preemption)
+    return f"SLURM job {job} not requeued by lbtrain: {result.stderr.strip() or result.returncode}"

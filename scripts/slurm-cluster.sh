@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on this machine, for testing and trying lbtrain's cluster path
+# (hydra/launcher=slurm, requeue, preemption drills). NOT a production cluster setup: one
+# node, root daemons, no accounting, no cgroups, a throwaway munge key.
+#
+#   scripts/slurm-cluster.sh up     # install slurm-wlm + munge if missing, start the daemons
+#   scripts/slurm-cluster.sh down   # stop the daemons it started (by their pid files)
+#
+# Everything it writes (config, munge key and socket, state, spool, logs, pid files) lives in
+# $SLURM_DIR (default: .slurm/ in the repository). Clients find the cluster through
+# SLURM_CONF=$SLURM_DIR/slurm.conf; `up` prints the export line.
+set -euo pipefail
+
+DIR=$(realpath -m "${SLURM_DIR:-$(dirname "$0")/../.slurm}")
+CONF=$DIR/slurm.conf
+MUNGE_SOCKET=$DIR/munge/munge.socket
+# slurmctld, slurmd and munged, each with its pid file (the only way `down` finds them)
+PIDS=("$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munge/munged.pid")
+
+fail() { echo "slurm-cluster: $*" >&2; exit 1; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+check_host() {
+  [ "$(uname -s)" = Linux ] || fail "needs Linux (this is $(uname -s)); use a real cluster instead"
+  [ "$(id -u)" = 0 ] || fail "needs root (its daemons run as root); run it with sudo"
+  if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
+     || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
+    command -v apt-get >/dev/null || fail "slurm-wlm and munge are not installed and there is no apt-get to install them"
+    echo "slurm-cluster: installing slurm-wlm and munge with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      slurm-wlm munge >/dev/null || fail "apt-get install slurm-wlm munge failed"
+  fi
+}
+
+write_config() {
+  local host cpus mem_mb
+  host=$(hostname -s)
+  cpus=$(nproc)
+  # all but 1 GiB of the machine's memory, in MiB, for jobs' --mem requests
+  mem_mb=$(awk '/MemTotal/ {m = int($2 / 1024) - 1024; print (m > 512 ? m : 512)}' /proc/meminfo)
+  cat >"$CONF" <<EOF
+# Written by scripts/slurm-cluster.sh: a one-node test cluster ($cpus CPUs, $mem_mb MiB).
+ClusterName=lbtrain
+SlurmctldHost=$host
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+# cred_expire=10: a requeued job may start again ~11 s later, not after the default 2 min
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MpiDefault=none
+SwitchType=switch/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+ReturnToService=2
+# finished jobs stay visible to scontrol for 5 minutes (their Restarts count, their state)
+MinJobAge=300
+NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+up() {
+  check_host
+  mkdir -p "$DIR"/{log,state,spool,munge}
+  chmod 755 "$DIR/munge"  # munged wants its socket's dir readable, not writable, by others
+  [ -f "$DIR/munge.key" ] || { head -c 1024 /dev/urandom >"$DIR/munge.key"; chmod 600 "$DIR/munge.key"; }
+  write_config
+  alive "$DIR/munge/munged.pid" || munged --force --key-file="$DIR/munge.key" \
+    --socket="$MUNGE_SOCKET" --pid-file="$DIR/munge/munged.pid" \
+    --seed-file="$DIR/munge/munged.seed" --log-file="$DIR/log/munged.log"
+  alive "$DIR/slurmctld.pid" || slurmctld -f "$CONF"
+  alive "$DIR/slurmd.pid" || slurmd -f "$CONF"
+  export SLURM_CONF=$CONF
+  for _ in $(seq 30); do  # until the node takes jobs
+    state=$(sinfo -h -o %T 2>/dev/null || true)
+    case "$state" in idle*|mixed*|allocated*) break ;; esac
+    sleep 1
+  done
+  case "$state" in
+    idle*|mixed*|allocated*) ;;
+    *) fail "the node did not come up (state '${state:-none}'); see $DIR/log/" ;;
+  esac
+  echo "slurm-cluster: up, 1 node, $(nproc) CPUs, partition debug; logs in $DIR/log"
+  echo "export SLURM_CONF=$CONF"
+}
+
+down() {
+  if alive "$DIR/slurmctld.pid"; then  # jobs first, so that no training process outlives slurmd
+    SLURM_CONF=$CONF scancel --full --user="$(id -un)" 2>/dev/null || true
+    sleep 1
+  fi
+  for pidfile in "${PIDS[@]}"; do
+    alive "$pidfile" || { rm -f "$pidfile"; continue; }
+    pid=$(cat "$pidfile")
+    kill "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    rm -f "$pidfile"
+  done
+  echo "slurm-cluster: down"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) fail "usage: $0 up|down" ;;
+esac
