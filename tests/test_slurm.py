@@ -186,12 +186,13 @@ def test_torch_threads_follow_the_cpus_slurm_gave(sweeps, cpus):
 
 
 def test_a_layout_that_contradicts_the_trainer_is_refused_before_submission(sweeps):
-    for wrong in ("hydra.launcher.tasks_per_node=1", "hydra.launcher.nodes=2"):
+    for wrong in ("hydra.launcher.tasks_per_node=1", "hydra.launcher.nodes=2",
+                  "hydra.launcher.timeout_min=1"):  # signal_delay_s=120 would kill it at once
         sweep = sweeps().start("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", wrong)
         code, out = sweep.wait()
         assert code == 2, out[-3000:]
         (line,) = [line for line in out.splitlines() if line.startswith("lbtrain: error:")]
-        assert wrong.split("=")[0] in line and "trainer." in line
+        assert wrong.split("=")[0] in line
         assert sweep.jobs() == []  # nothing submitted
 
 
@@ -291,8 +292,8 @@ def test_a_job_out_of_requeues_ends_with_one_clear_line(sweeps):
     requeued; the job keeps its checkpoint and says how to resume it."""
     pace = ("+callbacks.pace._target_=helpers.Pace", "+callbacks.pace.seconds=0.05")
     sweep = sweeps().start(
-        *RUN, *pace, "hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=0",
-        "hydra.launcher.cpus_per_task=1",
+        *RUN, *pace, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10",
+        "hydra.launcher.max_num_timeout=0", "hydra.launcher.cpus_per_task=1",
     )  # fmt: skip
     job = sweep.job()
     sweep.wait_for_step("0", 20)

@@ -81,13 +81,20 @@ def use_slurm_cpus() -> str:
 
 def check_launcher_layout(cfg) -> None:
     """Before a submitit launcher submits anything: its processes per node and nodes must be
-    the trainer's devices and nodes. Otherwise Lightning waits for ranks that never start,
+    the trainer's devices and nodes, and its time limit must leave room for the signal. Otherwise Lightning waits for ranks that never start,
     or trains at a world size other than the one the batch arithmetic assumed."""
     from lbtrain.errors import ConfigError
 
     launcher = cfg.hydra.launcher
     if "submitit" not in str(launcher.get("_target_", "")):
         return
+    delay, limit = launcher.get("signal_delay_s"), launcher.get("timeout_min")
+    if delay is not None and limit is not None and delay >= 60 * limit:
+        raise ConfigError(
+            f"hydra.launcher.signal_delay_s={delay} is not below the time limit "
+            f"(hydra.launcher.timeout_min={limit}, {60 * limit} s): SLURM would send the "
+            "signal as the job starts, before anything can checkpoint, and kill it"
+        )
     pairs = (("tasks_per_node", "devices"), ("nodes", "num_nodes"))
     swept = [o.split("=", 1)[0] for o in cfg.hydra.overrides.task if "," in o]
     for task_key, trainer_key in pairs:

@@ -115,13 +115,38 @@ class Classifier(L.LightningModule):
         """Wall time spent in training so far, over every session of a resumed run."""
         return self.seconds_before + time.perf_counter() - self._started
 
+    def _running_sums(self) -> list[str]:
+        """The state_dict keys of the epoch's running sums (every state sum-reduced)."""
+        return [f"{name}.{key}" for name in ("train_loss", "train_acc")
+                for key in getattr(self, name)._defaults]  # fmt: skip
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["samples_seen"] = self.samples_seen
         checkpoint["train_seconds"] = self.train_seconds()
+        # Under DDP each rank sums its own shard of the epoch, and torchmetrics adds the
+        # ranks' sums only when it computes; the state_dict holds rank 0's. So the checkpoint
+        # keeps every rank's sums too, and a run resumed mid-epoch reports the same epoch
+        # metrics as one that never stopped, to the bit (see on_load_checkpoint).
+        if self.trainer.world_size > 1:  # every rank saves (Lightning), so all take part
+            state, gather = checkpoint["state_dict"], self.trainer.strategy.all_gather
+            checkpoint["running_sums_per_rank"] = {
+                k: gather(state[k]) for k in self._running_sums()
+            }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.samples_seen = checkpoint.get("samples_seen", 0)
         self.seconds_before = checkpoint.get("train_seconds", 0.0)
+        # Each rank resumes its own sums; at another world size, rank 0 resumes with their
+        # total and the other ranks from zero, which adds up to the same epoch metric.
+        state, rank = checkpoint["state_dict"], self.trainer.global_rank
+        per_rank = checkpoint.get("running_sums_per_rank") or {}
+        for key in self._running_sums():
+            sums = per_rank.get(key)  # None: a checkpoint of one process, its sums the total
+            if sums is not None and len(sums) == self.trainer.world_size:
+                state[key] = sums[rank]
+            else:
+                total = state[key] if sums is None else sums.sum(0)
+                state[key] = total if rank == 0 else torch.zeros_like(total)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_spec.build(self.model, self.plan.lr)
