@@ -5,7 +5,8 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format bench bench-gpu table1 table1-beyond critical-batch clean
+.PHONY: help install train test lint format bench bench-gpu table1 table1-beyond critical-batch \
+	slurm-up slurm-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -79,6 +80,14 @@ critical-batch: REPORT = $(CRITICAL_BATCH_REPORT)
 critical-batch: REPORT_ARGS = --target val/acc=0.85
 critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise scale (~4 min on 2 CPU cores)
 	$(sweep_and_report)
+
+# A one-node SLURM cluster on this machine, for testing and trying lbtrain's cluster path (not a
+# production setup): state, config and logs in .slurm/. `make test` runs the slurm tests on it.
+slurm-up: ## start a one-node SLURM test cluster (root; apt-installs slurm-wlm + munge if missing)
+	scripts/slurm-cluster.sh up
+
+slurm-down: ## stop the SLURM test cluster's daemons (by their pid files) and its jobs
+	scripts/slurm-cluster.sh down
 
 bench: $(STAMP) ## run the benchmarks (speed ratios against baselines in the same run)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

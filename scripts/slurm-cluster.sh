@@ -100,7 +100,7 @@ up() {
 
 down() {
   if alive "$DIR/slurmctld.pid"; then  # jobs first, so that no training process outlives slurmd
-    SLURM_CONF=$CONF scancel --full --user="$(id -un)" 2>/dev/null || true
+    SLURM_CONF=$CONF squeue -h -o %i 2>/dev/null | xargs -r env SLURM_CONF="$CONF" scancel --full || true
     sleep 1
   fi
   for pidfile in "${PIDS[@]}"; do

@@ -34,17 +34,26 @@ RUN = ("trainer.max_epochs=5", "logger=csv", "trainer.deterministic=true")
 DONE = re.compile(r"rank (\d) of (\d) done, config (\w+)")
 
 
-@pytest.fixture(scope="session")
-def slurm_env() -> dict[str, str]:
-    """The environment that reaches the test cluster; skips without one."""
+def cluster_env() -> dict[str, str]:
+    """The environment that reaches the test cluster; skips the module, in one line, without
+    one (not root, no apt-get: `make slurm-up` said why)."""
     conf = os.environ.get("SLURM_CONF") or str(ROOT / ".slurm" / "slurm.conf")
     if shutil.which("sinfo") is None or not Path(conf).is_file():
-        pytest.skip("no SLURM test cluster: run `make slurm-up` (as root) first")
+        pytest.skip("no SLURM test cluster: run `make slurm-up` (as root)", allow_module_level=True)
     env = {**os.environ, "SLURM_CONF": conf}
     state = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
     if state.returncode or not state.stdout.startswith(("idle", "mixed", "allocated")):
-        pytest.skip(f"the SLURM test cluster of {conf} is not up: {state.stderr.strip()}")
+        why = state.stderr.strip() or state.stdout.strip()
+        pytest.skip(f"the SLURM test cluster of {conf} is not up: {why}", allow_module_level=True)
     return env
+
+
+SLURM_ENV = cluster_env()
+
+
+@pytest.fixture
+def slurm_env() -> dict[str, str]:
+    return SLURM_ENV
 
 
 class Sweep:
@@ -185,15 +194,22 @@ def test_torch_threads_follow_the_cpus_slurm_gave(sweeps, cpus):
     assert f"torch threads: {cpus} (SLURM_CPUS_PER_TASK={cpus})" in log
 
 
-def test_a_layout_that_contradicts_the_trainer_is_refused_before_submission(sweeps):
-    for wrong in ("hydra.launcher.tasks_per_node=1", "hydra.launcher.nodes=2",
-                  "hydra.launcher.timeout_min=1"):  # signal_delay_s=120 would kill it at once
-        sweep = sweeps().start("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", wrong)
-        code, out = sweep.wait()
-        assert code == 2, out[-3000:]
-        (line,) = [line for line in out.splitlines() if line.startswith("lbtrain: error:")]
-        assert wrong.split("=")[0] in line
-        assert sweep.jobs() == []  # nothing submitted
+def test_a_layout_that_contradicts_the_trainer_is_refused_before_submission(
+    cli_in_process, slurm_env, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])  # a submission would reach it
+    ddp = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+    for wrong in (
+        "hydra.launcher.tasks_per_node=1",
+        "hydra.launcher.nodes=2",
+        "hydra.launcher.timeout_min=1",
+    ):  # signal_delay_s=120 would kill it at once
+        result = cli_in_process("-m", *SLURM, *ddp, wrong)
+        assert result.returncode == 2, result.stderr[-3000:]
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("lbtrain: error: ") and wrong.split("=")[0] in line
+    sweep = Sweep(tmp_path, slurm_env, tmp_path)
+    assert sweep.jobs() == []  # nothing submitted
 
 
 def test_time_limit_signal_checkpoints_requeues_and_resumes_exactly(sweeps, tmp_path, data_dir):
