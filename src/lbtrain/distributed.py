@@ -81,8 +81,9 @@ def use_slurm_cpus() -> str:
 
 def check_launcher_layout(cfg) -> None:
     """Before a submitit launcher submits anything: its processes per node and nodes must be
-    the trainer's devices and nodes, and its time limit must leave room for the signal. Otherwise Lightning waits for ranks that never start,
-    or trains at a world size other than the one the batch arithmetic assumed."""
+    the trainer's devices and nodes, and its time limit must leave room for the signal.
+    Otherwise Lightning waits for ranks that never start, or trains at a world size other
+    than the one the batch arithmetic assumed."""
     from lbtrain.errors import ConfigError
 
     launcher = cfg.hydra.launcher

@@ -87,7 +87,11 @@ class Preemption(L.Callback):
                 trainer.global_step,
             )  # fmt: skip
             previous = self._previous.get(signum)
-            self.teardown(trainer, pl_module, "fit")
+            # This handler stays until fit() ends and Lightning restores the launcher's: a
+            # SIGTERM that SLURM sends while the job requeues must not reach Lightning's own,
+            # which broadcasts to ranks that may have exited (gloo: "Connection closed by
+            # peer", seen in the 2-rank SLURM drill, inside submitit's requeue).
+            self._previous = {}
             if trainer.is_global_zero and _hands_over(previous):
                 try:  # submitit: requeues and exits, or refuses
                     previous(signum, None)
