@@ -75,6 +75,42 @@ def test_a_finished_run_dir_is_never_overwritten(cli_in_process, tmp_path):
     assert after == before  # refused before Hydra wrote anything
 
 
+def test_resuming_a_finished_run_changes_nothing_on_disk(cli_in_process, tmp_path):
+    """Nothing left to train: no summary rewritten without its metrics, no .hydra/ or run.log
+    of the resume left behind, in the run's dir or in a new one."""
+    first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "logs" / "mine"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    again = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine", ckpt)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"lbtrain: {run} already finished at step 12; nothing to resume" in again.stdout
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before  # summary.json with val/acc, .hydra/, run.log: as they were
+    elsewhere = cli_in_process(*TINY, "logger=csv", ckpt)  # into a new run dir
+    assert elsewhere.returncode == 0 and "nothing to resume" in elsewhere.stdout
+    assert not list((tmp_path / "logs" / "runs").glob("*"))  # the new dir is gone
+
+
+def test_a_summary_is_never_rewritten_with_fewer_keys(cli_in_process, tmp_path):
+    first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "logs" / "mine"
+    summary = json.loads((run / "summary.json").read_text())
+    assert "weight_distance" in summary
+    more = cli_in_process(  # one epoch more, without the weight-distance measurement
+        "trainer.max_epochs=3", "trainer.limit_train_batches=6", "logger=csv",
+        "callbacks.weight_distance=null", "hydra.run.dir=logs/mine",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+    )  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text()) == summary  # kept
+    resumed = json.loads((run / "summary.1.json").read_text())
+    assert resumed["global_step"] == 18 and "weight_distance" not in resumed
+    assert "summary.json kept: this session's summary lacks" in (run / "run.log").read_text()
+
+
 def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli_in_process, tmp_path):
     result = cli_in_process("-m", "batch_size=32,64", *TINY, "logger=csv")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -44,6 +44,8 @@ from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
 from lbtrain.optimizers import LAYERWISE, OptimizerSpec
+from lbtrain.run_dir import note as note_run_dir
+from lbtrain.run_dir import restore as restore_run_dir
 from lbtrain.scaling import make_plan
 
 log = logging.getLogger("lbtrain")
@@ -197,13 +199,15 @@ def use_batch_schedule(trainer: L.Trainer, datamodule, plan, cfg: DictConfig) ->
     trainer.reload_dataloaders_every_n_epochs = 1  # a phase's new batch size
 
 
-def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> None:
-    """A checkpoint to resume from must exist, load, and hold this run's model."""
+def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> dict:
+    """A checkpoint to resume from must exist, load, and hold this run's model. Returns
+    it (memory-mapped: nothing is read but what is looked at)."""
     if not Path(path).is_file():
         raise ConfigError(f"{key}={path}: no such checkpoint file")
     try:
         # mmap: only the shapes are compared here; fit() reads the tensors once, later
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = checkpoint["state_dict"]
     except Exception as e:  # truncated, not a checkpoint, not a Lightning one
         raise ConfigError(
             f"{key}={path}: not a readable lbtrain checkpoint ({type(e).__name__}: "
@@ -219,6 +223,16 @@ def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> N
                 f"{key}={path}: holds another model ({name} is {found}; this run's model "
                 f"needs {tuple(tensor.shape)}); resume with the config it was trained with"
             )
+    return checkpoint
+
+
+def nothing_left(checkpoint: dict, trainer: L.Trainer) -> bool:
+    """Whether fit() from this checkpoint would train nothing: its steps or epochs already
+    reach this run's (Lightning's own test, FitLoop.done)."""
+    loop = trainer.fit_loop
+    epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    steps = loop.epoch_loop.max_steps
+    return (steps != -1 and checkpoint["global_step"] >= steps) or epochs >= loop.max_epochs
 
 
 def check_run_dir(run_dir: Path, ckpt_path: str | None, requeue: Path) -> None:
@@ -245,7 +259,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt_path = str(requeue)
         log.info("resuming the preempted run from %s", requeue)
     if ckpt_path is not None:
-        check_checkpoint(ckpt_path, module, "ckpt_path" if cfg.ckpt_path else "requeue checkpoint")
+        key = "ckpt_path" if cfg.ckpt_path else "requeue checkpoint"
+        checkpoint = check_checkpoint(ckpt_path, module, key)
+        if nothing_left(checkpoint, trainer):  # resuming would rewrite its results: leave it
+            if rank_zero_only.rank == 0 and not restore_run_dir(run_dir):
+                print(f"lbtrain: {run_dir} keeps this invocation's .hydra/ (named in a config "
+                      "file, not on the command line)")  # fmt: skip
+            origin = Path(ckpt_path).resolve().parent.parent
+            print(f"lbtrain: {origin} already finished at step {checkpoint['global_step']}; "
+                  "nothing to resume")  # fmt: skip
+            return {}
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     text = OmegaConf.to_yaml(resolved)
@@ -321,6 +344,7 @@ def check_explicit_dirs(overrides: list[str], multirun: bool) -> None:
     if not multirun and "hydra.run.dir" in given:
         run_dir = Path(given["hydra.run.dir"].strip("'\""))
         check_run_dir(run_dir, given.get("ckpt_path"), run_dir / "checkpoints" / REQUEUE_CHECKPOINT)
+        note_run_dir(run_dir)  # before Hydra writes to it: a resume with nothing to do undoes that
     if multirun and "hydra.sweep.dir" in given:
         sweep = Path(given["hydra.sweep.dir"].strip("'\""))
         if done := sorted(sweep.glob("*/summary.json")):

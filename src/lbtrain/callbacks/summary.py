@@ -8,11 +8,15 @@ worker processes of `ddp_spawn`, where the trained state lives.
 """
 
 import json
+import logging
+from itertools import count
 from pathlib import Path
 
 import lightning as L
 import yaml
 from lightning.pytorch.loggers import WandbLogger
+
+log = logging.getLogger(__name__)
 
 
 class RunSummary(L.Callback):
@@ -34,10 +38,21 @@ class RunSummary(L.Callback):
         if not trainer.is_global_zero:
             return
         summary = summarise(trainer, pl_module)
-        self.path.write_text(json.dumps(summary, indent=2))
+        self.write(summary)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update(summary)
+
+    def write(self, summary: dict) -> None:
+        """summary.json, never rewritten with fewer keys than it had (a resume with fewer
+        measurements switched on): then this session's goes beside it, and the log says so."""
+        path = self.path
+        if path.exists() and (lost := json.loads(path.read_text()).keys() - summary.keys()):
+            numbered = (self.path.with_suffix(f".{k}.json") for k in count(1))
+            path = next(p for p in numbered if not p.exists())
+            log.warning("%s kept: this session's summary lacks %s; it is in %s", self.path.name,
+                        ", ".join(sorted(lost)), path.name)  # fmt: skip
+        path.write_text(json.dumps(summary, indent=2))
 
 
 def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]:
