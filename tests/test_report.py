@@ -169,3 +169,39 @@ def test_a_recipe_from_the_users_config_dir_is_compared_with_sb(tmp_path):
         (run_dir / "summary.json").write_text(json.dumps({"val/acc": acc, "global_step": 1}))
     table = report.table(report.find_runs([tmp_path / "sweep"])).set_index("run")
     assert float(table.loc["mylars", "gap to SB (points)"]) == pytest.approx(-5.0)
+
+
+def write_run(run_dir: Path, seed: int, summary: dict | None, batch: int = 32) -> None:
+    """A run dir as lbtrain writes it, with only what the report reads."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    config = {"batch_size": batch, "seed": seed, "optim": {"optimizer": "sgd", "lr": 0.1}}
+    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        path.write_text(yaml.safe_dump(config))
+    if summary is not None:
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_repeats_of_a_config_and_seed_count_once(tmp_path, capsys):
+    """A resumed copy of seed 0 (longer) and a rerun of it: seed 0 counts once, as its
+    longest finished run; seeds and std come from distinct seeds."""
+    write_run(tmp_path / "a", 0, {"val/acc": 0.95, "global_step": 100})
+    write_run(tmp_path / "a_resumed", 0, {"val/acc": 0.90, "global_step": 120})
+    write_run(tmp_path / "a_unfinished", 0, None)
+    write_run(tmp_path / "b", 1, {"val/acc": 0.94, "global_step": 120})
+    table = report.table(report.find_runs([tmp_path]))
+    assert list(table["seeds"]) == [2]
+    assert table.loc[0, "val acc % (final)"] == "92.00 +- 2.83"  # 90 and 94
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"kept {tmp_path / 'a_resumed'}, left out" in line and str(tmp_path / "a,") in line
+
+
+def test_a_run_whose_summary_lacks_a_metric_is_named_and_left_out(tmp_path, capsys):
+    write_run(tmp_path / "done", 0, {"val/acc": 0.95, "global_step": 100})
+    write_run(tmp_path / "emptied", 1, {"global_step": 100, "train_seconds": 3.0})
+    report.write_report([tmp_path], tmp_path / "report")
+    out, err = capsys.readouterr()
+    assert err.strip() == (
+        f"lbtrain.report: {tmp_path / 'emptied'}: summary.json lacks val/acc; listed as unfinished"
+    )
+    assert f"- {tmp_path / 'emptied'}" in out  # among the unfinished jobs
+    assert list(pd.read_csv(tmp_path / "report" / "table.csv")["seeds"]) == [1]

@@ -48,6 +48,7 @@ TABLE1_NAMES = {"sb": "SB", "lb": "LB", "lb_lr": "+LR", "lb_lr_gbn": "+GBN", "lb
 
 # Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds)
 # and the plan (derived from the rest; runs from before it existed lack it)
+SUMMARY_KEYS = ("val/acc", "global_step")  # what every table row reads from a run's summary
 NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "data.data_dir",
                 "trainer.enable_progress_bar")  # fmt: skip
 
@@ -142,7 +143,30 @@ def find_runs(paths: list[Path]) -> list[Run]:
     if not runs:
         where = ", ".join(str(p) for p in paths)
         raise SystemExit(f"lbtrain.report: error: no lbtrain runs under {where}")
-    return runs
+    return once_per_seed(runs)
+
+
+def once_per_seed(runs: list[Run]) -> list[Run]:
+    """Runs that repeat a (config, seed) (a resumed copy, a sweep rerun into the same logs)
+    count once: the finished one, then the longest. A row's seeds are then distinct seeds."""
+    by_seed: dict[tuple, list[Run]] = {}
+    for run in runs:
+        by_seed.setdefault((run.identity, run.config.get("seed")), []).append(run)
+    kept = []
+    for repeats in by_seed.values():
+        best = max(repeats, key=lambda r: (r.summary is not None, _length(r)))
+        kept.append(best)
+        if len(repeats) > 1:
+            others = ", ".join(str(r.path) for r in repeats if r is not best)
+            print(f"lbtrain.report: one config and seed in {len(repeats)} runs, counted once: "
+                  f"kept {best.path}, left out {others}", file=sys.stderr)  # fmt: skip
+    return kept
+
+
+def _length(run: Run) -> int:
+    if run.summary:
+        return run.summary.get("global_step", 0)
+    return int(run.metrics["step"].max()) if "step" in run.metrics else 0
 
 
 def load_run(run_dir: Path) -> Run:
@@ -159,6 +183,10 @@ def load_run(run_dir: Path) -> Run:
         )
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    if summary is not None and (lacking := [k for k in SUMMARY_KEYS if k not in summary]):
+        print(f"lbtrain.report: {run_dir}: summary.json lacks {', '.join(lacking)}; "
+              "listed as unfinished", file=sys.stderr)  # fmt: skip
+        summary = None
     metrics_file = run_dir / "csv" / "metrics.csv"
     metrics = pd.read_csv(metrics_file) if metrics_file.exists() else pd.DataFrame()
     choices = {k: str(v) for k, v in choices.items()}
@@ -508,7 +536,7 @@ def write_report(paths: list[Path], out: Path, target: Target | None = None) -> 
         "",
     ]
     if unfinished:
-        lines += ["Failed or unfinished jobs (no summary.json):", ""]
+        lines += ["Failed or unfinished jobs (no complete summary.json):", ""]
         names = row_names(runs)
         lines += [f"- {r.path} ({names[r.identity]})" for r in unfinished]
     (out / "table.md").write_text("\n".join(lines) + "\n")
