@@ -24,7 +24,7 @@ train: $(STAMP) ## run the default experiment (MNIST-1D, offline); extra overrid
 
 # One torch thread per test worker: two workers x two threads on two cores thrash.
 test: $(STAMP) ## run the test suite (2 workers)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup --durations=12 $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, for testing and trying lbtrain's cluster path
-# (hydra/launcher=slurm, requeue, preemption drills). NOT a production cluster setup: one
-# node, root daemons, no accounting, no cgroups, a throwaway munge key.
+# (hydra/launcher=slurm, requeue, preemption drills). NOT a production cluster setup: root
+# daemons, no accounting, no cgroups, a throwaway munge key.
+#
+# Partition `debug` (the default) is one node with all of the machine's CPUs. Partition
+# `twonodes` is two more nodes on the same host (a slurmd each, on their own ports), each with
+# half the CPUs, for multi-node jobs (`trainer.num_nodes=2`); they share the CPUs of `debug`, and
+# their names do not resolve (jobs set MASTER_ADDR=127.0.0.1).
 #
 #   scripts/slurm-cluster.sh up     # install slurm-wlm + munge if missing, start the daemons
 #   scripts/slurm-cluster.sh down   # stop the daemons it started (by their pid files)
@@ -14,8 +19,8 @@ set -euo pipefail
 DIR=$(realpath -m "${SLURM_DIR:-$(dirname "$0")/../.slurm}")
 CONF=$DIR/slurm.conf
 MUNGE_SOCKET=$DIR/munge/munge.socket
-# slurmctld, slurmd and munged, each with its pid file (the only way `down` finds them)
-PIDS=("$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munge/munged.pid")
+HOST=$(hostname -s)
+NODES=("$HOST" "$HOST-n1" "$HOST-n2")  # a slurmd each
 
 fail() { echo "slurm-cluster: $*" >&2; exit 1; }
 
@@ -35,15 +40,15 @@ check_host() {
 }
 
 write_config() {
-  local host cpus mem_mb
-  host=$(hostname -s)
+  local cpus half mem_mb
   cpus=$(nproc)
+  half=$(( cpus / 2 > 0 ? cpus / 2 : 1 ))
   # all but 1 GiB of the machine's memory, in MiB, for jobs' --mem requests
   mem_mb=$(awk '/MemTotal/ {m = int($2 / 1024) - 1024; print (m > 512 ? m : 512)}' /proc/meminfo)
   cat >"$CONF" <<EOF
 # Written by scripts/slurm-cluster.sh: a one-node test cluster ($cpus CPUs, $mem_mb MiB).
 ClusterName=lbtrain
-SlurmctldHost=$host
+SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -51,11 +56,11 @@ CredType=cred/munge
 # cred_expire=10: a requeued job may start again ~11 s later, not after the default 2 min
 AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -68,14 +73,16 @@ SchedulerType=sched/backfill
 ReturnToService=2
 # finished jobs stay visible to scontrol for 5 minutes (their Restarts count, their state)
 MinJobAge=300
-NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+NodeName=$HOST NodeAddr=127.0.0.1 Port=6818 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$HOST-n[1-2] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=6819-6820 CPUs=$half RealMemory=$mem_mb State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=twonodes Nodes=$HOST-n[1-2] MaxTime=INFINITE State=UP
 EOF
 }
 
 up() {
   check_host
-  mkdir -p "$DIR"/{log,state,spool,munge}
+  mkdir -p "$DIR"/{log,state,munge} "${NODES[@]/#/$DIR/spool/}"
   chmod 755 "$DIR/munge"  # munged wants its socket's dir readable, not writable, by others
   [ -f "$DIR/munge.key" ] || { head -c 1024 /dev/urandom >"$DIR/munge.key"; chmod 600 "$DIR/munge.key"; }
   write_config
@@ -83,18 +90,18 @@ up() {
     --socket="$MUNGE_SOCKET" --pid-file="$DIR/munge/munged.pid" \
     --seed-file="$DIR/munge/munged.seed" --log-file="$DIR/log/munged.log"
   alive "$DIR/slurmctld.pid" || slurmctld -f "$CONF"
-  alive "$DIR/slurmd.pid" || slurmd -f "$CONF"
+  for node in "${NODES[@]}"; do
+    alive "$DIR/slurmd-$node.pid" || slurmd -f "$CONF" -N "$node"
+  done
   export SLURM_CONF=$CONF
-  for _ in $(seq 30); do  # until the node takes jobs
-    state=$(sinfo -h -o %T 2>/dev/null || true)
-    case "$state" in idle*|mixed*|allocated*) break ;; esac
+  for _ in $(seq 30); do  # until every node takes jobs
+    states=$(sinfo -h -N -o "%N %T" 2>/dev/null || echo "no answer")
+    down=$(grep -v -E " (idle|mixed|allocated)" <<<"$states" || true)
+    [ -z "$down" ] && break
     sleep 1
   done
-  case "$state" in
-    idle*|mixed*|allocated*) ;;
-    *) fail "the node did not come up (state '${state:-none}'); see $DIR/log/" ;;
-  esac
-  echo "slurm-cluster: up, 1 node, $(nproc) CPUs, partition debug; logs in $DIR/log"
+  [ -z "$down" ] || fail "nodes did not come up ($(echo $down)); see $DIR/log/"
+  echo "slurm-cluster: up: partition debug (1 node, $(nproc) CPUs) and twonodes; logs in $DIR/log"
   echo "export SLURM_CONF=$CONF"
 }
 
@@ -103,7 +110,8 @@ down() {
     SLURM_CONF=$CONF squeue -h -o %i 2>/dev/null | xargs -r env SLURM_CONF="$CONF" scancel --full || true
     sleep 1
   fi
-  for pidfile in "${PIDS[@]}"; do
+  for pidfile in "$DIR"/slurmd-*.pid "$DIR/slurmctld.pid" "$DIR/munge/munged.pid"; do
+    [ -e "$pidfile" ] || continue
     alive "$pidfile" || { rm -f "$pidfile"; continue; }
     pid=$(cat "$pidfile")
     kill "$pid"

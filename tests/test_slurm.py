@@ -41,7 +41,8 @@ def cluster_env() -> dict[str, str]:
     if shutil.which("sinfo") is None or not Path(conf).is_file():
         pytest.skip("no SLURM test cluster: run `make slurm-up` (as root)", allow_module_level=True)
     env = {**os.environ, "SLURM_CONF": conf}
-    state = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+    state = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%T"], env=env, capture_output=True,
+                           text=True)  # fmt: skip
     if state.returncode or not state.stdout.startswith(("idle", "mixed", "allocated")):
         why = state.stderr.strip() or state.stdout.strip()
         pytest.skip(f"the SLURM test cluster of {conf} is not up: {why}", allow_module_level=True)
@@ -179,6 +180,28 @@ def test_sweep_runs_one_job_per_point_each_on_two_ranks(sweeps):
     assert groups == {sweep.dir.name}  # one W&B group for the sweep, on both jobs
 
 
+def test_two_node_job_runs_one_rank_per_node(sweeps):
+    """trainer.num_nodes=2, one task on each of the test cluster's two nodes (two slurmd on
+    this host). Their names do not resolve, so the job is told the address of node 0."""
+    sweep = sweeps()
+    sweep.env["MASTER_ADDR"] = "127.0.0.1"
+    sweep.start(
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+        "hydra.launcher.partition=twonodes", "hydra.launcher.cpus_per_task=1", "logger=csv",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+    )  # fmt: skip
+    code, out = sweep.wait()
+    assert code == 0, out[-3000:]
+    logs = (sweep.dir / "0" / "run.log").read_text()
+    assert "batch 32 = 2 devices x 16" in logs
+    done = sorted(DONE.findall(logs))
+    assert [(r, w) for r, w, _ in done] == [("0", "2"), ("1", "2")]
+    assert done[0][2] == done[1][2]
+    starts = "".join(p.read_text() for p in (sweep.dir / ".submitit").glob("*_log.out"))
+    assert sorted(re.findall(r"node=(\d)\(2\)", starts)) == ["0", "1"]  # SLURM_NODEID
+    assert json.loads((sweep.dir / "0" / "summary.json").read_text())["global_step"] == 3
+
+
 @pytest.mark.parametrize("cpus", [1, 2])
 def test_torch_threads_follow_the_cpus_slurm_gave(sweeps, cpus):
     """OMP_NUM_THREADS unset in the job (make test sets it to 1 for its own workers)."""
@@ -293,6 +316,7 @@ def test_two_ranks_stop_at_one_step_whether_one_or_all_get_the_signal(sweeps, tm
     steps = [int(step) for _, step in stops]
     assert steps[0] == steps[1] < steps[2] == steps[3]
     assert sweep.restarts(job) == 2
+    assert "and not requeued" not in logs  # no false alarm from the ranks' teardown
     assert logs.count("resuming the preempted run") == 2 * 2  # both ranks, both resumes
 
     local = sweeps("local")  # the same 2-process layout, submitit on this machine
