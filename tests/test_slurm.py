@@ -316,6 +316,7 @@ def test_two_ranks_stop_at_one_step_whether_one_or_all_get_the_signal(sweeps, tm
     steps = [int(step) for _, step in stops]
     assert steps[0] == steps[1] < steps[2] == steps[3]
     assert sweep.restarts(job) == 2
+    assert "lbtrain: preempted (SIGTERM) at step " in logs and f"requeued SLURM job {job}" in logs
     assert "and not requeued" not in logs  # no false alarm from the ranks' teardown
     assert logs.count("resuming the preempted run") == 2 * 2  # both ranks, both resumes
 
@@ -341,6 +342,7 @@ def test_a_job_out_of_requeues_ends_with_one_clear_line(sweeps):
     code, out = sweep.wait()
     assert code != 0
     (line,) = [ln for ln in sweep.logs().splitlines() if "lbtrain: job stopped" in ln]
+    assert "[ERROR]" in line
     assert "not requeued" in line and "timed-out too many times" in line
     assert f"hydra.run.dir={sweep.dir / '0'}" in line
     assert sweep.restarts(job) == 0

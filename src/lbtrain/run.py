@@ -325,15 +325,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             "rank 0 requeues the job" if not e.requeue else
             f"run the same command again in {e.path.parent.parent} to resume from {e.path}"
         )  # fmt: skip
-        print(f"lbtrain: preempted ({e.signal}) at step {e.step}: {then}", file=sys.stderr)
+        log.warning(f"lbtrain: preempted ({e.signal}) at step {e.step}: {then}")  # console too
         sys.exit(EXIT_PREEMPTED)
     except NotRequeued as e:
         hydra = HydraConfig.get()
         resume = " ".join(["python -m lbtrain.run", *hydra.overrides.task,
                            f"hydra.run.dir={hydra.runtime.output_dir}"])  # fmt: skip
-        message = f"lbtrain: job {e}; resume it with: {resume}"
-        log.error(message)
-        print(message, file=sys.stderr)
+        log.error(f"lbtrain: job {e}; resume it with: {resume}")  # console too
         raise  # under submitit: the job is recorded as ended, and the sweep returns
 
 
