@@ -318,6 +318,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             return train(cfg).get("val/acc")
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
+        if rank_zero_only.rank == 0:  # a refused run leaves nothing behind
+            restore_run_dir(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(2)
     except Preempted as e:
         done = requeue_if_on_slurm() if e.requeue else None
