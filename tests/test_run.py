@@ -121,6 +121,9 @@ def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli_in_process, tmp_pa
         assert f"batch_size: {batch}" in (job / "config.yaml").read_text()
         assert json.loads((job / "summary.json").read_text())["global_step"] == 12
         assert metrics_rows(job)
+    shown = f"logs/multiruns/{sweep_dir.name}"  # where to look, as the user would type it
+    assert f"(12 optimizer steps); results in {shown}/1" in result.stderr + result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith(f"lbtrain: sweep results in {shown} ")
     again = cli_in_process(
         "-m", "batch_size=32,64", *TINY, "logger=csv", f"hydra.sweep.dir={sweep_dir}"
     )

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -301,9 +302,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
     summary = json.loads((run_dir / "summary.json").read_text())  # see RunSummary
     if "val/acc" in summary:
         log.info(
-            "final val/acc = %.4f (%d optimizer steps)", summary["val/acc"], summary["global_step"]
-        )
+            "final val/acc = %.4f (%d optimizer steps); results in %s",
+            summary["val/acc"], summary["global_step"], _shown(run_dir),
+        )  # fmt: skip
     return summary
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working dir when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+class AnnounceSweepDir(Callback):
+    """Hydra callback (conf/train.yaml): a sweep's last line says where its jobs are."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        where = _shown(Path(config.hydra.sweep.dir))
+        print(f"lbtrain: sweep results in {where} (one dir per job; summarise them with "
+              f"python -m lbtrain.report {where})")  # fmt: skip
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lbtrain.conf", config_name="train")
