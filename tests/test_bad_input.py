@@ -9,6 +9,10 @@ CASES = [
     (["-m", "model=cnn1d,nope"], "model=nope: no such model config"),
     (["ghost_batch_size=64"], "ghost_batch_size=64 exceeds the per-device batch 32"),
     (
+        ["+trainer.fast_dev_run=true"],
+        "trainer.fast_dev_run=True: lbtrain sets the epochs and steps from its batch plan",
+    ),  # fmt: skip
+    (
         ["ghost_batch_size=16", "trainer=ddp", "trainer.sync_batchnorm=true"],
         "trainer.sync_batchnorm=True: cannot be combined with ghost_batch_size",
     ),

@@ -195,6 +195,11 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.regime_multiplier > 0, "regime_multiplier", cfg.regime_multiplier, "must be > 0")
     ghost = cfg.ghost_batch_size
     _check(ghost is None or ghost > 0, "ghost_batch_size", ghost, "must be > 0 or null")
+    fast = cfg.trainer.get("fast_dev_run")
+    _check(not fast, "trainer.fast_dev_run", fast,
+           "lbtrain sets the epochs and steps from its batch plan, so it would train whole "
+           "epochs of 1 batch and write results; for a quick check use trainer.max_epochs=1 "
+           "trainer.limit_train_batches=1 trainer.limit_val_batches=1 logger=none")  # fmt: skip
     sync_bn = cfg.trainer.get("sync_batchnorm")
     _check(
         not (ghost and sync_bn),
