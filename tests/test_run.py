@@ -111,6 +111,18 @@ def test_a_summary_is_never_rewritten_with_fewer_keys(cli_in_process, tmp_path):
     assert "summary.json kept: this session's summary lacks" in (run / "run.log").read_text()
 
 
+def test_the_console_shows_the_run_not_the_config_or_known_notices(cli, tmp_path):
+    result = cli(*TINY, "logger=csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "litlogger" not in console and "`srun` command is available" not in console
+    assert "batch_size: 32" not in console  # the resolved config: run.log and config.yaml
+    run_log = (only_run_dir(tmp_path) / "run.log").read_text()
+    assert re.search(r"config \w{12}:\n", run_log) and "batch_size: 32" in run_log
+    shown = cli(*TINY, "logger=csv", env={"LBTRAIN_SHOW_NOTICES": "1"})
+    assert "litlogger" in shown.stdout + shown.stderr  # how to see them again
+
+
 def test_multirun_over_two_batch_sizes_gives_two_job_dirs(cli_in_process, tmp_path):
     result = cli_in_process("-m", "batch_size=32,64", *TINY, "logger=csv")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -44,6 +44,7 @@ from lbtrain.errors import ConfigError, one_line
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
+from lbtrain.notices import FILE_ONLY, quiet
 from lbtrain.optimizers import LAYERWISE, OptimizerSpec
 from lbtrain.run_dir import note as note_run_dir
 from lbtrain.run_dir import restore as restore_run_dir
@@ -274,7 +275,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     text = OmegaConf.to_yaml(resolved)
     config_hash = hashlib.sha1(text.encode()).hexdigest()[:12]
-    log.info("config %s:\n%s", config_hash, text)
+    log.info("config %s:\n%s", config_hash, text, extra=FILE_ONLY)  # run.log, not the console
     if rank_zero_only.rank == 0:  # extra DDP ranks run this too, in the same dir
         (run_dir / "config.yaml").write_text(text)  # RunSummary adds the effective plan
     for logger in trainer.loggers:
@@ -328,6 +329,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     # Here, not at import: launchers (joblib, submitit) run this function in worker
     # processes that never import this module as a script.
     distributed.install()
+    quiet()
     try:
         import_extensions(cfg.get("imports"))
         validate(cfg)

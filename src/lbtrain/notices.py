@@ -1,0 +1,42 @@
+"""Known third-party notices a run would print on every start, silenced; the run's own
+lines stay. LBTRAIN_SHOW_NOTICES=1 shows them again.
+
+- Lightning's "The `srun` command is available on your system but is not used": printed on
+  any machine with SLURM's client tools, for every run started outside srun (a submitit job
+  runs under srun; a local run is meant to run outside it).
+- Lightning's "Tip: For seamless cloud logging ... litlogger": an advertisement.
+
+The resolved config goes to run.log and config.yaml, not the console (`FILE_ONLY`).
+"""
+
+import logging
+import os
+import warnings
+
+FILE_ONLY = {"file_only": True}  # log.info(..., extra=FILE_ONLY): run.log, not the console
+
+
+class _Drop(logging.Filter):
+    def __init__(self, *texts: str) -> None:
+        super().__init__()
+        self.texts = texts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.texts)
+
+
+def _console_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
+
+
+def quiet() -> None:
+    """Silence the notices above and keep FILE_ONLY records off the console (Hydra's
+    console handler, set up before lbtrain's code runs)."""
+    if os.environ.get("LBTRAIN_SHOW_NOTICES") == "1":
+        return
+    warnings.filterwarnings("ignore", message=".*`srun` command is available on your system")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_Drop("litlogger"))
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and _console_only not in handler.filters:
+            handler.addFilter(_console_only)
