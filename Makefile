@@ -6,7 +6,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test lint format bench bench-gpu table1 table1-beyond critical-batch \
-	slurm-up slurm-down clean
+	slurm-up slurm-down notebook clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -80,6 +80,10 @@ critical-batch: REPORT = $(CRITICAL_BATCH_REPORT)
 critical-batch: REPORT_ARGS = --target val/acc=0.85
 critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise scale (~4 min on 2 CPU cores)
 	$(sweep_and_report)
+
+notebook: $(STAMP) ## open the notebook in JupyterLab (after: .venv/bin/pip install -e '.[notebook]')
+	@test -x $(VENV)/bin/jupyter-lab || { echo "make notebook: first run $(PY) -m pip install -e '.[notebook]'"; exit 1; }
+	$(VENV)/bin/jupyter lab notebooks/generalization_gap.ipynb
 
 # A one-node SLURM cluster on this machine, for testing and trying lbtrain's cluster path (not a
 # production setup): state, config and logs in .slurm/. `make test` runs the slurm tests on it.

@@ -119,6 +119,31 @@ def test_notebook_runs_top_to_bottom_on_a_sweep(sweep, tmp_path, monkeypatch):
     assert os.environ["LBTRAIN_SWEEP"] == str(sweep)
 
 
+def test_notebook_runs_headless_as_the_readme_says(sweep, tmp_path):
+    """`LBTRAIN_SWEEP=<dir> .venv/bin/jupyter execute notebooks/generalization_gap.ipynb`, from
+    the user's working dir: a relative sweep path resolves against it, nothing lands in
+    notebooks/, and without a sweep it stops with one clear message instead of reading
+    whatever runs are around."""
+    jupyter = Path(sys.executable).parent / "jupyter"
+    work = tmp_path / "work"
+    shutil.copytree(sweep, work / "logs" / "mine")
+    before = sorted(NOTEBOOK.parent.iterdir())
+    env = {**os.environ, "PWD": str(work), "LBTRAIN_SWEEP": "logs/mine"}
+    env.pop("LBTRAIN_REPORT_OUT", None)
+    run = subprocess.run([jupyter, "execute", str(NOTEBOOK)], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (work / "logs" / "mine" / "report" / "weight_distance.png").stat().st_size > 10_000
+    assert sorted(NOTEBOOK.parent.iterdir()) == before  # no stray folders beside the notebook
+    (work / "logs" / "runs").mkdir()  # unrelated runs, which must not be read instead
+    shutil.copytree(sweep / "0", work / "logs" / "runs" / "0")
+    env.pop("LBTRAIN_SWEEP")
+    bare = subprocess.run([jupyter, "execute", str(NOTEBOOK)], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bare.returncode != 0
+    assert "no sweep to read: set LBTRAIN_SWEEP=<sweep dir>" in bare.stderr
+
+
 def test_a_recipe_that_changes_the_optimizer_is_compared_with_sb(tmp_path, data_dir):
     """LARS's recipe sets the optimizer and its LR too: the row still differs from SB only by
     its recipe, so its gap is to that SB (not to itself), with the samples and time it took."""
