@@ -212,10 +212,15 @@ def test_foreign_or_broken_checkpoints_are_one_line_and_leave_the_run_alone(
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     before = results_under(earlier)
+    everything = {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()}
+    # the run's own record of its command, also where the refused command ran in its dir
+    trained = "; it was trained with: trainer.max_epochs=1 trainer.limit_train_batches=2 " \
+              "logger=csv model=mlp"  # fmt: skip
     cases = [
         ((f"ckpt_path={truncated}",), f"ckpt_path={truncated}: not a readable lbtrain checkpoint"),
         ((f"ckpt_path={ckpt}",), f"ckpt_path={ckpt}: holds another model (model.0.weight"),
-        ((f"ckpt_path={ckpt}", "hydra.run.dir=logs/earlier"), "holds another model"),
+        ((f"ckpt_path={ckpt}",), trained),
+        ((f"ckpt_path={ckpt}", "hydra.run.dir=logs/earlier"), trained),
     ]
     for overrides, message in cases:  # the default model (cnn1d) from mlp's checkpoint
         result = cli_in_process(*tiny, *overrides)
@@ -223,6 +228,7 @@ def test_foreign_or_broken_checkpoints_are_one_line_and_leave_the_run_alone(
             result.returncode, result.stderr, message, tmp_path / "logs" / "runs"
         )
     assert results_under(earlier) == before
+    assert {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == everything
 
 
 def test_truncated_mnist1d_cache_is_one_line(cli_in_process, tmp_path):

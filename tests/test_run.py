@@ -93,6 +93,21 @@ def test_resuming_a_finished_run_changes_nothing_on_disk(cli_in_process, tmp_pat
     assert not list((tmp_path / "logs" / "runs").glob("*"))  # the new dir is gone
 
 
+def test_an_in_place_resume_keeps_the_runs_own_record(cli_in_process, tmp_path):
+    first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
+    assert first.returncode == 0, first.stderr[-3000:]
+    hydra = tmp_path / "logs" / "mine" / ".hydra"
+    record = {p.name: p.read_bytes() for p in hydra.iterdir()}
+    more = cli_in_process(
+        "trainer.max_epochs=3", "trainer.limit_train_batches=6", "logger=csv",
+        "hydra.run.dir=logs/mine", f"ckpt_path={hydra.parent / 'checkpoints' / 'last.ckpt'}",
+    )  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in hydra.iterdir() if p.is_file()} == record
+    resumed = yaml.safe_load((hydra / "resume-1" / "overrides.yaml").read_text())
+    assert "trainer.max_epochs=3" in resumed and any(o.startswith("ckpt_path=") for o in resumed)
+
+
 def test_a_summary_is_never_rewritten_with_fewer_keys(cli_in_process, tmp_path):
     first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
     assert first.returncode == 0, first.stderr[-3000:]

@@ -46,7 +46,9 @@ from lbtrain.models import create_model
 from lbtrain.module import Classifier
 from lbtrain.notices import FILE_ONLY, quiet
 from lbtrain.optimizers import LAYERWISE, OptimizerSpec
+from lbtrain.run_dir import keep_run_record, recorded_overrides
 from lbtrain.run_dir import note as note_run_dir
+from lbtrain.run_dir import reset as reset_run_dirs
 from lbtrain.run_dir import restore as restore_run_dir
 from lbtrain.scaling import make_plan
 
@@ -262,7 +264,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("resuming the preempted run from %s", requeue)
     if ckpt_path is not None:
         key = "ckpt_path" if cfg.ckpt_path else "requeue checkpoint"
-        checkpoint = check_checkpoint(ckpt_path, module, key)
+        try:
+            checkpoint = check_checkpoint(ckpt_path, module, key)
+        except ConfigError as e:  # say how the checkpoint's run was started
+            trained = recorded_overrides(Path(ckpt_path).resolve().parent.parent, run_dir)
+            if trained is None:
+                raise
+            given = " ".join(trained) or "(the defaults)"
+            raise ConfigError(f"{e}; it was trained with: {given}") from None
         if nothing_left(checkpoint, trainer):  # resuming would rewrite its results: leave it
             if rank_zero_only.rank == 0 and not restore_run_dir(run_dir):
                 print(f"lbtrain: {run_dir} keeps this invocation's .hydra/ (named in a config "
@@ -271,6 +280,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             print(f"lbtrain: {origin} already finished at step {checkpoint['global_step']}; "
                   "nothing to resume")  # fmt: skip
             return {}
+        if rank_zero_only.rank == 0 and (kept := keep_run_record(run_dir)):
+            log.info("this resume's config and overrides: %s (the run's own stay in .hydra/)", kept)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     text = OmegaConf.to_yaml(resolved)
@@ -378,6 +389,7 @@ def main() -> None:
     try:
         overrides = [a for a in args if not a.startswith("-")]
         check_overrides(overrides)
+        reset_run_dirs()
         check_explicit_dirs(args, multirun="-m" in args or "--multirun" in args)
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """A run dir as this invocation found it, so that an invocation with nothing to do leaves it
-as it was (a resume of a run that has finished, say).
+as it was (a resume of a run that has finished, a refused run), and an in-place resume keeps
+the run's own record of how it was started.
 
 Hydra creates the run dir and writes `.hydra/` and the start of `run.log` before lbtrain's
 code runs. `note` records what a run dir named on the command line held before Hydra started
@@ -10,11 +11,19 @@ are put back, run.log is cut back to its old length, and a dir this invocation c
 import logging
 import os
 import shutil
+from itertools import count
 from pathlib import Path
+
+import yaml
 
 HYDRA_WRITES = {".hydra", "run.log"}  # what a fresh run dir holds when lbtrain's code starts
 # run dir -> (its .hydra files, run.log's length), or None where the dir did not exist
 _found: dict[Path, tuple[dict[str, bytes], int | None] | None] = {}
+
+
+def reset() -> None:
+    """A new invocation (`main()`; tests run several in one process) has noted nothing yet."""
+    _found.clear()
 
 
 def note(run_dir: Path) -> None:
@@ -64,3 +73,33 @@ def _close_logs_in(run_dir: Path) -> None:
         if name and Path(name).resolve().is_relative_to(run_dir):
             handler.close()
             root.removeHandler(handler)
+
+
+def keep_run_record(run_dir: Path) -> Path | None:
+    """An in-place resume: Hydra has just rewritten .hydra/ with this invocation's config and
+    overrides. Those move to .hydra/resume-<n>/ and the run's own go back; returns the new
+    dir (None where the run dir was not noted or held no record)."""
+    found = _found.get(run_dir.resolve())
+    if not found or not found[0]:
+        return None
+    hydra = run_dir / ".hydra"
+    resume = next(d for n in count(1) if not (d := hydra / f"resume-{n}").exists())
+    resume.mkdir()
+    for path in [p for p in hydra.glob("*") if p.is_file()]:
+        shutil.move(path, resume / path.name)
+    for name, data in found[0].items():
+        (hydra / name).write_bytes(data)
+    return resume
+
+
+def recorded_overrides(run_dir: Path, this_run: Path) -> list[str] | None:
+    """The overrides `run_dir`'s run was started with, from its own record: as noted before
+    Hydra started, or as on disk where this invocation (running in `this_run`) did not write."""
+    run_dir = run_dir.resolve()
+    found = _found.get(run_dir)
+    if found and "overrides.yaml" in found[0]:
+        return yaml.safe_load(found[0]["overrides.yaml"]) or []
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if run_dir in _found or run_dir == this_run.resolve() or not path.exists():
+        return None
+    return yaml.safe_load(path.read_text()) or []
