@@ -216,7 +216,7 @@ def test_repeats_of_a_config_and_seed_count_once(tmp_path, capsys):
     table = report.table(report.find_runs([tmp_path]))
     assert list(table["seeds"]) == [2]
     assert table.loc[0, "val acc % (final)"] == "92.00 +- 2.83"  # 90 and 94
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "counted once" in ln]
     assert f"kept {tmp_path / 'a_resumed'}, left out" in line and str(tmp_path / "a,") in line
 
 
@@ -225,8 +225,34 @@ def test_a_run_whose_summary_lacks_a_metric_is_named_and_left_out(tmp_path, caps
     write_run(tmp_path / "emptied", 1, {"global_step": 100, "train_seconds": 3.0})
     report.write_report([tmp_path], tmp_path / "report")
     out, err = capsys.readouterr()
-    assert err.strip() == (
+    lacking = [ln for ln in err.splitlines() if "summary.json lacks" in ln]
+    assert lacking == [
         f"lbtrain.report: {tmp_path / 'emptied'}: summary.json lacks val/acc; listed as unfinished"
-    )
+    ]
     assert f"- {tmp_path / 'emptied'}" in out  # among the unfinished jobs
     assert list(pd.read_csv(tmp_path / "report" / "table.csv")["seeds"]) == [1]
+
+
+def test_the_report_reads_tensorboard_runs_and_never_draws_a_blank_figure(
+    cli_in_process, tmp_path, capsys
+):
+    tiny = ("trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.log_every_n_steps=1")
+    board = cli_in_process(*tiny, "logger=tensorboard", "hydra.run.dir=runs/board")
+    assert board.returncode == 0, board.stderr[-3000:]
+    run = report.load_run(tmp_path / "runs" / "board")
+    assert list(run.logged("val/acc")["step"]) == [6, 12]  # TensorBoard's steps, one per epoch
+    assert len(run.logged("weight_distance")) == 12
+    out = tmp_path / "report"
+    table = report.write_report([tmp_path / "runs"], out)
+    assert table.loc[0, "val acc % (best)"] != "-"
+    for png in ("weight_distance.png", "angular_distance.png", "val_error.png"):
+        assert (out / png).stat().st_size > 10_000
+    capsys.readouterr()
+    bare = cli_in_process(*tiny, "logger=none", "hydra.run.dir=bare/run")
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    capsys.readouterr()
+    report.write_report([tmp_path / "bare"], tmp_path / "bare_report")
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'bare' / 'run'}: no CSV or TensorBoard log" in err
+    assert "no run logged weight_distance; weight_distance.png not drawn" in err
+    assert not list((tmp_path / "bare_report").glob("*.png"))  # no blank figures

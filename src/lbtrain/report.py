@@ -187,10 +187,43 @@ def load_run(run_dir: Path) -> Run:
         print(f"lbtrain.report: {run_dir}: summary.json lacks {', '.join(lacking)}; "
               "listed as unfinished", file=sys.stderr)  # fmt: skip
         summary = None
-    metrics_file = run_dir / "csv" / "metrics.csv"
-    metrics = pd.read_csv(metrics_file) if metrics_file.exists() else pd.DataFrame()
+    metrics = read_metrics(run_dir)
     choices = {k: str(v) for k, v in choices.items()}
     return Run(run_dir, config, choices, summary, metrics, config_dirs)
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """The run's logged series, from what its loggers wrote: the CSV log, else TensorBoard's
+    event files (read with tensorboard's own reader), one row per step and a column per
+    series. Empty, and said in one line, for a run that kept neither (W&B only, no logger)."""
+    csv = run_dir / "csv" / "metrics.csv"
+    if csv.exists():
+        return pd.read_csv(csv)
+    events = sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    if events:
+        return _read_tensorboard(run_dir / "tensorboard")
+    print(f"lbtrain.report: {run_dir}: no CSV or TensorBoard log, so no curves (its summary "
+          "counts); curves need logger=csv or logger=tensorboard",
+          file=sys.stderr)  # fmt: skip
+    return pd.DataFrame()
+
+
+def _read_tensorboard(log_dir: Path) -> pd.DataFrame:
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        raise SystemExit(
+            f"lbtrain.report: error: {log_dir.parent} logged to TensorBoard: reading it needs the "
+            "tensorboard package (pip install tensorboard)"
+        ) from None
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: every value
+    events.Reload()
+    series = {
+        tag: pd.Series({e.step: e.value for e in events.Scalars(tag)}, dtype=float)
+        for tag in events.Tags()["scalars"]
+    }
+    table = pd.DataFrame(series).sort_index()
+    return table.rename_axis("step").reset_index()
 
 
 def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -295,7 +328,7 @@ def table(runs: list[Run]) -> pd.DataFrame:
     return df.drop(columns=unmeasured)  # measurements no run of this report switched on
 
 
-def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]) -> Path:
+def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]) -> Path | None:
     """One line per run of `curve(metrics rows with column) -> (x, y)`, one colour and one
     legend entry per recipe / configuration, log-x axis."""
     import matplotlib
@@ -315,6 +348,11 @@ def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]
         label = name if name not in colours else None
         (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(name))
         colours.setdefault(name, line.get_color())
+    if not colours:  # no run logged this series: no figure rather than a blank one
+        plt.close(fig)
+        print(f"lbtrain.report: no run logged {column}; {labels['file']} not drawn",
+              file=sys.stderr)  # fmt: skip
+        return None
     ax.set_xscale("log")
     ax.set(xlabel=labels["x"], ylabel=labels["y"], title=labels["title"])
     ax.grid(True, which="both", alpha=0.3)
@@ -326,7 +364,7 @@ def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]
     return path
 
 
-def plot_weight_distance(runs: list[Run], out: Path) -> Path:
+def plot_weight_distance(runs: list[Run], out: Path) -> Path | None:
     labels = {
         "x": "optimizer step t (log scale)",
         "y": r"$\|w_t - w_0\|_2$ (all trainable parameters)",
@@ -338,8 +376,6 @@ def plot_weight_distance(runs: list[Run], out: Path) -> Path:
 
 def plot_angular_distance(runs: list[Run], out: Path) -> Path | None:
     """Figure 2 without the norm effect: angle(w_t, w_0) over the BatchNorm-fed weights."""
-    if not any("angular_distance" in r.metrics for r in runs):
-        return None  # runs from before the measurement existed
     labels = {
         "x": "optimizer step t (log scale)",
         "y": r"angle$(w_t, w_0)$, radians (BatchNorm-fed weights)",
@@ -350,7 +386,7 @@ def plot_angular_distance(runs: list[Run], out: Path) -> Path | None:
     return _plot(runs, out, column, lambda m: (m["step"], m[column]), labels)
 
 
-def plot_val_error(runs: list[Run], out: Path) -> Path:
+def plot_val_error(runs: list[Run], out: Path) -> Path | None:
     labels = {
         "x": "epoch (log scale)",
         "y": "validation error (%)",
