@@ -74,6 +74,9 @@ def test_report_finds_steps_to_target_per_batch_size_and_lists_runs_that_never_r
     md = (out / "critical_batch.md").read_text()
     assert "B_crit = E_min / S_min" in md and "B_crit / B_simple" in md
     assert "Runs that never reached the target:" in md and "(B=1024, seed 0)" in md
+    # one validation an epoch: 250 steps apart at B=16, coarse against B=64's few steps
+    assert "interpolated linearly between the steps val/acc was logged at: up to 250 steps" in md
+    assert "That is coarse against the fewest steps to target" in md
     assert (out / "critical_batch.png").stat().st_size > 10_000
 
     bad = subprocess.run([*report, "--target", "val/acc"], capture_output=True, text=True)

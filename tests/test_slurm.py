@@ -287,13 +287,18 @@ def test_two_ranks_stop_at_one_step_whether_one_or_all_get_the_signal(sweeps, tm
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=2",
         "logger=csv",
         "trainer.deterministic=true",
         "+callbacks.pace._target_=helpers.Pace",
     )
     sweep = sweeps().start(*ddp, "+callbacks.pace.seconds=0.05", "hydra.launcher.cpus_per_task=1",
                            "hydra.launcher.timeout_min=60")  # fmt: skip
+    # the uninterrupted reference meanwhile: the same 2-process layout, submitit on this
+    # machine, on the CPU the paced job leaves idle while it sleeps
+    local = sweeps("local")
+    local.env["OMP_NUM_THREADS"] = "1"  # as the SLURM job's cpus_per_task=1
+    local.start(*ddp, "+callbacks.pace.seconds=0", launcher=("hydra/launcher=local_tasks",))
     job = sweep.job()
     sweep.wait_for_step("0", 30)
     os.kill(rank_pid(sweep, job, rank=1), signal.SIGUSR1)
@@ -320,9 +325,6 @@ def test_two_ranks_stop_at_one_step_whether_one_or_all_get_the_signal(sweeps, tm
     assert "and not requeued" not in logs  # no false alarm from the ranks' teardown
     assert logs.count("resuming the preempted run") == 2 * 2  # both ranks, both resumes
 
-    local = sweeps("local")  # the same 2-process layout, submitit on this machine
-    local.env["OMP_NUM_THREADS"] = "1"  # as the SLURM job's cpus_per_task=1
-    local.start(*ddp, "+callbacks.pace.seconds=0", launcher=("hydra/launcher=local_tasks",))
     code, out = local.wait()
     assert code == 0, out[-3000:]
     assert_same_run(sweep.dir / "0", local.dir / "0")

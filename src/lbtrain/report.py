@@ -332,6 +332,7 @@ def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]
     """One line per run of `curve(metrics rows with column) -> (x, y)`, one colour and one
     legend entry per recipe / configuration, log-x axis."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -354,12 +355,16 @@ def _plot(runs: list[Run], out: Path, column: str, curve, labels: dict[str, str]
               file=sys.stderr)  # fmt: skip
         return None
     ax.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1, 2, 10: not 2x10^0
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain if ax.get_xlim()[1] / ax.get_xlim()[0] < 30 else
+                                 matplotlib.ticker.NullFormatter())  # fmt: skip
     ax.set(xlabel=labels["x"], ylabel=labels["y"], title=labels["title"])
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="run", fontsize=8)
-    fig.tight_layout()
+    # below the axes: long run labels (a user's own experiments) never cover the curves
+    ax.legend(title="run", fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     path = out / labels["file"]
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -495,10 +500,16 @@ def plot_critical_batch(
     done = df.dropna(subset=["steps to target"])
     best = done[done["best for its batch"]].sort_values("batch size")
     others = done[~done["best for its batch"]]
-    left.scatter(others["batch size"], others["steps to target"], s=12, c="0.7",
-                 label="other configurations")  # fmt: skip
+    if len(others):
+        left.scatter(others["batch size"], others["steps to target"], s=12, c="0.7",
+                     label="other configurations")  # fmt: skip
     left.plot(best["batch size"], best["steps to target"], "o", c="C0", label="best per batch")
-    if len(best):
+    missing = sorted(set(df["batch size"]) - set(done["batch size"]))
+    if missing:  # no configuration of these batch sizes reached the target: marked, not dropped
+        top = done["steps to target"].max() * 1.5 if len(done) else 1.0
+        left.plot(missing, [top] * len(missing), "x", c="C3", ms=8,
+                  label="never reached the target")  # fmt: skip
+    if len(best) > 1:
         b = np.geomspace(best["batch size"].min(), best["batch size"].max(), 100)
         b0, s0 = best["batch size"].iloc[0], best["steps to target"].iloc[0]
         left.plot(b, s0 * b0 / b, "--", c="0.4", lw=1, label="perfect scaling (S ~ 1/B)")
@@ -517,7 +528,8 @@ def plot_critical_batch(
     for _, row in best.iterrows():
         right.annotate(f"{row['batch size']}", (row["examples to target"], row["steps to target"]),
                        fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
-    left.set(xlabel="batch size B", ylabel=f"steps to {target}", title="Steps to target")
+    left.set(xlabel="batch size B", ylabel=f"steps to {target}",
+             title="Steps to target (interpolated between validations)")  # fmt: skip
     right.set(xlabel=f"examples to {target}", ylabel="steps", title="Steps against examples")
     for ax in (left, right):
         ax.set_xscale("log")
@@ -529,6 +541,20 @@ def plot_critical_batch(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def validation_interval_note(runs: list[Run], target: Target, df: pd.DataFrame) -> str:
+    """Steps to target are read between the steps the target metric was logged at: say how
+    far apart, and flag an interval coarse against the fewest steps to target."""
+    gaps = [np.diff(r.logged(target.metric)["step"].to_numpy()) for r in runs]
+    widest = max((int(g.max()) for g in gaps if len(g)), default=0)
+    note = (f"Steps to target are interpolated linearly between the steps {target.metric} was "
+            f"logged at: up to {widest} steps apart in these runs.")  # fmt: skip
+    fewest = df["steps to target"].min()
+    if widest and not math.isnan(fewest) and widest > 0.1 * fewest:
+        note += (f" That is coarse against the fewest steps to target ({fewest:.0f}): validate "
+                 "more often (trainer.val_check_interval) for finer numbers.")  # fmt: skip
+    return note
 
 
 def write_critical_batch(runs: list[Run], target: Target, out: Path) -> list[str]:
@@ -548,6 +574,7 @@ def write_critical_batch(runs: list[Run], target: Target, out: Path) -> list[str
     ]
     shown["best for its batch"] = ["yes" if b else "" for b in df["best for its batch"]]
     lines = [f"Steps to target {target}:", "", shown.to_markdown(index=False), "", *summary]
+    lines += ["", validation_interval_note(runs, target, df)]
     edges = grid_edges(df, runs)
     if edges:
         lines += ["", "Best LR at the edge of the grid tried (the fastest LR may lie beyond):", "",
