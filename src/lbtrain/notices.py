@@ -26,6 +26,9 @@ class _Drop(logging.Filter):
         return not any(text in message for text in self.texts)
 
 
+_LITLOGGER = _Drop("litlogger")  # one instance: added once, however many runs a process starts
+
+
 def _console_only(record: logging.LogRecord) -> bool:
     return not getattr(record, "file_only", False)
 
@@ -36,7 +39,7 @@ def quiet() -> None:
     if os.environ.get("LBTRAIN_SHOW_NOTICES") == "1":
         return
     warnings.filterwarnings("ignore", message=".*`srun` command is available on your system")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_Drop("litlogger"))
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_LITLOGGER)
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and _console_only not in handler.filters:
             handler.addFilter(_console_only)

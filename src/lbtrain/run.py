@@ -234,7 +234,10 @@ def nothing_left(checkpoint: dict, trainer: L.Trainer) -> bool:
     """Whether fit() from this checkpoint would train nothing: its steps or epochs already
     reach this run's (Lightning's own test, FitLoop.done)."""
     loop = trainer.fit_loop
-    epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    try:
+        epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    except (KeyError, TypeError):  # no loop state (not saved by Trainer.fit): let fit() decide
+        return False
     steps = loop.epoch_loop.max_steps
     return (steps != -1 and checkpoint["global_step"] >= steps) or epochs >= loop.max_epochs
 
