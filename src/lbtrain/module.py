@@ -118,7 +118,7 @@ class Classifier(L.LightningModule):
     def _running_sums(self) -> list[str]:
         """The state_dict keys of the epoch's running sums (every state sum-reduced)."""
         return [f"{name}.{key}" for name in ("train_loss", "train_acc")
-                for key in getattr(self, name)._defaults]  # fmt: skip
+                for key in getattr(self, name).metric_state]  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["samples_seen"] = self.samples_seen
@@ -130,7 +130,7 @@ class Classifier(L.LightningModule):
         if self.trainer.world_size > 1:  # every rank saves (Lightning), so all take part
             state, gather = checkpoint["state_dict"], self.trainer.strategy.all_gather
             checkpoint["running_sums_per_rank"] = {
-                k: gather(state[k]) for k in self._running_sums()
+                k: gather(state[k]).cpu() for k in self._running_sums()
             }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

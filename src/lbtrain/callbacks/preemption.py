@@ -79,7 +79,8 @@ class Preemption(L.Callback):
         if trainer.world_size > 1:  # every rank stops at the same step, on the same signal
             if (batch_idx // accumulate) % self.ddp_check_every_n_steps:
                 return
-            signum = int(trainer.strategy.reduce(torch.tensor(signum), reduce_op="max"))
+            mine = torch.tensor(signum, device=trainer.strategy.root_device)  # NCCL: on the GPU
+            signum = int(trainer.strategy.reduce(mine, reduce_op="max"))
         if signum:
             trainer.save_checkpoint(self.path)
             log.warning(
