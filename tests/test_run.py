@@ -75,6 +75,18 @@ def test_a_finished_run_dir_is_never_overwritten(cli_in_process, tmp_path):
     assert after == before  # refused before Hydra wrote anything
 
 
+def test_a_refused_job_keeps_an_earlier_attempts_log_in_its_dir(cli_in_process, tmp_path):
+    """A sweep rerun into the dir of an attempt that never finished (its jobs hold only Hydra's
+    files and a log): refusing a job undoes this invocation's lines, not the earlier ones."""
+    sweep = tmp_path / "logs" / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    earlier = "[2026-11-30 10:00:00,000][lbtrain][INFO] - an earlier attempt, killed\n"
+    (sweep / "0" / "run.log").write_text(earlier)
+    result = cli_in_process("-m", "optim.lr=-1", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 2 and "optim.lr=-1: must be >= 0" in result.stderr
+    assert (sweep / "0" / "run.log").read_text() == earlier
+
+
 def test_resuming_a_finished_run_changes_nothing_on_disk(cli_in_process, tmp_path):
     """Nothing left to train: no summary rewritten without its metrics, no .hydra/ or run.log
     of the resume left behind, in the run's dir or in a new one."""

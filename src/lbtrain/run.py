@@ -48,6 +48,7 @@ from lbtrain.notices import FILE_ONLY, quiet
 from lbtrain.optimizers import LAYERWISE, OptimizerSpec
 from lbtrain.run_dir import keep_run_record, recorded_overrides
 from lbtrain.run_dir import note as note_run_dir
+from lbtrain.run_dir import note_start as note_run_dir_start
 from lbtrain.run_dir import reset as reset_run_dirs
 from lbtrain.run_dir import restore as restore_run_dir
 from lbtrain.scaling import make_plan
@@ -344,6 +345,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     # processes that never import this module as a script.
     distributed.install()
     quiet()
+    note_run_dir_start(Path(HydraConfig.get().runtime.output_dir))
     try:
         import_extensions(cfg.get("imports"))
         validate(cfg)

@@ -19,11 +19,14 @@ import yaml
 HYDRA_WRITES = {".hydra", "run.log"}  # what a fresh run dir holds when lbtrain's code starts
 # run dir -> (its .hydra files, run.log's length), or None where the dir did not exist
 _found: dict[Path, tuple[dict[str, bytes], int | None] | None] = {}
+# run dir -> run.log's length when lbtrain's code started: lines older than this invocation
+_log_at_start: dict[Path, int] = {}
 
 
 def reset() -> None:
     """A new invocation (`main()`; tests run several in one process) has noted nothing yet."""
     _found.clear()
+    _log_at_start.clear()
 
 
 def note(run_dir: Path) -> None:
@@ -37,16 +40,27 @@ def note(run_dir: Path) -> None:
     _found[run_dir] = (files, log.stat().st_size if log.exists() else None)
 
 
+def note_start(run_dir: Path) -> None:
+    """First thing in the job (Hydra has written to the dir): how much of run.log predates
+    this invocation, for a dir `note` did not see (an automatic or sweep job dir)."""
+    log = run_dir.resolve() / "run.log"
+    _log_at_start.setdefault(run_dir.resolve(), log.stat().st_size if log.exists() else 0)
+
+
 def restore(run_dir: Path) -> bool:
     """Put `run_dir` back as it was before this invocation. False where that is unknown: a
     dir not noted (named in a config file, not on the command line) that held a run."""
     run_dir = run_dir.resolve()
     _close_logs_in(run_dir)
     found = _found.get(run_dir)
-    if found is None:  # created by this invocation, or holding only what Hydra wrote
-        if run_dir in _found or {p.name for p in run_dir.iterdir()} <= HYDRA_WRITES:
+    if found is None:  # created by this invocation, or not noted before Hydra started
+        earlier = _log_at_start.get(run_dir)  # None: unknown, so nothing is removed
+        only_ours = earlier == 0 and {p.name for p in run_dir.iterdir()} <= HYDRA_WRITES
+        if run_dir in _found or only_ours:
             shutil.rmtree(run_dir)
             return True
+        if earlier:  # an earlier attempt's log (a sweep rerun into its dir): it stays
+            os.truncate(run_dir / "run.log", earlier)
         return False
     files, log_size = found
     hydra = run_dir / ".hydra"
