@@ -14,7 +14,7 @@ import time
 import lightning as L
 from lightning.pytorch.trainer import call
 
-import lbtrain.run
+import lbtrain.training
 from lbtrain.config import compose_config, validate
 from lbtrain.module import Classifier
 
@@ -38,12 +38,12 @@ def dispatch_us(skip: bool, n: int, tmp: str) -> float:
     the hooks' own work left out (each callback's hooks are swapped for no-ops)."""
     cfg = compose_config(["logger=csv", f"paths.data_dir={tmp}/data"], tmp)
     validate(cfg)
-    real = lbtrain.run.skip_undefined_batch_hooks
-    lbtrain.run.skip_undefined_batch_hooks = real if skip else (lambda callbacks: None)
+    real = lbtrain.training.skip_undefined_batch_hooks
+    lbtrain.training.skip_undefined_batch_hooks = real if skip else (lambda callbacks: None)
     try:
-        trainer, module, _ = lbtrain.run.build(cfg, tmp)
+        trainer, module, _ = lbtrain.training.build(cfg, tmp)
     finally:
-        lbtrain.run.skip_undefined_batch_hooks = real
+        lbtrain.training.skip_undefined_batch_hooks = real
     trainer.strategy.connect(module)
     for callback in trainer.callbacks:
         for hook, _ in PER_STEP:

@@ -37,8 +37,8 @@ from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.data.vision import CIFAR10DataModule
 from lbtrain.gbn import auto_implementation, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
-from lbtrain.run import build
 from lbtrain.scaling import make_scheduler
+from lbtrain.training import build
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_gbn import SHAPES, print_table, time_shape  # noqa: E402

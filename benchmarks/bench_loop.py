@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from lbtrain.config import compose_config, validate
-from lbtrain.run import build
 from lbtrain.scaling import make_scheduler
+from lbtrain.training import build
 
 
 def optimizer_and_schedule(module, cfg, parameters, steps_per_epoch: int):

@@ -29,8 +29,8 @@ from lbtrain.config import compose_config
 from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
-from lbtrain.run import build
 from lbtrain.scaling import make_plan
+from lbtrain.training import build
 
 HOOKS = ("on_train_batch_start", "on_after_backward", "on_before_optimizer_step",
          "on_train_batch_end", "on_train_epoch_end", "on_train_end")  # fmt: skip

@@ -11,6 +11,7 @@ import pytest
 
 from lbtrain.config import compose_config, validate
 from lbtrain.critical_batch import (
+    ScalingFit,
     Target,
     fit_critical_batch,
     noise_scale_until,
@@ -113,3 +114,24 @@ def test_the_documented_sweep_composes(tmp_path):
     assert cfg.callbacks.stop_at_target.stopping_threshold == 0.85
     assert (cfg.ghost_batch_size, cfg.lr_scaling, list(cfg.optim.milestones)) == (8, "sqrt", [])
     assert cfg.callbacks.noise_scale.every_n_steps == 5 and cfg.callbacks.sharpness is None
+
+
+def test_the_report_fits_each_seed_alone_to_show_how_far_b_crit_moves_with_the_seeds():
+    """Seed 0's steps follow B_crit = 100 exactly, seed 1's B_crit = 400: the per-seed fits
+    recover each, while the pooled fit (on the mean steps) lies between them."""
+    from lbtrain.report import SEED_STEPS, critical_batch_summary
+
+    batches = np.array([16, 64, 256, 1024])
+    seed0 = ScalingFit(20.0, 2000.0, 100.0).steps(batches)
+    seed1 = ScalingFit(10.0, 4000.0, 400.0).steps(batches)
+    df = pd.DataFrame({
+        "batch size": batches, "steps to target": (seed0 + seed1) / 2,
+        "B_simple until target": 50.0, "best for its batch": True,
+        SEED_STEPS: [{0: a, 1: b} for a, b in zip(seed0, seed1, strict=True)],
+    })  # fmt: skip
+    fit, _, lines = critical_batch_summary(df)
+    per_seed = next(line for line in lines if "each seed's own steps" in line)
+    assert per_seed.endswith("B_crit = 100 (seed 0), 400 (seed 1).")
+    assert 100 < fit.b_crit < 400
+    one_seed = df.assign(**{SEED_STEPS: [{0: a} for a in seed0]})
+    assert not any("each seed" in line for line in critical_batch_summary(one_seed)[2])

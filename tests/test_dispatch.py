@@ -10,7 +10,7 @@ from lightning.pytorch.profilers import PassThroughProfiler
 
 from lbtrain.callbacks.dispatch import PER_BATCH_HOOKS
 from lbtrain.config import compose_config
-from lbtrain.run import build
+from lbtrain.training import build
 
 
 class CountHooks(L.Callback):

@@ -6,7 +6,7 @@ from importlib.resources import files
 import pytest
 
 from lbtrain.config import compose_config, group_options, validate
-from lbtrain.run import build
+from lbtrain.training import build
 
 # the paper's experiments (the MNIST-1D sweeps have tests of their own)
 EXPERIMENTS = [e for e in group_options("experiment") if not e.startswith("mnist1d_")]

@@ -8,7 +8,7 @@ from conftest import cifar_images, write_pickle
 from torch.profiler import ProfilerActivity, profile
 
 from lbtrain.config import compose_config
-from lbtrain.run import build
+from lbtrain.training import build
 
 # every path by which a tensor's value reaches the host goes through one of these
 READS = ("aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::equal")

@@ -11,7 +11,7 @@ from torch import nn
 
 from lbtrain.config import compose_config
 from lbtrain.optimizers import OptimizerSpec
-from lbtrain.run import build
+from lbtrain.training import build
 
 
 def two_layers() -> tuple[nn.Module, dict]:

@@ -83,9 +83,9 @@ def test_the_signal_reaches_the_launchers_handler_after_the_checkpoint(tmp_path,
     signal, after the checkpoint is on disk."""
     import lightning as L
 
-    from lbtrain.callbacks.preemption import Preempted
     from lbtrain.config import compose_config
-    from lbtrain.run import build
+    from lbtrain.errors import Preempted
+    from lbtrain.training import build
 
     seen = []
 
@@ -116,9 +116,9 @@ def test_with_gradient_accumulation_the_job_stops_between_optimizer_steps(tmp_pa
     """A checkpoint inside an accumulation window would lose the window's gradients."""
     import lightning as L
 
-    from lbtrain.callbacks.preemption import Preempted
     from lbtrain.config import compose_config
-    from lbtrain.run import build
+    from lbtrain.errors import Preempted
+    from lbtrain.training import build
 
     class SignalAfterMicroBatch(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

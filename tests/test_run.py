@@ -139,10 +139,11 @@ def test_a_summary_is_never_rewritten_with_fewer_keys(cli_in_process, tmp_path):
 
 
 def test_the_console_shows_the_run_not_the_config_or_known_notices(cli, tmp_path):
-    result = cli(*TINY, "logger=csv")
+    result = cli(*TINY, "logger=default", env={"WANDB_SILENT": "false"})  # CSV and W&B
     assert result.returncode == 0, result.stderr[-3000:]
     console = result.stdout + result.stderr
     assert "litlogger" not in console and "`srun` command is available" not in console
+    assert "wandb" in console and "anonymous setting" not in console  # W&B speaks, but not that
     assert "batch_size: 32" not in console  # the resolved config: run.log and config.yaml
     run_log = (only_run_dir(tmp_path) / "run.log").read_text()
     assert re.search(r"config \w{12}:\n", run_log) and "batch_size: 32" in run_log

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from lbtrain.config import compose_config, validate
 from lbtrain.errors import ConfigError
-from lbtrain.run import build
 from lbtrain.scaling import BatchPlan, make_plan, make_scheduler, regime_factor, scaled_lr
+from lbtrain.training import build
 
 
 def plan(**overrides) -> BatchPlan:
@@ -80,7 +80,7 @@ def test_lr_at_every_step_follows_the_stretched_schedule(stretch):
 def optimizer_steps_of_a_run(tmp_path, data_dir, *overrides: str) -> int:
     """Train for real (no validation, no callbacks) and count the optimizer steps taken."""
     from lbtrain.config import compose_config
-    from lbtrain.run import build
+    from lbtrain.training import build
 
     cfg = compose_config(
         ["experiment=mnist1d_table1", "trainer.max_epochs=1", "logger=none", "callbacks=none",
@@ -153,7 +153,7 @@ def test_step_based_regimes_stretch_steps_milestones_and_warmup():
 
 def test_adapted_step_budget_trains_the_stretched_number_of_steps(tmp_path, data_dir):
     from lbtrain.config import compose_config, validate
-    from lbtrain.run import build
+    from lbtrain.training import build
 
     cfg = compose_config(
         ["trainer.max_epochs=-1", "trainer.max_steps=20", "optim.schedule_unit=step",

@@ -8,7 +8,7 @@ import wandb
 from helpers import wandb_records
 
 from lbtrain.config import compose_config
-from lbtrain.run import build
+from lbtrain.training import build
 
 
 class RecordUpdates(L.Callback):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lbtrain.config import compose_config
-from lbtrain.run import build
+from lbtrain.training import build
 
 
 class RecordWeights(L.Callback):

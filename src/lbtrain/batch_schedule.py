@@ -10,8 +10,13 @@ milestones must be whole epochs; the batches are real, larger ones, never accumu
 
 from dataclasses import dataclass
 
-from lbtrain.data.in_memory import batches_per_epoch
 from lbtrain.errors import ConfigError
+
+
+def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Training batches per epoch on each rank: its equal share of n shuffled samples (the
+    leftover dropped) in batches of `batch_size`, the last one short."""
+    return -(-(n // world_size) // batch_size)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,13 @@ def group_options(group: str, config_dirs: list[str] = ()) -> list[str]:
     )
 
 
+def config_dirs(overrides: list[str]) -> list[str]:
+    """Your config dirs, from the command line's `hydra.searchpath=[file://...]`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return _config_dirs(OverridesParser.create().parse_overrides(overrides))
+
+
 def _config_dirs(parsed) -> list[str]:
     """The file:// entries of a `hydra.searchpath=[...]` override."""
     for override in parsed:
@@ -60,10 +67,11 @@ def import_extensions(modules: list[str]) -> None:
             ) from None
 
 
-def check_overrides(overrides: list[str]) -> None:
+def check_overrides(overrides: list[str]) -> DictConfig | None:
     """Before Hydra starts, whose own messages span several lines: reject unknown group
     options (`model=nope`, also inside sweeps: `model=cnn1d,nope`), then compose the
-    sweep's first point as Hydra will, so that a misspelt key (`batchsize=5`) fails too."""
+    sweep's first point as Hydra will, so that a misspelt key (`batchsize=5`) fails too.
+    Returns that point's config (None for a command line only Hydra can parse)."""
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException
@@ -71,7 +79,7 @@ def check_overrides(overrides: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # malformed: Hydra reports it in its own words
-        return
+        return None
     config_dirs = _config_dirs(parsed)
     first = []  # the sweep's first point
     for override in parsed:
@@ -102,7 +110,7 @@ def check_overrides(overrides: list[str]) -> None:
             first.append(override.input_line)
     try:
         with initialize_config_module("lbtrain.conf", version_base="1.3"):
-            compose("train", overrides=first)
+            return compose("train", overrides=first)
     except ConfigCompositionException as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         if lines[0].startswith("Could not override '"):
@@ -178,8 +186,6 @@ def validate(cfg: DictConfig) -> None:
         msg = str(e.msg).splitlines()[0] if getattr(e, "msg", None) else str(e).splitlines()[0]
         raise ConfigError(f"{e.full_key or 'config'}: {msg}") from None
 
-    from lbtrain.data import DATAMODULES
-    from lbtrain.models import list_models
     from lbtrain.scaling import LR_SCALING_POWERS, REGIMES, RULES, adam_sqrt_rule
 
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
@@ -278,6 +284,14 @@ def validate(cfg: DictConfig) -> None:
     if wandb is not None and "mode" in wandb:
         modes = ("online", "offline", "disabled")
         _check(wandb.mode in modes, "logger.wandb.mode", wandb.mode, f"use {', '.join(modes)}")
+
+
+def check_registered(cfg: DictConfig) -> None:
+    """`model.name` and `data.name` name registered classes: known once their modules (and
+    the config's `imports`) are imported, with torch, so checked as the run is built."""
+    from lbtrain.data import DATAMODULES
+    from lbtrain.models import list_models
+
     models = ", ".join(list_models())
     _check(cfg.model.name in list_models(), "model.name", cfg.model.name, f"use one of {models}")
     names = ", ".join(DATAMODULES)

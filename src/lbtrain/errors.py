@@ -1,5 +1,9 @@
-"""lbtrain's one error type for bad input. Dependency-free, so that leaf modules (`gbn.py`,
-the model registry, the data modules) can raise it without importing the config layer."""
+"""lbtrain's exceptions: `ConfigError` for bad input, and the two ways a preempted run
+stops. Dependency-free, so that leaf modules (`gbn.py`, the model registry, the data
+modules) can raise them, and `lbtrain.run` catch them, without importing torch."""
+
+import signal
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -9,3 +13,19 @@ class ConfigError(ValueError):
 def one_line(e: BaseException) -> str:
     """An exception's message on one line (many libraries' span several)."""
     return " ".join(str(e).split()) or type(e).__name__
+
+
+class Preempted(Exception):
+    """Raised inside fit() once the requeue checkpoint is on disk. `requeue`: whether this
+    process is the one to put the job back in the queue (global rank 0)."""
+
+    def __init__(self, path: Path, step: int, signum: int, requeue: bool) -> None:
+        super().__init__(str(path))
+        self.path, self.step, self.requeue = path, step, requeue
+        self.signal = signal.Signals(signum).name
+
+
+class NotRequeued(Exception):
+    """The launcher refused to requeue a checkpointed job (e.g. submitit, once a job has
+    timed out `max_num_timeout` times). An Exception, not an exit: submitit then records the
+    job as ended, and the sweep that waits for it returns."""

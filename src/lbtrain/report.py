@@ -409,6 +409,9 @@ def run_steps_to_target(run: Run, target: Target) -> float:
     return steps_to_target(logged["step"].to_numpy(), logged[target.metric].to_numpy(), target)
 
 
+SEED_STEPS = "steps by seed"  # {seed: steps to target}, for the per-seed fits; not written
+
+
 def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame, list[str]]:
     """One row per configuration: the steps S and examples E = B S its seeds took to reach
     the target, and the mean noise scale measured until then. For each batch size the
@@ -427,9 +430,10 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
     rows, never = [], []
     for key, group in groups.items():
         batch = group[0].config["batch_size"]
-        reached, noise = [], []
+        reached, noise, by_seed = [], [], {}
         for run in group:
             s = run_steps_to_target(run, target)
+            by_seed[run.config.get("seed")] = s
             if math.isnan(s):
                 never.append(f"{run.path} ({names[key]}, seed {run.config.get('seed')})")
             else:
@@ -442,6 +446,7 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
             "examples to target": batch * steps.mean() if len(reached) == len(group) else math.nan,
             "steps std": steps.std(ddof=1) if len(reached) > 1 else math.nan,
             "B_simple until target": pd.Series(noise, dtype=float).mean(),
+            SEED_STEPS: by_seed,
         })  # fmt: skip
     df = pd.DataFrame(rows).sort_values(["batch size", "run"], ignore_index=True)
     best = df.dropna(subset=["steps to target"]).groupby("batch size")["steps to target"].idxmin()
@@ -477,6 +482,10 @@ def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, 
         f"batch sizes: S_min = {fit.s_min:.1f} steps, E_min = {fit.e_min:.0f} examples, "
         f"**B_crit = E_min / S_min = {fit.b_crit:.0f}**."
     ]
+    if per_seed := seed_fits(best):
+        values = ", ".join(f"{b:.0f} (seed {seed})" for seed, b in per_seed.items())
+        lines.append(f"The same fit on each seed's own steps at those configurations: B_crit = "
+                     f"{values}.")  # fmt: skip
     if not math.isnan(noise):
         lines.append(
             f"Gradient noise scale B_simple measured until the target, mean over those "
@@ -484,6 +493,18 @@ def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, 
             f"**{noise:.0f}**; B_crit / B_simple = {fit.b_crit / noise:.2f}."
         )
     return fit, noise, lines
+
+
+def seed_fits(best: pd.DataFrame) -> dict:
+    """B_crit fitted to each seed's own steps (the seeds every best configuration ran, all of
+    which reached the target): how far the pooled fit moves with the seeds drawn."""
+    seeds = set.intersection(*(set(s) for s in best[SEED_STEPS])) if len(best) else set()
+    fits = {}
+    for seed in sorted(seeds, key=str):
+        steps = [by_seed[seed] for by_seed in best[SEED_STEPS]]
+        if not any(math.isnan(s) for s in steps):
+            fits[seed] = fit_critical_batch(best["batch size"], steps).b_crit
+    return fits if len(fits) > 1 else {}
 
 
 def plot_critical_batch(
@@ -560,6 +581,7 @@ def validation_interval_note(runs: list[Run], target: Target, df: pd.DataFrame) 
 def write_critical_batch(runs: list[Run], target: Target, out: Path) -> list[str]:
     df, never = critical_batch_table(runs, target)
     fit, noise, summary = critical_batch_summary(df)
+    df = df.drop(columns=SEED_STEPS)
     df.to_csv(out / "critical_batch.csv", index=False)
     shown = df.drop(columns="steps std").copy()
     shown["steps to target"] = [

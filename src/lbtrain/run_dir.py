@@ -16,6 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from lbtrain.errors import ConfigError
+
+REQUEUE_CHECKPOINT = "requeue.ckpt"  # in <run dir>/checkpoints/ while a preempted run waits
 HYDRA_WRITES = {".hydra", "run.log"}  # what a fresh run dir holds when lbtrain's code starts
 # run dir -> (its .hydra files, run.log's length), or None where the dir did not exist
 _found: dict[Path, tuple[dict[str, bytes], int | None] | None] = {}
@@ -58,6 +61,7 @@ def restore(run_dir: Path) -> bool:
         only_ours = earlier == 0 and {p.name for p in run_dir.iterdir()} <= HYDRA_WRITES
         if run_dir in _found or only_ours:
             shutil.rmtree(run_dir)
+            _remove_empty_parents(run_dir)
             return True
         if earlier:  # an earlier attempt's log (a sweep rerun into its dir): it stays
             os.truncate(run_dir / "run.log", earlier)
@@ -77,6 +81,16 @@ def restore(run_dir: Path) -> bool:
     else:
         os.truncate(log, log_size)
     return True
+
+
+def _remove_empty_parents(run_dir: Path) -> None:
+    """The folders Hydra made for a removed run dir (logs/, logs/runs/), while empty, up to
+    the working dir."""
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.parents:
+        if parent == cwd or not parent.is_relative_to(cwd) or any(parent.iterdir()):
+            return
+        parent.rmdir()
 
 
 def _close_logs_in(run_dir: Path) -> None:
@@ -117,3 +131,21 @@ def recorded_overrides(run_dir: Path, this_run: Path) -> list[str] | None:
     if run_dir in _found or run_dir == this_run.resolve() or not path.exists():
         return None
     return yaml.safe_load(path.read_text()) or []
+
+
+def check_run_dir(run_dir: Path, ckpt_path: str | None, requeue: Path) -> None:
+    """Never overwrite an earlier run: a run dir that already holds one is only reused to
+    resume it (explicitly with ckpt_path=, or automatically after preemption)."""
+    used = [f for f in ("summary.json", "csv/metrics.csv", "checkpoints/last.ckpt")
+            if (run_dir / f).exists()]  # fmt: skip
+    if used and ckpt_path is None and not requeue.exists():
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} already holds a run ({used[0]}); pick a new dir, or resume "
+            f"it with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+        )
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working dir when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)

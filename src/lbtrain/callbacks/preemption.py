@@ -24,24 +24,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lbtrain.errors import NotRequeued, Preempted
+from lbtrain.run_dir import REQUEUE_CHECKPOINT
+
 log = logging.getLogger(__name__)
-REQUEUE_CHECKPOINT = "requeue.ckpt"
-
-
-class Preempted(Exception):
-    """Raised inside fit() once the requeue checkpoint is on disk. `requeue`: whether this
-    process is the one to put the job back in the queue (global rank 0)."""
-
-    def __init__(self, path: Path, step: int, signum: int, requeue: bool) -> None:
-        super().__init__(str(path))
-        self.path, self.step, self.requeue = path, step, requeue
-        self.signal = signal.Signals(signum).name
-
-
-class NotRequeued(Exception):
-    """The launcher refused to requeue a checkpointed job (e.g. submitit, once a job has
-    timed out `max_num_timeout` times). An Exception, not an exit: submitit then records the
-    job as ended, and the sweep that waits for it returns."""
 
 
 class Preemption(L.Callback):

@@ -5,14 +5,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from lbtrain.batch_schedule import batches_per_epoch
 from lbtrain.data.order import epoch_permutation
 from lbtrain.errors import ConfigError
-
-
-def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
-    """Training batches per epoch on each rank: its equal share of n shuffled samples (the
-    leftover dropped) in batches of `batch_size`, the last one short."""
-    return -(-(n // world_size) // batch_size)
 
 
 class InMemoryLoader:

@@ -1,9 +1,15 @@
-"""Lightning's CSVLogger, except that a run resumed in its own directory (a requeued job,
-`ckpt_path=` into the same run dir) appends to its metrics.csv instead of deleting it."""
+"""Lightning's loggers, each with one change (conf/logger/):
+
+- `ResumableCSVLogger`: a run resumed in its own directory (a requeued job, `ckpt_path=` into
+  the same run dir) appends to its metrics.csv instead of deleting it;
+- `WandbLogger`: does not pass wandb.init `anonymous=None`, which wandb >= 0.19 answers with
+  "The anonymous setting has no effect" on every run.
+"""
 
 import csv
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch import loggers
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -24,3 +30,10 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class WandbLogger(loggers.WandbLogger):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self._wandb_init.get("anonymous") is None:  # Lightning's default: not asked for
+            del self._wandb_init["anonymous"]

@@ -1,0 +1,303 @@
+"""One run from its validated config: build the trainer, the module and the data (checking
+what only built things can tell), then fit and summarise. `lbtrain.run` imports this, with
+torch, Lightning and W&B, only once the config has passed `config.validate`."""
+
+import hashlib
+import inspect
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lbtrain import distributed
+from lbtrain.batch_schedule import check_fits
+from lbtrain.callbacks.dispatch import skip_undefined_batch_hooks
+from lbtrain.callbacks.preemption import Preemption
+from lbtrain.callbacks.step_series import MeasurementLog
+from lbtrain.callbacks.summary import RunSummary
+from lbtrain.config import check_registered
+from lbtrain.data import DATAMODULES
+from lbtrain.errors import ConfigError, one_line
+from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
+from lbtrain.models import create_model
+from lbtrain.module import Classifier
+from lbtrain.notices import FILE_ONLY
+from lbtrain.optimizers import LAYERWISE, OptimizerSpec
+from lbtrain.run_dir import (
+    REQUEUE_CHECKPOINT,
+    check_run_dir,
+    keep_run_record,
+    recorded_overrides,
+    shown,
+)
+from lbtrain.run_dir import restore as restore_run_dir
+from lbtrain.scaling import make_plan
+
+log = logging.getLogger("lbtrain")
+# Lightning 2.6 trips over its own pytree deprecation on every run; nothing for users to act on.
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    name = kwargs.pop("name")
+    try:
+        model = create_model(name, num_classes, input_shape, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(
+            f"model={name} cannot be built for data={cfg.data.name} (samples of shape "
+            f"{tuple(input_shape)}, {num_classes} classes, model options {kwargs}): {one_line(e)}"
+        ) from None
+    check_input_shape(model, input_shape, cfg)
+    if cfg.ghost_batch_size and not any(isinstance(m, _BatchNorm) for m in model.modules()):
+        raise ConfigError(
+            f"ghost_batch_size={cfg.ghost_batch_size}: model={name} has no BatchNorm to split "
+            "into ghost batches; use ghost_batch_size=null"
+        )
+    model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if cfg.compile else model
+
+
+def check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...], cfg) -> None:
+    """One sample through the fresh model (eval mode: no statistics change, no randomness),
+    so that a model that cannot take the data fails here, in one line, not in training."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(
+            f"model={cfg.model.name} cannot take data={cfg.data.name}'s samples of shape "
+            f"{tuple(input_shape)} ({one_line(e)}); pick a model made for this data"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
+def _instantiate_group(cfg: DictConfig, group: str) -> list:
+    built = []
+    for name, node in (cfg.get(group) or {}).items():
+        if node is None:  # switched off on the command line, e.g. callbacks.sharpness=null
+            continue
+        try:
+            built.append(instantiate(node))
+        except InstantiationException as e:  # bad arguments: say which entry, in one line
+            cause = e.__cause__ or e
+            raise ConfigError(f"{group}.{name}: {one_line(cause)}") from None
+    return built
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    loggers = _instantiate_group(cfg, "logger")
+    # Preemption first: a step it stops before must leave no trace in any logger
+    callbacks = [Preemption(run_dir / "checkpoints"), *_instantiate_group(cfg, "callbacks")]
+    callbacks += [MeasurementLog(), RunSummary(run_dir)]  # the measurements' rows, merged
+    try:
+        trainer = L.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            logger=loggers or False,
+            callbacks=callbacks,
+            plugins=distributed.cluster_plugins(),
+            default_root_dir=run_dir,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
+        raise ConfigError(f"trainer: {one_line(e)}") from None
+    skip_undefined_batch_hooks(trainer.callbacks)  # Lightning's own included
+    return trainer
+
+
+def build(
+    cfg: DictConfig, run_dir: str | Path
+) -> tuple[L.Trainer, Classifier, L.LightningDataModule]:
+    """Trainer, module and data of one run, from its validated config. Whatever can only be
+    checked on built things (the world size, the data on disk, the model against the data)
+    fails here as a ConfigError, before anything trains or is written."""
+    check_registered(cfg)
+    run_dir = Path(run_dir)
+    trainer = build_trainer(cfg, run_dir)
+    plan = make_plan(cfg, trainer.world_size)
+    check_ghost_batch_size(cfg.ghost_batch_size, plan.micro_batch)
+    trainer.fit_loop.max_epochs = plan.epochs  # the stretched regime
+    trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
+    log.info(plan.describe())
+    if plan.warmup and plan.lr == plan.base_lr:  # e.g. recipe=lb with optim=goyal
+        log.warning(
+            "optim.warmup=%g does nothing in this run: it ramps the LR from optim.lr up to the "
+            "scaled LR, and lr_scaling=%s at batch_size=%d leaves that at optim.lr=%g",
+            cfg.optim.warmup, cfg.lr_scaling, cfg.batch_size, plan.base_lr,
+        )  # fmt: skip
+
+    L.seed_everything(cfg.seed, workers=True)
+    data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
+    name = data_kwargs.pop("name")
+    takes = inspect.signature(DATAMODULES[name]).parameters
+    if cfg.batch_augment > 1:  # only data modules that augment on the device take it
+        if "batch_augment" not in takes:
+            raise ConfigError(
+                f"batch_augment={cfg.batch_augment}: data={name} has no batch augmentation (it "
+                "needs an in-memory set augmented on the device: mnist1d, cifar10, cifar100)"
+            )
+        data_kwargs["batch_augment"] = cfg.batch_augment
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in takes.values())  # a **kwargs module
+    for option in sorted(data_kwargs.keys() - takes.keys()) if not open_ended else ():
+        raise ConfigError(f"data.{option}: data={name} has no such option")
+    datamodule = DATAMODULES[name](
+        batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
+    )
+    if hasattr(datamodule, "check"):
+        datamodule.check()  # before any model is built
+    if plan.phases:
+        use_batch_schedule(trainer, datamodule, plan, cfg)
+    for callback in trainer.callbacks:
+        if hasattr(callback, "check_data"):  # a measurement this data must allow
+            callback.check_data(datamodule)
+        if hasattr(callback, "check_plan"):  # ... and this batch plan and trainer
+            callback.check_plan(plan, trainer)
+    model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
+    o = cfg.optim
+    exclude = o.exclude_norm_and_bias
+    optimizer = OptimizerSpec(
+        name=o.optimizer, momentum=o.momentum, nesterov=o.nesterov,
+        weight_decay=o.weight_decay, betas=plan.betas, eps=plan.eps, trust_coeff=o.trust_coeff,
+        max_grad_norm=o.max_grad_norm,
+        exclude_norm_and_bias=o.optimizer in LAYERWISE if exclude is None else exclude,
+    )  # fmt: skip
+    module = Classifier(model, plan, datamodule.num_classes, optimizer)
+    return trainer, module, datamodule
+
+
+def use_batch_schedule(trainer: L.Trainer, datamodule, plan, cfg: DictConfig) -> None:
+    """Hand the data module the batch of each epoch, re-made each epoch, after checking that
+    every phase's batch fits the training set."""
+    key = f"batch_schedule=grow with data={cfg.data.name}"
+    if not hasattr(datamodule, "batch_size_at"):
+        raise ConfigError(f"{key}: needs an in-memory data set (mnist1d, mnist, cifar10/100)")
+    if cfg.trainer.get("limit_train_batches") is not None:
+        raise ConfigError(f"{key}: trainer.limit_train_batches would cut its epochs; use null")
+    datamodule.setup("fit")  # the number of training samples
+    check_fits(plan.phases, datamodule.num_train_samples)
+    datamodule.batch_size_at = plan.per_device_batch_at
+    trainer.reload_dataloaders_every_n_epochs = 1  # a phase's new batch size
+
+
+def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> dict:
+    """A checkpoint to resume from must exist, load, and hold this run's model. Returns
+    it (memory-mapped: nothing is read but what is looked at)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}={path}: no such checkpoint file")
+    try:
+        # mmap: only the shapes are compared here; fit() reads the tensors once, later
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = checkpoint["state_dict"]
+    except Exception as e:  # truncated, not a checkpoint, not a Lightning one
+        raise ConfigError(
+            f"{key}={path}: not a readable lbtrain checkpoint ({type(e).__name__}: "
+            f"{one_line(e)[:200]})"
+        ) from None
+    ours = module.state_dict()
+    for name, tensor in ours.items():
+        if not name.startswith("model."):
+            continue
+        if name not in state or state[name].shape != tensor.shape:
+            found = f"shape {tuple(state[name].shape)}" if name in state else "missing"
+            raise ConfigError(
+                f"{key}={path}: holds another model ({name} is {found}; this run's model "
+                f"needs {tuple(tensor.shape)}); resume with the config it was trained with"
+            )
+    return checkpoint
+
+
+def nothing_left(checkpoint: dict, trainer: L.Trainer) -> bool:
+    """Whether fit() from this checkpoint would train nothing: its steps or epochs already
+    reach this run's (Lightning's own test, FitLoop.done)."""
+    loop = trainer.fit_loop
+    try:
+        epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    except (KeyError, TypeError):  # no loop state (not saved by Trainer.fit): let fit() decide
+        return False
+    steps = loop.epoch_loop.max_steps
+    return (steps != -1 and checkpoint["global_step"] >= steps) or epochs >= loop.max_epochs
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
+    log.info(distributed.use_slurm_cpus())
+    if rank_zero_only.rank == 0:
+        check_run_dir(run_dir, cfg.ckpt_path, requeue)
+    trainer, module, datamodule = build(cfg, run_dir)
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path is None and requeue.exists():  # this job was preempted: carry on
+        ckpt_path = str(requeue)
+        log.info("resuming the preempted run from %s", requeue)
+    if ckpt_path is not None:
+        key = "ckpt_path" if cfg.ckpt_path else "requeue checkpoint"
+        try:
+            checkpoint = check_checkpoint(ckpt_path, module, key)
+        except ConfigError as e:  # say how the checkpoint's run was started
+            trained = recorded_overrides(Path(ckpt_path).resolve().parent.parent, run_dir)
+            if trained is None:
+                raise
+            given = " ".join(trained) or "(the defaults)"
+            raise ConfigError(f"{e}; it was trained with: {given}") from None
+        if nothing_left(checkpoint, trainer):  # resuming would rewrite its results: leave it
+            if rank_zero_only.rank == 0 and not restore_run_dir(run_dir):
+                print(f"lbtrain: {run_dir} keeps this invocation's .hydra/ (named in a config "
+                      "file, not on the command line)")  # fmt: skip
+            origin = Path(ckpt_path).resolve().parent.parent
+            print(f"lbtrain: {origin} already finished at step {checkpoint['global_step']}; "
+                  "nothing to resume")  # fmt: skip
+            return {}
+        if rank_zero_only.rank == 0 and (kept := keep_run_record(run_dir)):
+            log.info("this resume's config and overrides: %s (the run's own stay in .hydra/)", kept)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    text = OmegaConf.to_yaml(resolved)
+    config_hash = hashlib.sha1(text.encode()).hexdigest()[:12]
+    log.info("config %s:\n%s", config_hash, text, extra=FILE_ONLY)  # run.log, not the console
+    if rank_zero_only.rank == 0:  # extra DDP ranks run this too, in the same dir
+        (run_dir / "config.yaml").write_text(text)  # RunSummary adds the effective plan
+    for logger in trainer.loggers:
+        logger.log_hyperparams(resolved)
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            run = logger.experiment
+            log.info(
+                "W&B run %s (%s): name %s, group %s, tags %s",
+                run.id, run.settings.mode, run.name, run.group, list(run.tags),
+            )  # fmt: skip
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        log.info(
+            "rank %d of %d done, config %s", trainer.global_rank, trainer.world_size, config_hash
+        )
+    finally:
+        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+            import wandb
+
+            wandb.finish()  # each multirun job is its own W&B run
+
+    if not trainer.is_global_zero:
+        return {}
+    requeue.unlink(missing_ok=True)  # finished: last.ckpt holds the final state
+    summary = json.loads((run_dir / "summary.json").read_text())  # see RunSummary
+    if "val/acc" in summary:
+        log.info(
+            "final val/acc = %.4f (%d optimizer steps); results in %s",
+            summary["val/acc"], summary["global_step"], shown(run_dir),
+        )  # fmt: skip
+    return summary
