@@ -43,6 +43,7 @@ def test_gpu_benchmark_rejects_an_unknown_device():
     [
         ("bench_dispatch.py", ["--n", "10"], "| the same, only the hooks a callback defines |"),
         ("bench_loop.py", ["--repeats", "1", "--epochs", "1"], "| default run, `logger=csv` |"),
+        ("bench_startup.py", ["--quick"], "| lbtrain.run --help |"),
     ],
 )
 def test_cpu_benchmarks_run(tmp_path, script, args, expected):

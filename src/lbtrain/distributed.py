@@ -39,9 +39,9 @@ def job_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
 
 def install() -> None:
     """Route Lightning's re-launch of extra DDP ranks through `job_subprocess_cmd`."""
-    from lightning.pytorch.strategies.launchers import subprocess_script
+    from lbtrain.lightning_internals import replace_rank_command
 
-    subprocess_script._hydra_subprocess_cmd = job_subprocess_cmd
+    replace_rank_command(job_subprocess_cmd)
 
 
 @contextmanager

@@ -4,6 +4,8 @@ logged at step t (Lightning logs it at t - 1, before the update). With no logger
 
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningMonitor
 
+from lbtrain.lightning_internals import logs_this_step, monitored_lrs, updates_logged
+
 
 class LearningRateMonitor(_LightningMonitor):
     def on_train_start(self, trainer, *args, **kwargs) -> None:
@@ -15,14 +17,13 @@ class LearningRateMonitor(_LightningMonitor):
             super().on_train_epoch_start(trainer, *args, **kwargs)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        connector = trainer._logger_connector
         if not trainer.loggers or self.logging_interval == "epoch":
             return
-        if not connector.should_update_logs:
+        if not logs_this_step(trainer):
             return
         if batch_idx % trainer.accumulate_grad_batches:
             return  # a later micro-batch of the same update: logged once per update
-        stats = self._extract_stats(trainer, "step" if self.logging_interval is None else "any")
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1  # the update to come
+        stats = monitored_lrs(self, trainer, "step" if self.logging_interval is None else "any")
+        step = updates_logged(trainer) + 1  # the update to come
         for logger in trainer.loggers if stats else ():
             logger.log_metrics(stats, step=step)

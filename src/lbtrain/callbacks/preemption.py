@@ -25,6 +25,7 @@ import lightning as L
 import torch
 
 from lbtrain.errors import NotRequeued, Preempted
+from lbtrain.lightning_internals import set_updates_logged
 from lbtrain.run_dir import REQUEUE_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class Preemption(L.Callback):
         # Lightning restores a checkpoint as if saved after a batch, as its own are, and so
         # raises its logging counter by one when resuming from ours, saved before a batch:
         # it would log (and gate the logging of) every later value one step off.
-        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+        set_updates_logged(trainer, trainer.global_step)
         # Checked before an optimizer step's first micro-batch: the checkpoint holds every
         # completed step and none of this one, so the resumed run starts with this batch.
         accumulate = trainer.accumulate_grad_batches

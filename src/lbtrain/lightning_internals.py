@@ -1,0 +1,97 @@
+"""Every private Lightning attribute lbtrain reads or writes, named here and nowhere else.
+
+Each use checks that the attribute is there: if a Lightning release renames or removes one,
+lbtrain raises `LightningChanged` naming it instead of carrying on without it (a renamed
+`_hydra_subprocess_cmd` would otherwise make every DDP rank re-run the whole sweep, silently).
+`tests/test_lightning_internals.py` checks each against the installed Lightning.
+"""
+
+import csv
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.strategies.launchers import subprocess_script
+
+# (owner, attribute): what lbtrain relies on, and why
+RANK_COMMAND = (subprocess_script, "_hydra_subprocess_cmd")  # DDP's re-launch of a Hydra app
+UPDATES = "_batches_that_stepped"  # fit_loop.epoch_loop: the updates done, as logged
+LOGGER_CONNECTOR = "_logger_connector"  # Trainer: its `should_update_logs` gate
+LR_STATS = (LearningRateMonitor, "_extract_stats")  # the monitored LRs of this step
+CHECK_LOG_DIR = (ExperimentWriter, "_check_log_dir_exists")  # deletes an old metrics.csv
+CSV_EXPERIMENT = "_experiment"  # CSVLogger: its writer, made on first use
+WANDB_INIT = "_wandb_init"  # WandbLogger: the arguments of its wandb.init call
+HOOK_NAME = "_current_fx_name"  # LightningModule: the running hook, set around each call
+
+
+class LightningChanged(RuntimeError):
+    """An internal lbtrain relies on is gone from the installed Lightning."""
+
+
+def require(owner, name: str) -> None:
+    if not hasattr(owner, name):
+        where = getattr(owner, "__name__", type(owner).__name__)
+        raise LightningChanged(
+            f"{where}.{name} is gone from the installed Lightning, and lbtrain relies on it "
+            "(lbtrain/lightning_internals.py); install a Lightning that pyproject.toml admits"
+        )
+
+
+def replace_rank_command(command) -> None:
+    """Lightning starts extra DDP ranks of a Hydra app with `_hydra_subprocess_cmd`'s command."""
+    module, name = RANK_COMMAND
+    require(module, name)
+    setattr(module, name, command)
+
+
+def updates_logged(trainer: Trainer) -> int:
+    """Lightning's logging step: the optimizer updates done, as its loggers count them."""
+    loop = trainer.fit_loop.epoch_loop
+    require(loop, UPDATES)
+    return getattr(loop, UPDATES)
+
+
+def set_updates_logged(trainer: Trainer, step: int) -> None:
+    loop = trainer.fit_loop.epoch_loop
+    require(loop, UPDATES)
+    setattr(loop, UPDATES, step)
+
+
+def logs_this_step(trainer: Trainer) -> bool:
+    """Whether Lightning logs at this step (`trainer.log_every_n_steps`)."""
+    require(trainer, LOGGER_CONNECTOR)
+    return getattr(trainer, LOGGER_CONNECTOR).should_update_logs
+
+
+def monitored_lrs(monitor: LearningRateMonitor, trainer: Trainer, interval: str) -> dict:
+    owner, name = LR_STATS
+    require(owner, name)
+    return getattr(monitor, name)(trainer, interval)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it keeps an existing metrics.csv and its columns."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+def appending_csv_writer(logger: CSVLogger) -> ExperimentWriter:
+    """The logger's writer, made on first use as Lightning makes it, but appending."""
+    require(*CHECK_LOG_DIR)
+    require(logger, CSV_EXPERIMENT)
+    if getattr(logger, CSV_EXPERIMENT) is None:
+        logger._fs.makedirs(logger.root_dir, exist_ok=True)
+        setattr(logger, CSV_EXPERIMENT, _AppendingWriter(log_dir=logger.log_dir))
+    return getattr(logger, CSV_EXPERIMENT)
+
+
+def drop_unset_wandb_init_arg(logger: WandbLogger, key: str) -> None:
+    """Leave `key` out of the logger's wandb.init call where Lightning passes it as None."""
+    require(logger, WANDB_INIT)
+    init = getattr(logger, WANDB_INIT)
+    if key in init and init[key] is None:
+        del init[key]

@@ -1,0 +1,122 @@
+"""Each private Lightning attribute lbtrain relies on (lbtrain/lightning_internals.py) is there
+in the installed Lightning, with the meaning lbtrain relies on; and a missing one raises,
+naming itself, instead of lbtrain carrying on without it."""
+
+import ast
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.strategies.launchers import subprocess_script
+
+from lbtrain import distributed, lightning_internals
+from lbtrain.lightning_internals import LightningChanged
+from lbtrain.loggers import ResumableCSVLogger, WandbLogger
+
+SRC = Path(lightning_internals.__file__).parent
+
+
+class Probe(L.LightningModule):
+    """Records what the internals say at each training step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.seen = []
+
+    def training_step(self, batch, batch_idx):
+        gate = lightning_internals.logs_this_step(self.trainer)
+        self.seen.append((self.trainer.global_step, lightning_internals.updates_logged(self.trainer),
+                          gate, self._current_fx_name))  # fmt: skip
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(6, 2)))
+
+
+def test_the_trainer_internals_mean_what_lbtrain_reads(tmp_path):
+    probe = Probe()
+    trainer = L.Trainer(max_steps=6, log_every_n_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(probe)
+    steps, updates, gates, hooks = zip(*probe.seen, strict=True)
+    assert updates == steps == tuple(range(6))  # the updates done before this step
+    assert gates == (True, False, True, False, True, False)  # every log_every_n_steps
+    assert set(hooks) == {"training_step"}  # the name set around each hook call
+    lightning_internals.set_updates_logged(trainer, 42)
+    assert lightning_internals.updates_logged(trainer) == 42
+
+
+def test_the_lr_monitor_reads_the_optimizers_lrs(tmp_path):
+    monitor = LearningRateMonitor()
+    trainer = L.Trainer(max_steps=1, logger=False, callbacks=[monitor], enable_progress_bar=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(Probe())
+    assert lightning_internals.monitored_lrs(monitor, trainer, "any") == {"lr-SGD": 0.1}
+
+
+def test_the_csv_writer_keeps_an_existing_metrics_file(tmp_path):
+    logger = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    logger.log_metrics({"a": 1.0}, step=1)
+    logger.save()
+    again = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    again.log_metrics({"a": 2.0}, step=2)
+    again.save()
+    assert (tmp_path / "csv" / "metrics.csv").read_text().split() == ["a,step", "1.0,1", "2.0,2"]
+    assert hasattr(ExperimentWriter, lightning_internals.CHECK_LOG_DIR[1])
+
+
+def test_the_wandb_logger_passes_no_unset_anonymous_argument(tmp_path):
+    ours = WandbLogger(save_dir=tmp_path, mode="disabled")
+    lightnings = L.pytorch.loggers.WandbLogger(save_dir=tmp_path, mode="disabled")
+    wandb_init = lightning_internals.WANDB_INIT
+    assert getattr(lightnings, wandb_init)["anonymous"] is None  # what wandb warns about
+    assert "anonymous" not in getattr(ours, wandb_init)
+
+
+def test_a_renamed_rank_command_raises_instead_of_running_the_sweep_in_every_rank(monkeypatch):
+    assert hasattr(subprocess_script, "_hydra_subprocess_cmd")
+    monkeypatch.delattr(subprocess_script, "_hydra_subprocess_cmd")
+    with pytest.raises(LightningChanged, match="subprocess_script._hydra_subprocess_cmd is gone"):
+        distributed.install()
+    assert not hasattr(subprocess_script, "_hydra_subprocess_cmd")  # nothing set in its place
+
+
+def test_every_missing_internal_raises_naming_itself(monkeypatch, tmp_path):
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    monkeypatch.delattr(type(trainer.fit_loop.epoch_loop), "_batches_that_stepped",
+                        raising=False)  # fmt: skip
+    vars(trainer.fit_loop.epoch_loop).pop("_batches_that_stepped", None)
+    with pytest.raises(LightningChanged, match="_batches_that_stepped"):
+        lightning_internals.updates_logged(trainer)
+    monkeypatch.delattr(LearningRateMonitor, "_extract_stats")
+    with pytest.raises(LightningChanged, match="LearningRateMonitor._extract_stats"):
+        lightning_internals.monitored_lrs(LearningRateMonitor(), trainer, "any")
+    monkeypatch.delattr(ExperimentWriter, "_check_log_dir_exists")
+    with pytest.raises(LightningChanged, match="_check_log_dir_exists"):
+        ResumableCSVLogger(save_dir=tmp_path).experiment  # noqa: B018
+
+
+def test_no_other_module_names_a_private_lightning_attribute():
+    """The names in lightning_internals.py appear in no other lbtrain module (as attributes,
+    or as strings), so that this module is the whole list."""
+    names = {
+        value[1] if isinstance(value, tuple) else value
+        for key, value in vars(lightning_internals).items()
+        if key.isupper() and isinstance(value, str | tuple)
+    }
+    assert "_hydra_subprocess_cmd" in names and "_batches_that_stepped" in names
+    for path in SRC.rglob("*.py"):
+        if path.name == "lightning_internals.py":
+            continue
+        tree = ast.parse(path.read_text())
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        used |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+        used |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert not names & used, f"{path.relative_to(SRC)} names {names & used}"
