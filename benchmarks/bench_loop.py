@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from lbtrain.callbacks.dispatch import PER_BATCH_HOOKS
 from lbtrain.config import compose_config, validate
 from lbtrain.scaling import make_scheduler
 from lbtrain.training import build
@@ -124,18 +123,8 @@ def bare_loop(cfg, run_dir: str, lbtrain_module: bool = False) -> float:
     return time.perf_counter() - start
 
 
-def lightning_loop(cfg, run_dir: str, parts: dict | None = None, *, without: str = "") -> float:
-    """`without`: "skip" (every callback's per-batch hooks called, as Lightning does) or
-    "setattr" (the hook name set through nn.Module.__setattr__): lbtrain's two speed tricks
-    on Lightning's internals, each taken off to see what it is worth."""
+def lightning_loop(cfg, run_dir: str, parts: dict | None = None) -> float:
     trainer, module, dm = build(cfg, run_dir)
-    if without == "skip":
-        for callback in trainer.callbacks:
-            for name in PER_BATCH_HOOKS:
-                vars(callback).pop(name, None)  # back to the class's hook (no-op or not)
-    if without == "setattr":
-        module.__class__ = type("PlainSetattr", (type(module),), {
-            "__setattr__": L.LightningModule.__setattr__})  # fmt: skip
     dm.prepare_data()  # the data set is generated once, outside the timings
     for logger in trainer.loggers:
         logger.experiment  # noqa: B018  W&B starts its run here, before fit(), as run.py does
@@ -218,10 +207,6 @@ def main() -> None:
         "bare Trainer, lbtrain's module (torchmetrics, step logging)":
             (lambda c, d: bare_loop(c, d, lbtrain_module=True), ["logger=none"]),
         "default run, `logger=csv`": (lightning_loop, ["logger=csv"]),
-        "default run, `logger=csv`, every per-batch hook called":
-            (lambda c, d: lightning_loop(c, d, without="skip"), ["logger=csv"]),
-        "default run, `logger=csv`, hook name through nn.Module.__setattr__":
-            (lambda c, d: lightning_loop(c, d, without="setattr"), ["logger=csv"]),
         "default run (CSV + W&B offline, LR monitor, checkpoint, weight and angular distance, "
         "preemption)": (lightning_loop, []),
     }  # fmt: skip
@@ -262,11 +247,6 @@ def main() -> None:
         vs_plain = statistics.median(t / p for t, p in zip(ts, plain, strict=True))
         vs_bare = statistics.median(t / b for t, b in zip(ts, bare, strict=True))
         print(f"| {name} | {statistics.median(ts):.2f} | {vs_plain:.2f}x | {vs_bare:.2f}x |")
-    csv = times["default run, `logger=csv`"]
-    for name, ts in times.items():
-        if name.startswith("default run, `logger=csv`, "):
-            worth = statistics.median(t / c - 1 for t, c in zip(ts, csv, strict=True))
-            print(f"taken off ({name.split(', ', 2)[2]}): the run takes {worth:+.1%}")
     print(f"\nWhere one default run's fit() ({fit:.2f} s) goes, timed inside it:")
     print("| part | seconds | share of fit() |")
     print("|---|---|---|")

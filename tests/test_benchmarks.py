@@ -41,7 +41,6 @@ def test_gpu_benchmark_rejects_an_unknown_device():
 @pytest.mark.parametrize(
     ("script", "args", "expected"),
     [
-        ("bench_dispatch.py", ["--n", "10"], "| the same, only the hooks a callback defines |"),
         ("bench_loop.py", ["--repeats", "1", "--epochs", "1"], "| default run, `logger=csv` |"),
         ("bench_startup.py", ["--quick"], "| lbtrain.run --help |"),
     ],

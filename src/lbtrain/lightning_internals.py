@@ -22,7 +22,6 @@ LR_STATS = (LearningRateMonitor, "_extract_stats")  # the monitored LRs of this 
 CHECK_LOG_DIR = (ExperimentWriter, "_check_log_dir_exists")  # deletes an old metrics.csv
 CSV_EXPERIMENT = "_experiment"  # CSVLogger: its writer, made on first use
 WANDB_INIT = "_wandb_init"  # WandbLogger: the arguments of its wandb.init call
-HOOK_NAME = "_current_fx_name"  # LightningModule: the running hook, set around each call
 
 
 class LightningChanged(RuntimeError):

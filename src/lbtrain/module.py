@@ -56,15 +56,6 @@ class Classifier(L.LightningModule):
         self.seconds_before = 0.0  # training wall time of earlier sessions (a resumed run)
         self._started = time.perf_counter()
 
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning names the running hook here around every hook call, ~47 times a training
-        # step; a string is never a parameter, buffer or module, so nn.Module's checks are
-        # skipped for it (1.3 us a set, 0.2 us without: benchmarks/bench_dispatch.py)
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

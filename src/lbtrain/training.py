@@ -22,7 +22,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lbtrain import distributed
 from lbtrain.batch_schedule import check_fits
-from lbtrain.callbacks.dispatch import skip_undefined_batch_hooks
 from lbtrain.callbacks.preemption import Preemption
 from lbtrain.callbacks.step_series import MeasurementLog
 from lbtrain.callbacks.summary import RunSummary
@@ -117,7 +116,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
         raise ConfigError(f"trainer: {one_line(e)}") from None
-    skip_undefined_batch_hooks(trainer.callbacks)  # Lightning's own included
     return trainer
 
 
