@@ -168,6 +168,16 @@ CASES = [
     (["data=mnist", "batch_augment=2"], "batch_augment=2: data=mnist has no batch augmentation"),
     (["data=mnist", "+data.augment=true"], "data.augment: data=mnist has no such option"),
     (["callbacks=all", "callbacks.sharpness.every_n_step=5"], "every_n_step=5: no such key"),
+    # ARPACK's traceback at the first measurement ("Starting vector is zero"), mid-run, before
+    (
+        ["callbacks=all", "callbacks.sharpness.num_samples=0"],
+        "callbacks.sharpness: num_samples=0 must be >= 1",
+    ),
+    (
+        ["callbacks=all", "callbacks.sharpness.krylov_dim=1"],
+        "callbacks.sharpness: krylov_dim=1 must be >= 2",
+    ),
+    (["callbacks=all", "callbacks.sharpness.tol=-1"], "callbacks.sharpness: tol=-1 must be >= 0"),
 ]
 
 

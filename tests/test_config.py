@@ -61,3 +61,33 @@ def test_slurm_launcher_maps_devices_and_nodes_to_tasks_gpus_and_nodes():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (8, 8, 2)
     assert launcher.signal_delay_s == 120  # SIGUSR1 (see lbtrain/__init__.py) before the limit
+
+
+def test_every_setting_has_one_default_in_the_yaml():
+    """The schemas hold types only: a default there would be a second one, free to differ
+    from the YAML's (RunSchema once said large_batch_size=4096 where train.yaml says 1024)."""
+    import dataclasses
+
+    from omegaconf import MISSING
+
+    from lbtrain.config import OptimSchema, RunSchema, TrainerSchema
+
+    for schema in (RunSchema, OptimSchema, TrainerSchema):
+        for f in dataclasses.fields(schema):
+            if f.default_factory in (OptimSchema, TrainerSchema):
+                continue  # a nested schema: its own fields are checked
+            assert f.default == MISSING, f"{schema.__name__}.{f.name} has a default: {f.default!r}"
+
+
+def test_a_key_missing_from_the_config_is_named_in_one_line(tmp_path):
+    from omegaconf import OmegaConf, open_dict
+
+    from lbtrain.errors import ConfigError
+
+    for key in ("optim.eps", "large_batch_size", "trainer.accumulate_grad_batches"):
+        cfg = compose_run([], tmp_path)
+        parent, _, leaf = key.rpartition(".")
+        with open_dict(cfg):
+            del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
+        with pytest.raises(ConfigError, match=f"^{key}: missing from the config"):
+            validate(cfg)

@@ -3,10 +3,10 @@
 import dataclasses
 import logging
 import math
+import re
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from lbtrain.config import compose_config, validate
 from lbtrain.errors import ConfigError
@@ -39,15 +39,32 @@ def test_adapted_regime_stretches_by_the_batch_ratio_times_the_multiplier():
     assert p.milestones == (12.5, 20.0) and p.warmup == 2.5
 
 
+def numbers(text: str) -> list[float]:
+    return [float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)]
+
+
 def test_the_log_line_states_the_arithmetic():
-    assert plan().describe() == (
-        "batch 4096 = 2 devices x 2048; ghost 128 (16 ghosts per forward); "
-        "lr 0.1 x sqrt(4096/128) = 0.5657; regime x1: 10 epochs, lr decays at epochs [5.0, 8.0]"
-    )
-    line = plan(accumulate=4, lr_scaling="linear", base_warmup=5, stretch=32).describe()
-    assert "batch 4096 = 2 devices x 2048 (4 micro-batches of 512)" in line
-    assert "ghost 128 (4 ghosts per forward)" in line
-    assert "lr 0.1 x 4096/128 = 3.2" in line and "warmup 160 epochs from lr 0.1" in line
+    """Each clause's numbers add up (whatever its wording), and they are the plan's."""
+    p = plan()
+    batch, ghost, lr, regime = p.describe().split("; ")
+    total, devices, per_device = numbers(batch)
+    assert total == devices * per_device == p.batch_size and per_device == p.per_device_batch
+    size, ghosts = numbers(ghost)
+    assert size == p.ghost_batch_size and ghosts == per_device / size
+    base, big, small, scaled = numbers(lr)
+    assert "sqrt" in lr and scaled == pytest.approx(base * math.sqrt(big / small), abs=1e-4)
+    assert scaled == pytest.approx(p.lr, abs=1e-4) and (big, small) == (4096, 128)
+    stretch, epochs, *milestones = numbers(regime)
+    assert (stretch, epochs, milestones) == (1, p.epochs, list(p.milestones))
+    p = plan(accumulate=4, lr_scaling="linear", base_warmup=5, stretch=32)
+    batch, ghost, lr, warmup, regime = p.describe().split("; ")
+    total, devices, per_device, micro, micro_size = numbers(batch)
+    assert total == devices * per_device and per_device == micro * micro_size == 4 * p.micro_batch
+    assert numbers(ghost) == [p.ghost_batch_size, p.micro_batch / p.ghost_batch_size]
+    base, big, small, scaled = numbers(lr)
+    assert scaled == pytest.approx(base * big / small) == pytest.approx(p.lr)
+    assert numbers(warmup) == [p.warmup, p.base_lr] and p.warmup == 5 * 32
+    assert numbers(regime) == [32, p.epochs, *p.milestones]
 
 
 def lrs_over_run(p: BatchPlan, steps_per_epoch: int, gamma: float | list = 0.1) -> list[float]:
@@ -110,23 +127,18 @@ def test_adapted_large_batch_takes_as_many_steps_as_the_small_batch(
         assert small < large < small + 32  # 32 epochs, at most one extra step each
 
 
-def cfg(**kw):
-    base = dict(
-        batch_size=4096, ghost_batch_size=None, lr_scaling="none", regime="fixed",
-        regime_multiplier=1.0, trainer={"max_epochs": 10, "accumulate_grad_batches": 1},
-        optim={"base_batch_size": 128, "lr": 0.1, "milestones": [5], "warmup": 0,
-               "schedule_unit": "epoch"},
-    )  # fmt: skip
-    return OmegaConf.create({**base, **kw})
+def cfg(*overrides: str):
+    """The real config (conf/), as a run composes it, at batch 4096."""
+    return compose_config(["batch_size=4096", *overrides], "/nonexistent/run")
 
 
 def test_global_batch_is_split_over_devices_and_accumulation():
-    p = make_plan(cfg(trainer={"max_epochs": 10, "accumulate_grad_batches": 2}), world_size=8)
+    p = make_plan(cfg("trainer.accumulate_grad_batches=2"), world_size=8)
     assert (p.per_device_batch, p.micro_batch) == (512, 256)
     with pytest.raises(ConfigError, match=r"batch_size=4096 is not divisible by the 3 devices"):
         make_plan(cfg(), world_size=3)
     with pytest.raises(ConfigError, match=r"accumulate_grad_batches=3 does not divide"):
-        make_plan(cfg(trainer={"max_epochs": 10, "accumulate_grad_batches": 3}), world_size=2)
+        make_plan(cfg("trainer.accumulate_grad_batches=3"), world_size=2)
 
 
 def test_per_milestone_factors_give_alexnets_schedule():

@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from lbtrain.errors import ConfigError
@@ -125,48 +125,62 @@ def check_overrides(overrides: list[str]) -> DictConfig | None:
 
 @dataclass
 class OptimSchema:
-    """The base regime: what the LR was tuned for, at `base_batch_size`."""
+    """The base regime: what the LR was tuned for, at `base_batch_size`. Types only: every
+    value, and what it means, is in conf/train.yaml (the one place for defaults)."""
 
-    lr: float = 0.1
-    base_batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    nesterov: bool = False
-    milestones: list[float] = field(default_factory=list)  # epochs of the base regime
-    gamma: Any = 0.1  # x gamma at each milestone, or a list: one multiplier per milestone
-    warmup: float = 0.0  # linear warmup length, in schedule_unit
-    schedule_unit: str = "epoch"  # epoch | step: the unit of milestones and warmup
-    optimizer: str = "sgd"  # sgd | adamw | lars | lamb (lbtrain/optimizers.py)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw, lamb
-    eps: float = 1e-8  # adamw, lamb
-    trust_coeff: float = 0.001  # lars
-    max_grad_norm: Any = None  # lamb's global gradient-norm clip (timm's default 1.0); null: off
-    exclude_norm_and_bias: Any = None  # no decay, no adaptation for them; null: yes for lars/lamb
+    lr: float = MISSING
+    base_batch_size: int = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    nesterov: bool = MISSING
+    milestones: list[float] = MISSING
+    gamma: Any = MISSING  # a factor, or one per milestone
+    warmup: float = MISSING
+    schedule_unit: str = MISSING
+    optimizer: str = MISSING
+    betas: list[float] = MISSING
+    eps: float = MISSING
+    trust_coeff: float = MISSING
+    max_grad_norm: float | None = MISSING
+    exclude_norm_and_bias: bool | None = MISSING
+
+
+@dataclass
+class TrainerSchema:
+    """The Trainer arguments lbtrain itself reads (conf/trainer/default.yaml sets them); any
+    other key passes through to Lightning."""
+
+    max_epochs: Any = MISSING  # types: validate's range checks, which name what is allowed
+    max_steps: Any = MISSING
+    accumulate_grad_batches: Any = MISSING
+    log_every_n_steps: Any = MISSING
 
 
 @dataclass
 class RunSchema:
-    batch_size: int = 128  # global batch: all devices together
-    batch_augment: int = 1  # copies of each sample per batch
-    batch_schedule: str = "none"  # none | grow
-    batch_schedule_cap: int = 1024
-    seed: int = 0
-    lr_scaling: str = "none"
-    ghost_batch_size: int | None = None
-    regime: str = "fixed"
-    regime_multiplier: float = 1.0
-    large_batch_size: int = 4096  # the LB column of the recipes
-    ckpt_path: str | None = None
-    imports: list[str] = field(default_factory=list)
-    compile: bool = False
-    channels_last: bool = False
-    optim: OptimSchema = field(default_factory=OptimSchema)
-    data: Any = None
-    model: Any = None
-    trainer: Any = None
-    logger: Any = None
-    callbacks: Any = None
-    paths: Any = None
+    """Types only, as OptimSchema: the values are in conf/train.yaml."""
+
+    batch_size: int = MISSING
+    batch_augment: int = MISSING
+    batch_schedule: str = MISSING
+    batch_schedule_cap: int = MISSING
+    seed: int = MISSING
+    lr_scaling: str = MISSING
+    ghost_batch_size: int | None = MISSING
+    regime: str = MISSING
+    regime_multiplier: float = MISSING
+    large_batch_size: int = MISSING
+    ckpt_path: str | None = MISSING
+    imports: list[str] = MISSING
+    compile: bool = MISSING
+    channels_last: bool = MISSING
+    optim: OptimSchema = field(default_factory=OptimSchema)  # structure, no values
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    data: Any = MISSING
+    model: Any = MISSING
+    logger: Any = MISSING
+    callbacks: Any = MISSING
+    paths: Any = MISSING
 
 
 def _is_int(value: Any) -> bool:
@@ -180,11 +194,18 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for the first bad value in a composed run config."""
+    schema = OmegaConf.structured(RunSchema)
+    OmegaConf.set_struct(schema.trainer, False)  # Lightning's other arguments pass through
     try:
-        OmegaConf.merge(OmegaConf.structured(RunSchema), cfg)
+        merged = OmegaConf.merge(schema, cfg)
     except OmegaConfBaseException as e:
         msg = str(e.msg).splitlines()[0] if getattr(e, "msg", None) else str(e).splitlines()[0]
         raise ConfigError(f"{e.full_key or 'config'}: {msg}") from None
+    if missing := sorted(OmegaConf.missing_keys(merged)):
+        raise ConfigError(
+            f"{missing[0]}: missing from the config; lbtrain reads it (conf/train.yaml and "
+            "conf/trainer/default.yaml set every key lbtrain reads: compose from them)"
+        )
 
     from lbtrain.scaling import LR_SCALING_POWERS, REGIMES, RULES, adam_sqrt_rule
 
@@ -261,18 +282,18 @@ def validate(cfg: DictConfig) -> None:
         all(m > 0 for m in o.milestones) and list(o.milestones) == sorted(o.milestones),
         "optim.milestones",
         list(o.milestones),
-        "must be increasing positive epochs",
+        f"must be increasing positive {o.schedule_unit}s (optim.schedule_unit)",
     )
     t = cfg.trainer
-    accumulate = t.get("accumulate_grad_batches", 1)
+    accumulate = t.accumulate_grad_batches
     _check(_is_int(accumulate) and accumulate >= 1, "trainer.accumulate_grad_batches",
            accumulate, "must be an int >= 1")  # fmt: skip
-    every = t.get("log_every_n_steps", 50)
+    every = t.log_every_n_steps
     _check(_is_int(every) and every >= 1, "trainer.log_every_n_steps", every, "must be an int >= 1")
     clip = t.get("gradient_clip_val")
     _check(clip is None or (isinstance(clip, int | float) and clip >= 0),
            "trainer.gradient_clip_val", clip, "must be >= 0 or null")  # fmt: skip
-    epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps") or -1
+    epochs, steps = t.max_epochs, t.max_steps
     step_based = o.schedule_unit == "step" and steps > 0
     _check(
         _is_int(epochs) and (epochs > 0 or (epochs == -1 and step_based)),

@@ -12,7 +12,8 @@ Speed, measured with `python benchmarks/bench_gbn.py` (forward + backward, float
   folding the ghosts into channels costs 1.9-3.3x (two transposing copies each way) and
   mean/var written with torch ops 2.8-4.9x. So CPU loops.
 - CUDA: a per-ghost loop launches a kernel per ghost batch per direction, so the fold (one
-  kernel whatever the number of ghosts) is used there; not yet timed on a GPU.
+  kernel whatever the number of ghosts) is used there: on an H200, 1.06x BatchNorm or
+  faster, and 2.4-4x faster than the loop (`make bench-gpu`; the README's Benchmarks).
 """
 
 from numbers import Integral

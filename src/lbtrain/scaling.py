@@ -245,7 +245,7 @@ class BatchPlan:
 def make_plan(cfg, world_size: int) -> BatchPlan:
     """The run's batch plan from its validated config and the trainer's world size."""
     batch = cfg.batch_size
-    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    accumulate = cfg.trainer.accumulate_grad_batches
     if batch % world_size:
         raise ConfigError(
             f"batch_size={batch} is not divisible by the {world_size} devices "
@@ -257,12 +257,12 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
             f"batch {batch // world_size}; use a divisor of it"
         )
     optim = cfg.optim
-    gamma = optim.get("gamma", 0.1)
+    gamma = optim.gamma
     milestones = tuple(optim.milestones)
     per_milestone = [gamma] * len(milestones) if isinstance(gamma, int | float) else list(gamma)
     stretch = regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size)
     phases = ()
-    if cfg.get("batch_schedule", "none") == "grow":
+    if cfg.batch_schedule == "grow":
         if accumulate > 1 or optim.schedule_unit != "epoch":
             raise ConfigError(
                 "batch_schedule=grow: needs real batches changing between epochs "
@@ -279,17 +279,17 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         base_lr=optim.lr,
         lr_scaling=cfg.lr_scaling,
         base_epochs=cfg.trainer.max_epochs,
-        base_max_steps=cfg.trainer.get("max_steps") or -1,
+        base_max_steps=cfg.trainer.max_steps,
         unit=optim.schedule_unit,
         base_milestones=milestones,
         base_warmup=optim.warmup,
         stretch=stretch,
         gammas=tuple(per_milestone),
         phases=phases,
-        optimizer=optim.get("optimizer", "sgd"),
-        batch_augment=cfg.get("batch_augment", 1),
-        base_betas=tuple(optim.get("betas", (0.9, 0.999))),
-        base_eps=optim.get("eps", 1e-8),
+        optimizer=optim.optimizer,
+        batch_augment=cfg.batch_augment,
+        base_betas=tuple(optim.betas),
+        base_eps=optim.eps,
     )
 
 

@@ -31,6 +31,12 @@ class Sharpness(StepSeries):
         flush_every_n_steps: int = 1,
     ) -> None:
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
+        for key, value, least in (("num_samples", num_samples, 1), ("max_iter", max_iter, 1),
+                                  ("krylov_dim", krylov_dim, 2)):  # fmt: skip
+            if not value >= least:  # ARPACK would fail at the first measurement, mid-run
+                raise ValueError(f"{key}={value} must be >= {least}")
+        if not tol >= 0:
+            raise ValueError(f"tol={tol} must be >= 0 (0: machine precision)")
         self.num_samples, self.tol, self.max_iter = num_samples, tol, max_iter
         self.krylov_dim = krylov_dim
         self.vector: np.ndarray | None = None  # the last top eigenvector: the next start

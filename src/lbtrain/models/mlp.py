@@ -1,4 +1,4 @@
-"""Fully connected nets with BatchNorm: a generic MLP and Keskar et al.'s F1."""
+"""A generic fully connected net with BatchNorm (Keskar et al.'s F1 is in keskar_f1.py)."""
 
 import math
 from collections.abc import Sequence
