@@ -143,3 +143,28 @@ def test_under_ddp_the_devices_give_the_two_batch_sizes_and_b_simple_is_exact(
     assert summary["noise_scale/b_simple"] == pytest.approx(
         exact_noise_scale(model, dm.x, dm.y), rel=0.1
     )
+
+
+def test_devices_mode_refuses_a_strategy_that_already_has_a_communication_hook(tmp_path):
+    """torch's DDP takes one communication hook, and the devices mode measures through its
+    own: with the user's already set, the run is refused before training (torch would raise
+    at the first step), naming the hook and what to use instead."""
+    import lightning as L
+    from lightning.pytorch.strategies import DDPStrategy
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    from lbtrain.callbacks.noise_scale import NoiseScale
+    from lbtrain.config import compose_config
+    from lbtrain.errors import ConfigError
+    from lbtrain.scaling import make_plan
+
+    plan = make_plan(compose_config(["trainer.devices=2"], str(tmp_path)), world_size=2)
+    for hook in (None, allreduce_hook):
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(ddp_comm_hook=hook),
+                            logger=False, default_root_dir=tmp_path)  # fmt: skip
+        if hook is None:
+            NoiseScale().check_plan(plan, trainer)  # measures through its own hook
+            continue
+        with pytest.raises(ConfigError, match=r"granularity=devices: the DDP strategy already "
+                           r"has a communication hook \(allreduce_hook\)"):  # fmt: skip
+            NoiseScale().check_plan(plan, trainer)

@@ -12,6 +12,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import subprocess_script
 
 # (owner, attribute): what lbtrain relies on, and why
@@ -22,6 +23,7 @@ LR_STATS = (LearningRateMonitor, "_extract_stats")  # the monitored LRs of this 
 CHECK_LOG_DIR = (ExperimentWriter, "_check_log_dir_exists")  # deletes an old metrics.csv
 CSV_EXPERIMENT = "_experiment"  # CSVLogger: its writer, made on first use
 WANDB_INIT = "_wandb_init"  # WandbLogger: the arguments of its wandb.init call
+DDP_COMM_HOOK = "_ddp_comm_hook"  # DDPStrategy: the communication hook it will register
 
 
 class LightningChanged(RuntimeError):
@@ -94,3 +96,11 @@ def drop_unset_wandb_init_arg(logger: WandbLogger, key: str) -> None:
     init = getattr(logger, WANDB_INIT)
     if key in init and init[key] is None:
         del init[key]
+
+
+def ddp_comm_hook(strategy):
+    """The communication hook a DDP strategy will register (None: none, or not DDP)."""
+    if not isinstance(strategy, DDPStrategy):
+        return None
+    require(strategy, DDP_COMM_HOOK)
+    return getattr(strategy, DDP_COMM_HOOK)

@@ -37,6 +37,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
+from lbtrain.lightning_internals import ddp_comm_hook
 from lbtrain.noise_scale import DebiasedEMA, two_batch_estimates
 
 GRANULARITIES = ("auto", "devices", "chunks", "accumulation")
@@ -90,6 +91,12 @@ class NoiseScale(StepSeries):
             raise ConfigError(
                 "callbacks.noise_scale.granularity=devices needs DDP on more than one device; "
                 "use auto, chunks or accumulation"
+            )
+        if mode == "devices" and (hook := ddp_comm_hook(trainer.strategy)) is not None:
+            raise ConfigError(  # torch's DDP takes one hook, and this mode measures through one
+                f"callbacks.noise_scale.granularity=devices: the DDP strategy already has a "
+                f"communication hook ({getattr(hook, '__qualname__', hook)}), and DDP takes only "
+                "one; use callbacks.noise_scale.granularity=chunks"
             )
         if mode == "chunks" and plan.micro_batch < self.chunks:
             raise ConfigError(
