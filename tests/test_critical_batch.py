@@ -119,7 +119,7 @@ def test_the_documented_sweep_composes(tmp_path):
 def test_the_report_fits_each_seed_alone_to_show_how_far_b_crit_moves_with_the_seeds():
     """Seed 0's steps follow B_crit = 100 exactly, seed 1's B_crit = 400: the per-seed fits
     recover each, while the pooled fit (on the mean steps) lies between them."""
-    from lbtrain.report import SEED_STEPS, critical_batch_summary
+    from lbtrain.report.critical import SEED_STEPS, critical_batch_summary
 
     batches = np.array([16, 64, 256, 1024])
     seed0 = ScalingFit(20.0, 2000.0, 100.0).steps(batches)

@@ -1,0 +1,44 @@
+"""`python -m lbtrain.report` (`__main__.py`): `write_report`, from its parts, one job each:
+`runs` finds, loads and groups run dirs; `table1` makes the table; `figures` draws the
+paper's figures; `critical` analyses a batch-size sweep. The notebook uses the names below."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from lbtrain.critical_batch import Target
+from lbtrain.report.critical import write_critical_batch
+from lbtrain.report.figures import plot_angular_distance, plot_val_error, plot_weight_distance
+from lbtrain.report.runs import Run, find_runs, load_run, read_metrics, row_names
+from lbtrain.report.table1 import table
+
+__all__ = ["Run", "find_runs", "load_run", "plot_angular_distance", "plot_val_error",
+           "plot_weight_distance", "read_metrics", "table", "write_report"]  # fmt: skip
+
+
+def write_report(paths: list[Path], out: Path, target: Target | None = None) -> pd.DataFrame:
+    runs = find_runs(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    df = table(runs)
+    df.to_csv(out / "table.csv", index=False)
+    unfinished = [r for r in runs if not r.summary]
+    lines = [
+        df.to_markdown(index=False, disable_numparse=True)
+        if not df.empty
+        else "(no finished runs)",
+        "",
+    ]
+    if unfinished:
+        lines += ["Failed or unfinished jobs (no complete summary.json):", ""]
+        names = row_names(runs)
+        lines += [f"- {r.path} ({names[r.identity]})" for r in unfinished]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    figures = [plot_weight_distance(runs, out), plot_angular_distance(runs, out)]
+    figures.append(plot_val_error(runs, out))
+    print("\n".join(lines))
+    if target:
+        print("\n".join(["", *write_critical_batch(runs, target, out)]))
+        figures.append(out / "critical_batch.png")
+    written = ", ".join(p.name for p in figures if p)
+    print(f"\nwrote {out}/table.md, table.csv, {written}")
+    return df

@@ -1,0 +1,50 @@
+"""`python -m lbtrain.report PATH...`: Table 1 and the paper's figures from run directories.
+
+    python -m lbtrain.report logs/multiruns/2026-11-25_10-00-00_ab12cd [--out DIR] [--target T]
+
+PATH may be a run dir, a multirun dir, or any folder above them (a run found twice counts
+once). Writes, into --out (default: PATH/report): table.md and table.csv (one row per
+configuration, pooling only runs whose resolved configs differ in the seed alone; rows that
+share a label name the keys that differ; final and best validation accuracy, mean +- std
+over seeds, the gap to SB, optimizer steps, final weight distance, diffusion slope, and
+where runs measured them the angular distance's slope, the final sharpness and noise
+scale), weight_distance.png (Figure 2:
+||w_t - w_0|| against log t), angular_distance.png (the same for the angle of the
+BatchNorm-fed weights) and val_error.png (Figures 1 and 3: validation error against epoch).
+Jobs that failed or did not finish are listed, never dropped silently.
+
+With --target (e.g. val/acc=0.85), also critical_batch.md, .csv and .png: the steps and
+examples each configuration took to reach it, the fit S = S_min (1 + B_crit / B) over each
+batch size's best configuration, and the noise scale measured on the way
+(`lbtrain/critical_batch.py`).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from lbtrain.critical_batch import Target
+from lbtrain.report import write_report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lbtrain.report", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="run dirs or multirun dirs")
+    parser.add_argument("--out", type=Path, help="output dir (default: first PATH/report)")
+    parser.add_argument(
+        "--target",
+        help="e.g. val/acc=0.9 or train/loss<=0.3: steps to it per batch size, the critical "
+        "batch size (critical_batch.md, .csv, .png)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        target = Target.parse(args.target) if args.target else None
+    except ValueError as e:
+        parser.error(str(e))
+    write_report(args.paths, args.out or args.paths[0] / "report", target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Run dirs as the report reads them: found under the given paths, loaded (config, the
+choices Hydra made, summary, logged series from CSV or TensorBoard), named, and grouped
+into configurations that differ in the seed alone, each (config, seed) counted once."""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+TABLE1_ORDER = ["sb", "lb", "lb_lr", "lb_lr_gbn", "lb_lr_gbn_ra", "lars", "grow", "batch_aug"]
+
+TABLE1_NAMES = {"sb": "SB", "lb": "LB", "lb_lr": "+LR", "lb_lr_gbn": "+GBN", "lb_lr_gbn_ra": "+RA",
+                "lars": "LARS", "grow": "BS schedule", "batch_aug": "+GBN, BA x4"}  # fmt: skip
+
+# Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds)
+# and the plan (derived from the rest; runs from before it existed lack it)
+SUMMARY_KEYS = ("val/acc", "global_step")  # what every table row reads from a run's summary
+
+NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "data.data_dir",
+                "trainer.enable_progress_bar")  # fmt: skip
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value)
+    return flat
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    choices: dict
+    summary: dict | None  # None: the job failed or has not finished
+    metrics: pd.DataFrame = field(repr=False)
+    config_dirs: tuple[str, ...] = ()  # the user's config dirs the run was composed from
+
+    @property
+    def label(self) -> str:
+        recipe = self.choices.get("recipe")
+        if recipe and recipe != "None":
+            return TABLE1_NAMES.get(recipe, recipe)
+        c = self.config
+        parts = [f"B={c['batch_size']}"]
+        if c.get("lr_scaling", "none") != "none":
+            parts.append(f"{c['lr_scaling']} lr")
+        if c.get("ghost_batch_size"):
+            parts.append(f"ghost {c['ghost_batch_size']}")
+        if c.get("regime") == "adapted" or c.get("regime_multiplier", 1) != 1:
+            parts.append("adapted regime" if c.get("regime") == "adapted" else "stretched")
+        return ", ".join(parts)
+
+    @cached_property
+    def identity(self) -> tuple[tuple[str, str], ...]:
+        """The resolved config without NOT_IDENTITY: runs pool into one row only when these
+        are equal, i.e. when their configs differ in the seed alone."""
+        flat = _flatten(self.config)
+        skip = [(n, f"{n}.") for n in NOT_IDENTITY]
+        return tuple(sorted((k, v) for k, v in flat.items() if not any(
+            k == n or k.startswith(dotted) for n, dotted in skip)))  # fmt: skip
+
+    def logged(self, *columns: str) -> pd.DataFrame:
+        """The metrics rows that hold these columns, once per step: a run resumed from an
+        older checkpoint logs some steps twice, and the last one counts."""
+        if not set(columns) <= set(self.metrics.columns):
+            return self.metrics.iloc[0:0]
+        return self.metrics.dropna(subset=list(columns)).drop_duplicates("step", keep="last")
+
+    @property
+    def order(self) -> tuple:
+        recipe = self.choices.get("recipe")
+        rank = TABLE1_ORDER.index(recipe) if recipe in TABLE1_ORDER else len(TABLE1_ORDER)
+        return (rank, self.config["batch_size"], self.label)
+
+
+def row_names(runs: list[Run]) -> dict[tuple, str]:
+    """A name per identity: the run's label, and where configs share a label, the keys
+    whose values tell them apart, e.g. `SB [optim.lr=0.1]` and `SB [optim.lr=0.05]`."""
+    by_label: dict[str, dict[tuple, Run]] = {}
+    for run in runs:
+        by_label.setdefault(run.label, {}).setdefault(run.identity, run)
+    names = {}
+    for label, configs in by_label.items():
+        dicts = {key: dict(key) for key in configs}
+        keys = sorted({k for d in dicts.values() for k in d})
+        differ = [k for k in keys if len({d.get(k) for d in dicts.values()}) > 1]
+        for key, d in dicts.items():
+            shown = ", ".join(f"{k}={json.loads(d[k]) if k in d else '-'}" for k in differ)
+            names[key] = f"{label} [{shown}]" if differ else label
+    return names
+
+
+def find_runs(paths: list[Path]) -> list[Run]:
+    """Every run dir (one holding config.yaml and .hydra/) at or below the given paths."""
+    found: dict[Path, None] = {}  # overlapping PATHs (a sweep and one of its jobs): once
+    for root in paths:
+        if not root.exists():
+            raise SystemExit(f"lbtrain.report: error: {root} does not exist")
+        candidates = [root] if (root / ".hydra").is_dir() else []
+        candidates += sorted(p.parent.parent for p in root.rglob(".hydra/config.yaml"))
+        for run_dir in candidates:
+            if (run_dir / "config.yaml").exists():
+                found.setdefault(run_dir.resolve())
+    runs = [load_run(run_dir) for run_dir in found]
+    if not runs:
+        where = ", ".join(str(p) for p in paths)
+        raise SystemExit(f"lbtrain.report: error: no lbtrain runs under {where}")
+    return once_per_seed(runs)
+
+
+def once_per_seed(runs: list[Run]) -> list[Run]:
+    """Runs that repeat a (config, seed) (a resumed copy, a sweep rerun into the same logs)
+    count once: the finished one, then the longest. A row's seeds are then distinct seeds."""
+    by_seed: dict[tuple, list[Run]] = {}
+    for run in runs:
+        by_seed.setdefault((run.identity, run.config.get("seed")), []).append(run)
+    kept = []
+    for repeats in by_seed.values():
+        best = max(repeats, key=lambda r: (r.summary is not None, _length(r)))
+        kept.append(best)
+        if len(repeats) > 1:
+            others = ", ".join(str(r.path) for r in repeats if r is not best)
+            print(f"lbtrain.report: one config and seed in {len(repeats)} runs, counted once: "
+                  f"kept {best.path}, left out {others}", file=sys.stderr)  # fmt: skip
+    return kept
+
+
+def _length(run: Run) -> int:
+    if run.summary:
+        return run.summary.get("global_step", 0)
+    return int(run.metrics["step"].max()) if "step" in run.metrics else 0
+
+
+def load_run(run_dir: Path) -> Run:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    choices, config_dirs = {}, ()
+    if hydra_file.exists():
+        runtime = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]
+        choices = runtime["choices"]
+        config_dirs = tuple(
+            str(Path(runtime.get("cwd", ".")) / source["path"])  # a relative dir: from its cwd
+            for source in runtime.get("config_sources", [])
+            if source["schema"] == "file"
+        )
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    if summary is not None and (lacking := [k for k in SUMMARY_KEYS if k not in summary]):
+        print(f"lbtrain.report: {run_dir}: summary.json lacks {', '.join(lacking)}; "
+              "listed as unfinished", file=sys.stderr)  # fmt: skip
+        summary = None
+    metrics = read_metrics(run_dir)
+    choices = {k: str(v) for k, v in choices.items()}
+    return Run(run_dir, config, choices, summary, metrics, config_dirs)
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """The run's logged series, from what its loggers wrote: the CSV log, else TensorBoard's
+    event files (read with tensorboard's own reader), one row per step and a column per
+    series. Empty, and said in one line, for a run that kept neither (W&B only, no logger)."""
+    csv = run_dir / "csv" / "metrics.csv"
+    if csv.exists():
+        return pd.read_csv(csv)
+    events = sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    if events:
+        return _read_tensorboard(run_dir / "tensorboard")
+    print(f"lbtrain.report: {run_dir}: no CSV or TensorBoard log, so no curves (its summary "
+          "counts); curves need logger=csv or logger=tensorboard",
+          file=sys.stderr)  # fmt: skip
+    return pd.DataFrame()
+
+
+def _read_tensorboard(log_dir: Path) -> pd.DataFrame:
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        raise SystemExit(
+            f"lbtrain.report: error: {log_dir.parent} logged to TensorBoard: reading it needs the "
+            "tensorboard package (pip install tensorboard)"
+        ) from None
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: every value
+    events.Reload()
+    series = {
+        tag: pd.Series({e.step: e.value for e in events.Scalars(tag)}, dtype=float)
+        for tag in events.Tags()["scalars"]
+    }
+    table = pd.DataFrame(series).sort_index()
+    return table.rename_axis("step").reset_index()
