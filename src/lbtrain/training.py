@@ -23,7 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from lbtrain import distributed
 from lbtrain.batch_schedule import check_fits
 from lbtrain.callbacks.preemption import Preemption
-from lbtrain.callbacks.step_series import MeasurementLog
+from lbtrain.callbacks.step_series import MeasurementLog, StepSeries
 from lbtrain.callbacks.summary import RunSummary
 from lbtrain.config import check_registered
 from lbtrain.data import DATAMODULES
@@ -162,9 +162,8 @@ def build(
     if plan.phases:
         use_batch_schedule(trainer, datamodule, plan, cfg)
     for callback in trainer.callbacks:
-        if hasattr(callback, "check_data"):  # a measurement this data must allow
+        if isinstance(callback, StepSeries):  # a measurement: this data, plan and trainer
             callback.check_data(datamodule)
-        if hasattr(callback, "check_plan"):  # ... and this batch plan and trainer
             callback.check_plan(plan, trainer)
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
     o = cfg.optim

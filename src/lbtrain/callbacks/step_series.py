@@ -47,8 +47,12 @@ class StepSeries(L.Callback):
         """Called when training starts (again, after a resume): set up, set `sub_names`."""
 
     def check_data(self, datamodule) -> None:
-        """Raise ConfigError (one line) if this data module cannot be measured; lbtrain.run
-        calls it before training, `start` again."""
+        """Raise ConfigError (one line) if this data module cannot be measured;
+        `training.build` calls it before training, `start` again."""
+
+    def check_plan(self, plan, trainer: L.Trainer) -> None:
+        """Raise ConfigError (one line) if this batch plan (scaling.BatchPlan) and trainer
+        cannot be measured; `training.build` calls it before training."""
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
         """The values after this step, on the device: [value, *one per sub_names], or what

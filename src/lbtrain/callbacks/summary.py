@@ -16,6 +16,8 @@ import lightning as L
 import yaml
 from lightning.pytorch.loggers import WandbLogger
 
+from lbtrain.callbacks.step_series import StepSeries
+
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +59,7 @@ class RunSummary(L.Callback):
 
 def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]:
     """Final metrics, steps taken, the plan, and what each measurement contributes (its final
-    value and log t fit: any callback with `summary_entries`, e.g. every StepSeries)."""
+    value and log t fit: every StepSeries)."""
     # `step` and `epoch` only place the logged values on the x-axis (module.py)
     summary = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k not in ("step", "epoch")
@@ -67,6 +69,6 @@ def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]
         summary.update(samples_seen=module.samples_seen, train_seconds=module.train_seconds())
     summary["plan"] = module.plan.effective(module.steps_per_epoch, module.num_train)
     for callback in trainer.callbacks:
-        if hasattr(callback, "summary_entries"):
+        if isinstance(callback, StepSeries):
             summary.update(callback.summary_entries(module))
     return summary
