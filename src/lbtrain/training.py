@@ -3,9 +3,9 @@ what only built things can tell), then fit and summarise. `lbtrain.run` imports 
 torch, Lightning and W&B, only once the config has passed `config.validate`."""
 
 import hashlib
-import inspect
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -143,20 +143,21 @@ def build(
     L.seed_everything(cfg.seed, workers=True)
     data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
     name = data_kwargs.pop("name")
-    takes = inspect.signature(DATAMODULES[name]).parameters
     if cfg.batch_augment > 1:  # only data modules that augment on the device take it
-        if "batch_augment" not in takes:
+        data_kwargs["batch_augment"] = cfg.batch_augment
+    try:  # a data module's options are its constructor's: Python refuses any other
+        datamodule = DATAMODULES[name](
+            batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
+        )
+    except TypeError as e:
+        if (option := unexpected_option(e)) == "batch_augment":
             raise ConfigError(
                 f"batch_augment={cfg.batch_augment}: data={name} has no batch augmentation (it "
                 "needs an in-memory set augmented on the device: mnist1d, cifar10, cifar100)"
-            )
-        data_kwargs["batch_augment"] = cfg.batch_augment
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in takes.values())  # a **kwargs module
-    for option in sorted(data_kwargs.keys() - takes.keys()) if not open_ended else ():
-        raise ConfigError(f"data.{option}: data={name} has no such option")
-    datamodule = DATAMODULES[name](
-        batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
-    )
+            ) from None
+        if option is not None:
+            raise ConfigError(f"data.{option}: data={name} has no such option") from None
+        raise
     if hasattr(datamodule, "check"):
         datamodule.check()  # before any model is built
     if plan.phases:
@@ -176,6 +177,12 @@ def build(
     )  # fmt: skip
     module = Classifier(model, plan, datamodule.num_classes, optimizer)
     return trainer, module, datamodule
+
+
+def unexpected_option(e: TypeError) -> str | None:
+    """The keyword a call did not take, from Python's TypeError (None: another TypeError)."""
+    match = re.search(r"got an unexpected keyword argument '(\w+)'", str(e))
+    return match.group(1) if match else None
 
 
 def use_batch_schedule(trainer: L.Trainer, datamodule, plan, cfg: DictConfig) -> None:
