@@ -63,8 +63,8 @@ def test_no_two_seed_epoch_pairs_share_a_training_order():
 def test_imagenet_order_depends_on_seed_and_epoch_without_aliasing(imagenet_dir):
     """The DataLoader path (ImageNet) draws its order the same way, on one device and per
     DDP rank."""
+    from lbtrain.data.imagenet import ImageNetDataModule
     from lbtrain.data.order import EpochShuffleSampler
-    from lbtrain.data.vision import ImageNetDataModule
 
     dm = ImageNetDataModule(str(imagenet_dir), batch_size=6, num_workers=0)
     dm.setup()

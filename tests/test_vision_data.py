@@ -18,14 +18,8 @@ from PIL import Image
 from torchvision import transforms
 
 from lbtrain.data.augment import BatchTransform, normalize, random_crop_flip
-from lbtrain.data.vision import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CIFAR10DataModule,
-    CIFAR100DataModule,
-    ImageNetDataModule,
-    MNISTDataModule,
-)
+from lbtrain.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, ImageNetDataModule
+from lbtrain.data.vision import CIFAR10DataModule, CIFAR100DataModule, MNISTDataModule
 from lbtrain.errors import ConfigError
 
 # --- augmentation -------------------------------------------------------------------------

@@ -2,13 +2,9 @@
 is built with `batch_size` (per device), `shuffle_seed` and its config's keys, and may
 offer `check()`: a look at its files before any model is built."""
 
+from lbtrain.data.imagenet import ImageNetDataModule
 from lbtrain.data.mnist1d import MNIST1DDataModule
-from lbtrain.data.vision import (
-    CIFAR10DataModule,
-    CIFAR100DataModule,
-    ImageNetDataModule,
-    MNISTDataModule,
-)
+from lbtrain.data.vision import CIFAR10DataModule, CIFAR100DataModule, MNISTDataModule
 
 DATAMODULES = {
     "mnist1d": MNIST1DDataModule,

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Iterator
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -112,3 +113,44 @@ def check_batch_augment(batch_augment: int, augment: bool) -> None:
             f"batch_augment={batch_augment}: the copies would be identical without "
             "augmentation; set data.augment=true"
         )
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """A data set held whole as tensors, `x`, `y` (training) and `x_test`, `y_test` (the
+    held-out set), set by `setup`; batches are cut on the training device (InMemoryLoader)
+    and transformed there (`transform`). MNIST-1D and the torchvision sets are ones."""
+
+    batch_size_at = None  # per-device batch of an epoch, under a batch-size schedule
+
+    def __init__(
+        self, batch_size: int, eval_batch_size: int, shuffle_seed: int, augment: bool,
+        batch_augment: int,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        check_batch_augment(batch_augment, augment)
+        check_eval_batch_size(eval_batch_size)
+        self.batch_size = batch_size  # per device (micro-batch)
+        self.eval_batch_size, self.shuffle_seed = eval_batch_size, shuffle_seed
+        self.augment, self.batch_augment = augment, batch_augment
+
+    def transform(self, train: bool) -> Callable[[Tensor, int, int, int], Tensor] | None:
+        """What is done on the device to a training (or validation) batch; None: nothing."""
+        return None
+
+    @property
+    def num_train_samples(self) -> int:
+        """Training samples (after setup): the N of the noise scale and temperature."""
+        return len(self.x)
+
+    def train_dataloader(self) -> InMemoryLoader:
+        return InMemoryLoader.for_trainer(
+            self.trainer, self.x, self.y, self.batch_size_at or self.batch_size, train=True,
+            seed=self.shuffle_seed, transform=self.transform(train=True),
+            copies=self.batch_augment,
+        )  # fmt: skip
+
+    def val_dataloader(self) -> InMemoryLoader:
+        return InMemoryLoader.for_trainer(
+            self.trainer, self.x_test, self.y_test, self.eval_batch_size, train=False,
+            seed=self.shuffle_seed, transform=self.transform(train=False),
+        )  # fmt: skip

@@ -11,12 +11,11 @@ import logging
 import os
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 
 from lbtrain.data.augment import SignalAugment
-from lbtrain.data.in_memory import InMemoryLoader, check_batch_augment, check_eval_batch_size
+from lbtrain.data.in_memory import InMemoryDataModule
 from lbtrain.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,8 @@ def generate(path: Path, args: dict) -> None:
     log.info("generated MNIST-1D (%d samples) into %s", args["num_samples"], path)
 
 
-class MNIST1DDataModule(L.LightningDataModule):
+class MNIST1DDataModule(InMemoryDataModule):
     num_classes = 10
-    batch_size_at = None  # per-device batch of an epoch, under a batch-size schedule
 
     def __init__(
         self,
@@ -67,9 +65,6 @@ class MNIST1DDataModule(L.LightningDataModule):
         augment: bool = False,
         batch_augment: int = 1,
     ) -> None:
-        super().__init__()
-        check_batch_augment(batch_augment, augment)
-        self.augment, self.batch_augment = augment, batch_augment
         if not 0 < train_split < 1:
             raise ConfigError(f"data.train_split={train_split}: must be in (0, 1)")
         if not int(num_samples * train_split) >= batch_size:
@@ -77,10 +72,7 @@ class MNIST1DDataModule(L.LightningDataModule):
                 f"data.num_samples={num_samples}: gives {int(num_samples * train_split)} "
                 f"training samples, fewer than one per-device batch ({batch_size})"
             )
-        check_eval_batch_size(eval_batch_size)
-        self.batch_size = batch_size  # per device
-        self.eval_batch_size = eval_batch_size
-        self.shuffle_seed = shuffle_seed
+        super().__init__(batch_size, eval_batch_size, shuffle_seed, augment, batch_augment)
         self.args = _generation_args(num_samples, train_split, generation_seed)
         self.path = cache_path(data_dir, self.args)
         self.input_shape = (1, self.args["final_seq_length"])
@@ -119,25 +111,10 @@ class MNIST1DDataModule(L.LightningDataModule):
         self.x, self.x_test = (x - mean) / std, (x_test - mean) / std
         self.y, self.y_test = torch.from_numpy(d["y"]).long(), torch.from_numpy(d["y_test"]).long()
 
-    @property
-    def num_train_samples(self) -> int:
-        """Training samples (after setup): the N of the noise scale and temperature."""
-        return len(self.x)
-
     def measurement_set(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first n training samples in data-set order, as training sees them (for
         measurements on a fixed set, e.g. sharpness)."""
         return self.x[:n], self.y[:n]
 
-    def train_dataloader(self) -> InMemoryLoader:
-        augment = SignalAugment(self.shuffle_seed) if self.augment else None
-        return InMemoryLoader.for_trainer(
-            self.trainer, self.x, self.y, self.batch_size_at or self.batch_size, train=True,
-            seed=self.shuffle_seed, transform=augment, copies=self.batch_augment,
-        )  # fmt: skip
-
-    def val_dataloader(self) -> InMemoryLoader:
-        return InMemoryLoader.for_trainer(
-            self.trainer, self.x_test, self.y_test, self.eval_batch_size, train=False,
-            seed=self.shuffle_seed,
-        )  # fmt: skip
+    def transform(self, train: bool) -> SignalAugment | None:
+        return SignalAugment(self.shuffle_seed) if train and self.augment else None

@@ -3,8 +3,7 @@
 MNIST, CIFAR-10 and CIFAR-100 fit in memory (150 MB of uint8 for CIFAR's training set),
 so each is read once into one uint8 tensor, moved to the training device, and served by
 InMemoryLoader; augmentation and normalisation run there on whole batches (augment.py)
-instead of per image in DataLoader workers. ImageNet does not fit, and is decoded from
-JPEG files by a regular DataLoader with workers.
+instead of per image in DataLoader workers. ImageNet does not fit (imagenet.py).
 
 As in the paper (Hoffer et al. 2017 report validation accuracy on the held-out set), each
 set's standard test split is the validation set: `val/acc` is accuracy on images never
@@ -18,42 +17,17 @@ outside a Trainer).
 from pathlib import Path
 from typing import ClassVar
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 from torchvision import datasets
-from torchvision.transforms import v2
 
 from lbtrain.data.augment import BatchTransform, normalize
-from lbtrain.data.in_memory import InMemoryLoader, check_batch_augment, check_eval_batch_size
-from lbtrain.data.order import EpochShuffleSampler
+from lbtrain.data.in_memory import InMemoryDataModule
 from lbtrain.errors import ConfigError, one_line
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-class _VisionDataModule(L.LightningDataModule):
-    """What every image data module is configured with (conf/data/*.yaml)."""
-
-    def __init__(
-        self, data_dir: str, batch_size: int, eval_batch_size: int, shuffle_seed: int,
-        download: bool,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        check_eval_batch_size(eval_batch_size)
-        self.data_dir = Path(data_dir)
-        self.batch_size = batch_size  # per device (micro-batch)
-        self.eval_batch_size = eval_batch_size
-        self.shuffle_seed = shuffle_seed
-        self.download = download
-
-
-class _InMemoryVisionDataModule(_VisionDataModule):
+class _InMemoryVisionDataModule(InMemoryDataModule):
     """A torchvision data set read whole into uint8 tensors; batches cut on the device."""
-
-    batch_size_at = None  # per-device batch of an epoch, under a batch-size schedule
 
     dataset_cls: ClassVar[type]
     title: ClassVar[str]  # the set's name in messages, e.g. "CIFAR-10"
@@ -72,9 +46,8 @@ class _InMemoryVisionDataModule(_VisionDataModule):
         augment: bool = False,
         batch_augment: int = 1,
     ) -> None:
-        super().__init__(data_dir, batch_size, eval_batch_size, shuffle_seed, download)
-        check_batch_augment(batch_augment, augment)
-        self.augment, self.batch_augment = augment, batch_augment
+        super().__init__(batch_size, eval_batch_size, shuffle_seed, augment, batch_augment)
+        self.data_dir, self.download = Path(data_dir), download
         self.x: Tensor | None = None
 
     def required_files(self) -> list[str]:
@@ -126,29 +99,15 @@ class _InMemoryVisionDataModule(_VisionDataModule):
         self.x, self.y = self._read(train=True)
         self.x_test, self.y_test = self._read(train=False)
 
-    def _loader(self, x: Tensor, y: Tensor, batch_size: int, train: bool) -> InMemoryLoader:
-        augment = BatchTransform(
+    def transform(self, train: bool) -> BatchTransform:
+        """Normalised; training batches cropped and flipped too, with `augment`."""
+        return BatchTransform(
             self.mean, self.std, augment=train and self.augment, seed=self.shuffle_seed
         )
-        return InMemoryLoader.for_trainer(
-            self.trainer, x, y, batch_size, train=train, seed=self.shuffle_seed, transform=augment,
-            copies=self.batch_augment,
-        )  # fmt: skip
-
-    @property
-    def num_train_samples(self) -> int:
-        """Training samples (after setup): the N of the noise scale and temperature."""
-        return len(self.x)
 
     def measurement_set(self, n: int) -> tuple[Tensor, Tensor]:
         """The first n training images in data-set order, normalised, unaugmented."""
         return normalize(self.x[:n], self.mean, self.std), self.y[:n]
-
-    def train_dataloader(self) -> InMemoryLoader:
-        return self._loader(self.x, self.y, self.batch_size_at or self.batch_size, train=True)
-
-    def val_dataloader(self) -> InMemoryLoader:
-        return self._loader(self.x_test, self.y_test, self.eval_batch_size, train=False)
 
 
 class MNISTDataModule(_InMemoryVisionDataModule):
@@ -224,114 +183,3 @@ class CIFAR100DataModule(_CIFARDataModule):
     title = "CIFAR-100"
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     num_classes = 100  # the fine labels
-
-
-def _count_classes(folder: Path, default: int) -> int:
-    """ImageFolder's class count (its own find_classes), or `default` when the folder is
-    missing or empty: setup() then reports that in one line."""
-    try:
-        return len(datasets.folder.find_classes(str(folder))[0])
-    except FileNotFoundError:
-        return default
-
-
-class ImageNetDataModule(_VisionDataModule):
-    """ImageNet (ILSVRC2012) from JPEG folders: data_dir/train/<wnid>/*.JPEG and
-    data_dir/val/<wnid>/*.JPEG, read by ImageFolder and decoded in DataLoader workers.
-
-    Standard transforms: RandomResizedCrop(224) + horizontal flip for training, Resize(256)
-    + CenterCrop(224) for validation, both normalised with ImageNet's statistics. Training
-    takes one order per (seed, epoch), each DDP rank its share. `num_classes` is the number
-    of class folders in train/ (1000 for the full set), so a subset gets a matching head.
-    """
-
-    input_shape = (3, 224, 224)
-
-    def __init__(
-        self,
-        data_dir: str,
-        batch_size: int,
-        eval_batch_size: int = 256,
-        shuffle_seed: int = 0,
-        download: bool = False,
-        num_workers: int = 8,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-    ) -> None:
-        # download is only reported: ImageNet has no public download URL
-        super().__init__(data_dir, batch_size, eval_batch_size, shuffle_seed, download)
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        # read now: the model, built before setup(), needs the head size
-        self.num_classes = _count_classes(self.data_dir / "train", default=1000)
-        normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-        self.train_transform = v2.Compose(
-            [v2.RandomResizedCrop(224), v2.RandomHorizontalFlip(), *to_float, normalize]
-        )
-        self.val_transform = v2.Compose([v2.Resize(256), v2.CenterCrop(224), *to_float, normalize])
-        self.train_set: datasets.ImageFolder | None = None
-
-    def _check_present(self) -> None:
-        for split in ("train", "val"):
-            if not (self.data_dir / split).is_dir():
-                why = "; data.download=true cannot fetch it" if self.download else ""
-                raise ConfigError(
-                    f"data.data_dir={self.data_dir}: ImageNet not found (missing {split}/){why}; "
-                    "get ILSVRC2012 from https://image-net.org and unpack it as "
-                    "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
-                )
-
-    def check(self) -> None:
-        """Before anything is built: both splits are there."""
-        self._check_present()
-
-    def prepare_data(self) -> None:
-        self._check_present()
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        self._check_present()
-        try:
-            train = datasets.ImageFolder(str(self.data_dir / "train"), self.train_transform)
-            val = datasets.ImageFolder(str(self.data_dir / "val"), self.val_transform)
-        except FileNotFoundError as e:  # a split without class folders or images
-            raise ConfigError(f"data.data_dir={self.data_dir}: {one_line(e)}") from None
-        if val.classes != train.classes:  # labels are folder indices: they must agree
-            raise ConfigError(
-                f"data.data_dir={self.data_dir}: val/ has {len(val.classes)} class folders that "
-                f"differ from train/'s {len(train.classes)}; both need the same <wnid> folders"
-            )
-        self.train_set, self.val_set = train, val
-
-    @property
-    def num_train_samples(self) -> int:
-        """Training images (after setup): the N of the noise scale and temperature."""
-        return len(self.train_set)
-
-    def _loader(self, dataset: datasets.ImageFolder, batch_size: int, train: bool) -> DataLoader:
-        trainer = self.trainer
-        on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            # training: one order per (seed, epoch), this rank's share of it (Lightning
-            # keeps a DistributedSampler it is given); evaluation: Lightning shards it
-            sampler=self._train_sampler(dataset) if train else None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and on_cuda,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-        )
-
-    def _train_sampler(self, dataset: datasets.ImageFolder) -> EpochShuffleSampler:
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        return EpochShuffleSampler(dataset, world, rank, seed=self.shuffle_seed)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, train=False)
