@@ -56,6 +56,9 @@ CASES = [
     ),
     (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1: must be an int >= 1"),
     (["trainer.max_epochs=2.5"], "trainer.max_epochs=2.5: must be an int > 0"),
+    # once a traceback (None > 0) where lbtrain read null as -1 with a fallback of its own
+    (["trainer.max_steps=null"], "trainer.max_steps=None: must be -1 (no step budget) or an int"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0: must be -1 (no step budget) or an int > 0"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1: must be >= 0 or null"),
     (["optim.milestones=[20,10]"], "optim.milestones=[20, 10]: must be increasing positive"),
     (["optim.warmup=-1"], "optim.warmup=-1: must be >= 0"),

@@ -294,6 +294,8 @@ def validate(cfg: DictConfig) -> None:
     _check(clip is None or (isinstance(clip, int | float) and clip >= 0),
            "trainer.gradient_clip_val", clip, "must be >= 0 or null")  # fmt: skip
     epochs, steps = t.max_epochs, t.max_steps
+    _check(_is_int(steps) and (steps == -1 or steps > 0), "trainer.max_steps", steps,
+           "must be -1 (no step budget) or an int > 0")  # fmt: skip
     step_based = o.schedule_unit == "step" and steps > 0
     _check(
         _is_int(epochs) and (epochs > 0 or (epochs == -1 and step_based)),
