@@ -22,6 +22,7 @@ LOGGER_CONNECTOR = "_logger_connector"  # Trainer: its `should_update_logs` gate
 LR_STATS = (LearningRateMonitor, "_extract_stats")  # the monitored LRs of this step
 CHECK_LOG_DIR = (ExperimentWriter, "_check_log_dir_exists")  # deletes an old metrics.csv
 CSV_EXPERIMENT = "_experiment"  # CSVLogger: its writer, made on first use
+CSV_FS = "_fs"  # CSVLogger and its writer: the filesystem they write through
 WANDB_INIT = "_wandb_init"  # WandbLogger: the arguments of its wandb.init call
 DDP_COMM_HOOK = "_ddp_comm_hook"  # DDPStrategy: the communication hook it will register
 
@@ -84,8 +85,9 @@ def appending_csv_writer(logger: CSVLogger) -> ExperimentWriter:
     """The logger's writer, made on first use as Lightning makes it, but appending."""
     require(*CHECK_LOG_DIR)
     require(logger, CSV_EXPERIMENT)
+    require(logger, CSV_FS)
     if getattr(logger, CSV_EXPERIMENT) is None:
-        logger._fs.makedirs(logger.root_dir, exist_ok=True)
+        getattr(logger, CSV_FS).makedirs(logger.root_dir, exist_ok=True)
         setattr(logger, CSV_EXPERIMENT, _AppendingWriter(log_dir=logger.log_dir))
     return getattr(logger, CSV_EXPERIMENT)
 
