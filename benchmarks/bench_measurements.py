@@ -29,6 +29,7 @@ from lbtrain.config import compose_config
 from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
+from lbtrain.optimizers import OptimizerSpec
 from lbtrain.scaling import make_plan
 from lbtrain.training import build
 
@@ -79,7 +80,9 @@ def fit_resnet44(tmp: str, steps: int, callbacks: list) -> float:
     cfg = compose_config(["optim=sgd", "batch_size=128"], tmp)
     torch.manual_seed(0)
     x, y = torch.randn(steps * 128, 3, 32, 32), torch.randint(0, 10, (steps * 128,))
-    module = Classifier(create_model("resnet44", 10, (3, 32, 32)), make_plan(cfg, 1), 10)
+    plan = make_plan(cfg, 1)
+    module = Classifier(create_model("resnet44", 10, (3, 32, 32)), plan, 10,
+                        OptimizerSpec.from_config(cfg.optim, plan))  # fmt: skip
     trainer = L.Trainer(
         max_epochs=1, logger=L.pytorch.loggers.CSVLogger(tmp, name="r44"), callbacks=callbacks,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

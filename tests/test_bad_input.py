@@ -125,6 +125,7 @@ CASES = [
         "batches of 16",
     ),
     (["optim.optimizer=rmsprop"], "optim.optimizer=rmsprop: use sgd, lars, adamw, lamb"),
+    (["+optim.options.alpha=0.9"], "optim.options.alpha: optim.optimizer=sgd has no such option"),
     (
         ["optim.optimizer=adamw", "lr_scaling=linear"],
         "lr_scaling=linear: has no defined rule for optim.optimizer=adamw; use none, sqrt",

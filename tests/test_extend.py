@@ -4,6 +4,8 @@ by `python -m lbtrain.run` exactly as the README's "Extend lbtrain" shows."""
 import json
 import textwrap
 
+import torch
+
 MY_EXT = '''
 import math
 
@@ -15,6 +17,12 @@ from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.data import register_datamodule
 from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.models import register_model
+from lbtrain.optimizers import register_optimizer
+
+
+@register_optimizer(lr_rules=("none", "sqrt"))  # optim.optimizer=rmsprop
+def rmsprop(groups, lr, spec, alpha=0.99):
+    return torch.optim.RMSprop(groups, lr=lr, alpha=alpha, momentum=spec.momentum)
 
 
 class GradNorm(StepSeries):  # the README's example of a measurement of your own
@@ -61,6 +69,15 @@ class Blobs(L.LightningDataModule):
 CONFIGS = {
     "model/tiny_mlp.yaml": "name: tiny_mlp\nwidth: 16\n",
     "data/blobs.yaml": "name: blobs\nnum_samples: 600\n",
+    "experiment/blobs_rmsprop.yaml": """\
+        # @package _global_
+        defaults:
+          - blobs
+        optim:
+          optimizer: rmsprop
+          lr: 0.01
+          options: {alpha: 0.9}
+        """,
     "experiment/blobs.yaml": """\
         # @package _global_
         defaults:
@@ -99,3 +116,29 @@ def test_your_model_data_and_experiment_train_through_the_cli(cli, tmp_path):
     unknown = cli("hydra.searchpath=[file://my_conf]", "model=tiny_mlp", "imports=[nope]")
     assert unknown.returncode == 2
     assert "imports=[nope]: no module named 'nope'" in unknown.stderr
+
+
+def test_your_optimizer_and_its_options_from_your_config_dir(cli, tmp_path):
+    """An optimizer of your own (`@register_optimizer`), chosen with its options in your
+    experiment config: the run's checkpoint holds that optimizer with those options; an
+    option it does not take, and a scaling rule it did not register, are refused."""
+    (tmp_path / "my_ext.py").write_text(MY_EXT)
+    for name, text in CONFIGS.items():
+        path = tmp_path / "my_conf" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    given = ["hydra.searchpath=[file://my_conf]", "experiment=blobs_rmsprop", "logger=none"]
+    result = cli(*given, "trainer.max_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "runs").iterdir()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    (group,) = checkpoint["optimizer_states"][0]["param_groups"]
+    assert group["alpha"] == 0.9 and group["lr"] == 0.01 and group["momentum"] == 0.9
+    assert "square_avg" in checkpoint["optimizer_states"][0]["state"][0]  # RMSprop's own
+
+    refused = cli(*given, "+optim.options.betas=[0.9,0.99]")
+    assert refused.returncode == 2
+    assert "optim.options.betas: optim.optimizer=rmsprop has no such option" in refused.stderr
+    linear = cli(*given, "lr_scaling=linear")
+    assert linear.returncode == 2
+    assert "lr_scaling=linear: has no defined rule for optim.optimizer=rmsprop" in linear.stderr

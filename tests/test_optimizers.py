@@ -3,10 +3,12 @@ formulas computed by hand, BatchNorm and bias parameters neither decayed nor ada
 the square-root rule for AdamW (Malladi et al. 2022)."""
 
 import json
+from importlib.resources import files
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from lbtrain.config import compose_config
@@ -25,6 +27,15 @@ def two_layers() -> tuple[nn.Module, dict]:
     return model, before
 
 
+def optimizer(name: str, **settings) -> OptimizerSpec:
+    """The default config's optimizer settings (conf/train.yaml, the MNIST-1D regime), with
+    `optim.optimizer=name` and these changed; exclude_norm_and_bias as the default (null)."""
+    conf = files("lbtrain.conf")
+    optim = OmegaConf.merge(OmegaConf.load(conf / "train.yaml").optim,
+                            OmegaConf.load(conf / "optim" / "mnist1d.yaml"))  # fmt: skip
+    return OptimizerSpec.from_config({**optim, "optimizer": name, **settings})
+
+
 NORM_AND_BIAS = ("0.bias", "1.weight", "1.bias", "3.bias")
 WEIGHTS = ("0.weight", "3.weight")
 
@@ -32,8 +43,7 @@ WEIGHTS = ("0.weight", "3.weight")
 def test_lars_scales_each_weight_by_its_trust_ratio_and_leaves_norm_and_bias_alone():
     model, before = two_layers()
     lr, wd, eta = 0.5, 5e-4, 0.001
-    spec = OptimizerSpec("lars", momentum=0.9, weight_decay=wd, trust_coeff=eta,
-                         exclude_norm_and_bias=True)  # fmt: skip
+    spec = optimizer("lars", momentum=0.9, weight_decay=wd, trust_coeff=eta)
     spec.build(model, lr).step()
     after = dict(model.named_parameters())
     for name in WEIGHTS:  # You et al. 2017: local lr = eta ||w|| / (||g|| + wd ||w||)
@@ -49,8 +59,7 @@ def test_lars_scales_each_weight_by_its_trust_ratio_and_leaves_norm_and_bias_alo
 def test_lamb_takes_adams_step_times_the_layers_trust_ratio_without_clipping_the_gradient():
     model, before = two_layers()
     lr, wd, eps = 0.01, 0.01, 1.0  # eps of the size of the gradients: a global clip would show
-    spec = OptimizerSpec("lamb", weight_decay=wd, betas=(0.9, 0.999), eps=eps,
-                         exclude_norm_and_bias=True)  # fmt: skip
+    spec = optimizer("lamb", weight_decay=wd, betas=(0.9, 0.999), eps=eps)
     spec.build(model, lr).step()
     after = dict(model.named_parameters())
     for name, (w, g) in before.items():

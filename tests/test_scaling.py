@@ -10,7 +10,7 @@ import torch
 
 from lbtrain.config import compose_config, validate
 from lbtrain.errors import ConfigError
-from lbtrain.scaling import BatchPlan, make_plan, make_scheduler, regime_factor, scaled_lr
+from lbtrain.scaling import BatchPlan, describe, make_plan, make_scheduler, regime_factor, scaled_lr
 from lbtrain.training import build
 
 
@@ -46,7 +46,7 @@ def numbers(text: str) -> list[float]:
 def test_the_log_line_states_the_arithmetic():
     """Each clause's numbers add up (whatever its wording), and they are the plan's."""
     p = plan()
-    batch, ghost, lr, regime = p.describe().split("; ")
+    batch, ghost, lr, regime = describe(p).split("; ")
     total, devices, per_device = numbers(batch)
     assert total == devices * per_device == p.batch_size and per_device == p.per_device_batch
     size, ghosts = numbers(ghost)
@@ -57,7 +57,7 @@ def test_the_log_line_states_the_arithmetic():
     stretch, epochs, *milestones = numbers(regime)
     assert (stretch, epochs, milestones) == (1, p.epochs, list(p.milestones))
     p = plan(accumulate=4, lr_scaling="linear", base_warmup=5, stretch=32)
-    batch, ghost, lr, warmup, regime = p.describe().split("; ")
+    batch, ghost, lr, warmup, regime = describe(p).split("; ")
     total, devices, per_device, micro, micro_size = numbers(batch)
     assert total == devices * per_device and per_device == micro * micro_size == 4 * p.micro_batch
     assert numbers(ghost) == [p.ghost_batch_size, p.micro_batch / p.ghost_batch_size]
@@ -151,7 +151,7 @@ def test_step_based_regimes_stretch_steps_milestones_and_warmup():
     p = plan(base_epochs=-1, base_max_steps=1000, unit="step", base_milestones=(500.0,),
              base_warmup=100.0, stretch=4.0)  # fmt: skip
     assert (p.epochs, p.max_steps, p.milestones, p.warmup) == (-1, 4000, (2000.0,), 400.0)
-    assert "regime x4: 4000 steps, lr decays at steps [2000.0]" in p.describe()
+    assert "regime x4: 4000 steps, lr decays at steps [2000.0]" in describe(p)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
     scheduler = make_scheduler(optimizer, p, steps_per_epoch=7)  # epochs: irrelevant
     lrs = []

@@ -143,6 +143,7 @@ class OptimSchema:
     trust_coeff: float = MISSING
     max_grad_norm: float | None = MISSING
     exclude_norm_and_bias: bool | None = MISSING
+    options: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -207,7 +208,8 @@ def validate(cfg: DictConfig) -> None:
             "conf/trainer/default.yaml set every key lbtrain reads: compose from them)"
         )
 
-    from lbtrain.scaling import LR_SCALING_POWERS, REGIMES, RULES, adam_sqrt_rule
+    from lbtrain.optimizers import OPTIMIZERS
+    from lbtrain.scaling import LR_SCALING_POWERS, REGIMES, adam_sqrt_rule
 
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
     # Lightning's seed_everything would replace a seed outside numpy's range by 0, silently
@@ -237,7 +239,8 @@ def validate(cfg: DictConfig) -> None:
     o = cfg.optim
     _check(o.lr >= 0, "optim.lr", o.lr, "must be >= 0")
     _check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "must be > 0")
-    _check(o.optimizer in RULES, "optim.optimizer", o.optimizer, f"use {', '.join(RULES)}")
+    _check(o.optimizer in OPTIMIZERS, "optim.optimizer", o.optimizer,
+           f"use {', '.join(OPTIMIZERS)}")  # fmt: skip
     _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
     betas = list(o.betas)
     _check(len(betas) == 2 and all(0 <= b < 1 for b in betas), "optim.betas", betas,
@@ -246,7 +249,7 @@ def validate(cfg: DictConfig) -> None:
     _check(o.trust_coeff > 0, "optim.trust_coeff", o.trust_coeff, "must be > 0")
     clip = o.max_grad_norm
     _check(clip is None or clip > 0, "optim.max_grad_norm", clip, "must be > 0 or null")
-    rules = RULES[o.optimizer]
+    rules = OPTIMIZERS.facts[o.optimizer]["lr_rules"]
     _check(
         cfg.lr_scaling in rules,
         "lr_scaling",

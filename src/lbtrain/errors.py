@@ -2,6 +2,7 @@
 stops. Dependency-free, so that leaf modules (`gbn.py`, the model registry, the data
 modules) can raise them, and `lbtrain.run` catch them, without importing torch."""
 
+import re
 import signal
 from pathlib import Path
 
@@ -13,6 +14,12 @@ class ConfigError(ValueError):
 def one_line(e: BaseException) -> str:
     """An exception's message on one line (many libraries' span several)."""
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def unexpected_option(e: TypeError) -> str | None:
+    """The keyword a call did not take, from Python's TypeError (None: another TypeError)."""
+    match = re.search(r"got an unexpected keyword argument '(\w+)'", str(e))
+    return match.group(1) if match else None
 
 
 class Preempted(Exception):

@@ -29,12 +29,12 @@ class Classifier(L.LightningModule):
         model: nn.Module,
         plan: BatchPlan,
         num_classes: int,
-        optimizer: OptimizerSpec | None = None,
+        optimizer: OptimizerSpec,
     ) -> None:
         super().__init__()
         self.model = model
         self.plan = plan
-        self.optimizer_spec = optimizer or OptimizerSpec()  # default: SGD, momentum 0.9
+        self.optimizer_spec = optimizer
         # logger=False: the loggers get the whole resolved config (run.py), not this subset
         self.save_hyperparameters(ignore=["model", "plan", "optimizer"], logger=False)
         # validate_args=False: the argument checks read tensor values on the host every step

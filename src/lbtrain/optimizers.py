@@ -1,5 +1,9 @@
-"""The optimizers a run can choose (`optim.optimizer`): SGD and AdamW from torch, LARS and LAMB
-from timm (Apache-2.0), each built from one `OptimizerSpec`.
+"""The optimizer registry (`optim.optimizer`): SGD and AdamW from torch, LARS and LAMB from
+timm (Apache-2.0). Each is a builder `fn(groups, lr, spec, **options)` registered with the
+LR scaling rules it has; `optim.options` passes further keyword arguments to it (e.g.
+`+optim.options.dampening=0.1` for SGD), and your own register the same way (README,
+"Extend lbtrain"). torch and timm are imported when an optimizer is built, so that the
+config can be checked against this registry before they load.
 
 Layer-wise adaptation, as in You et al. 2017 (LARS) and 2019 (LAMB): each layer's update is
 rescaled by a trust ratio ||w|| / ||update||, for LARS trust_coeff * ||w|| / (||g|| + wd ||w||).
@@ -12,54 +16,105 @@ Two of timm's defaults would change what a run measures, so lbtrain sets them:
   `max_grad_norm`, off (null) unless asked for, as `trainer.gradient_clip_val` is.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
-import torch
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.normalization import GroupNorm, LayerNorm
+from lbtrain.errors import ConfigError, unexpected_option
+from lbtrain.registry import Registry
 
-from lbtrain.scaling import RULES
+OPTIMIZERS = Registry("optim.optimizer")
+SGD_RULES = ("none", "linear", "sqrt")
+# Adam-style moments have no linear rule, and their sqrt rule scales more than the LR
+ADAM_RULES = ("none", "sqrt")
 
-LAYERWISE = ("lars", "lamb")  # trust-ratio optimizers: norm and bias excluded by default
+
+def register_optimizer(name=None, *, lr_rules=SGD_RULES, adaptive=False, layerwise=False):
+    """`lr_rules`: the `lr_scaling` values the optimizer has; `adaptive`: Adam-style moments
+    (optim.betas and optim.eps apply); `layerwise`: trust ratios (optim.exclude_norm_and_bias
+    defaults to true)."""
+    return OPTIMIZERS.register(name, lr_rules=lr_rules, adaptive=adaptive, layerwise=layerwise)
+
+
+@register_optimizer
+def sgd(groups, lr, spec, **options):
+    import torch
+
+    return torch.optim.SGD(groups, lr=lr, momentum=spec.momentum, nesterov=spec.nesterov,
+                           **options)  # fmt: skip
+
+
+@register_optimizer(layerwise=True)
+def lars(groups, lr, spec, **options):
+    from timm.optim import Lars  # imported here: timm's import costs a second
+
+    return Lars(groups, lr=lr, momentum=spec.momentum, nesterov=spec.nesterov,
+                trust_coeff=spec.trust_coeff, **options)  # fmt: skip
+
+
+# lr_scaling=sqrt: Malladi et al. 2022's rule, lr, beta1, beta2 and eps (scaling.adam_sqrt_rule)
+@register_optimizer(lr_rules=ADAM_RULES, adaptive=True)
+def adamw(groups, lr, spec, **options):
+    import torch
+
+    return torch.optim.AdamW(groups, lr=lr, betas=spec.betas, eps=spec.eps, **options)
+
+
+# lr_scaling=sqrt: You et al. 2019 scale LAMB's LR by sqrt(B), with warmup
+@register_optimizer(lr_rules=ADAM_RULES, adaptive=True, layerwise=True)
+def lamb(groups, lr, spec, **options):
+    from timm.optim import Lamb
+
+    return Lamb(groups, lr=lr, betas=spec.betas, eps=spec.eps, max_grad_norm=spec.max_grad_norm,
+                **options)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    name: str = "sgd"
-    momentum: float = 0.9  # sgd, lars
-    nesterov: bool = False  # sgd, lars
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)  # adamw, lamb (after the LR scaling rule)
-    eps: float = 1e-8  # adamw, lamb (after the LR scaling rule)
-    trust_coeff: float = 0.001  # lars
-    max_grad_norm: float | None = None  # lamb: its global gradient-norm clip
-    exclude_norm_and_bias: bool = False  # norm parameters and biases: no decay, no adaptation
+    """One run's optimizer settings: `optim` as the config gives them, with the betas and eps
+    after the LR scaling rule (the plan's)."""
 
-    def build(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-        groups = param_groups(model, self.weight_decay, self.exclude_norm_and_bias)
-        if self.name == "sgd":
-            return torch.optim.SGD(groups, lr=lr, momentum=self.momentum, nesterov=self.nesterov)
-        if self.name == "adamw":
-            return torch.optim.AdamW(groups, lr=lr, betas=self.betas, eps=self.eps)
-        from timm.optim import Lamb, Lars  # imported here: timm's import costs a second
+    optimizer: str
+    momentum: float  # sgd, lars
+    nesterov: bool  # sgd, lars
+    weight_decay: float
+    betas: tuple[float, float]  # adamw, lamb
+    eps: float  # adamw, lamb
+    trust_coeff: float  # lars
+    max_grad_norm: float | None  # lamb: its global gradient-norm clip
+    exclude_norm_and_bias: bool | None  # None: the optimizer's default (true if layer-wise)
+    options: dict = field(default_factory=dict)  # more keyword arguments to the optimizer
 
-        if self.name == "lars":
-            return Lars(
-                groups, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
-                trust_coeff=self.trust_coeff,
-            )  # fmt: skip
-        if self.name == "lamb":
-            return Lamb(groups, lr=lr, betas=self.betas, eps=self.eps,
-                        max_grad_norm=self.max_grad_norm)  # fmt: skip
-        raise ValueError(f"optim.optimizer={self.name}: use one of {', '.join(RULES)}")
+    @classmethod
+    def from_config(cls, optim, plan=None) -> "OptimizerSpec":
+        """From the config's `optim` (any mapping); the plan, when given, brings the betas
+        and eps its LR scaling rule set."""
+        values = {f.name: optim[f.name] for f in fields(cls)}
+        values["betas"] = tuple(plan.betas if plan else values["betas"])
+        values["eps"] = plan.eps if plan else values["eps"]
+        values["options"] = dict(values["options"])
+        return cls(**values)
+
+    def build(self, model, lr: float):
+        exclude = self.exclude_norm_and_bias
+        if exclude is None:
+            exclude = OPTIMIZERS.facts[self.optimizer]["layerwise"]
+        groups = param_groups(model, self.weight_decay, exclude)
+        try:
+            return OPTIMIZERS[self.optimizer](groups, lr, self, **self.options)
+        except TypeError as e:  # an option the optimizer does not take
+            if (option := unexpected_option(e)) is None:
+                raise
+            raise ConfigError(f"optim.options.{option}: optim.optimizer={self.optimizer} has "
+                              "no such option") from None  # fmt: skip
 
 
-def is_norm_or_bias(module: nn.Module, name: str) -> bool:
+def is_norm_or_bias(module, name: str) -> bool:
+    from torch.nn import GroupNorm, LayerNorm
+    from torch.nn.modules.batchnorm import _BatchNorm
+
     return name == "bias" or isinstance(module, _BatchNorm | LayerNorm | GroupNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude_norm_and_bias: bool) -> list[dict]:
+def param_groups(model, weight_decay: float, exclude_norm_and_bias: bool) -> list[dict]:
     """One group with `weight_decay`; with `exclude_norm_and_bias`, the normalisation layers'
     parameters and all biases in a second group without it (timm's LARS and LAMB then leave
     that group unadapted)."""

@@ -5,10 +5,11 @@ The paper's fixes +LR and +RA are two pure functions here (`scaled_lr`, `regime_
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lbtrain.batch_schedule import Phase, grow_phases
 from lbtrain.errors import ConfigError
+from lbtrain.optimizers import OPTIMIZERS
 
 # lr = base_lr * (batch_size / base_batch_size) ** power
 LR_SCALING_POWERS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}
@@ -19,19 +20,6 @@ def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) 
     """+LR: sqrt keeps the covariance of the weight update of small-batch SGD (Hoffer et al.);
     linear is Goyal et al.'s rule."""
     return base_lr * (batch_size / base_batch_size) ** LR_SCALING_POWERS[rule]
-
-
-# Which rules each optimizer has: the LR rules are SGD's; Adam-style optimizers have no
-# linear rule, and their sqrt rule scales more than the LR (`adam_sqrt_rule`)
-RULES = {
-    "sgd": ("none", "linear", "sqrt"),
-    "lars": ("none", "linear", "sqrt"),
-    "adamw": ("none", "sqrt"),  # Malladi et al. 2022: lr, beta1, beta2 and eps
-    "lamb": ("none", "sqrt"),  # You et al. 2019 scale LAMB's LR by sqrt(B), with warmup
-}
-
-
-ADAPTIVE = ("adamw", "lamb")  # Adam-style moments: betas and eps apply
 
 
 def adam_sqrt_rule(
@@ -54,7 +42,9 @@ def regime_factor(regime: str, regime_multiplier: float, batch_size: int, base_b
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """What one run does with its global batch and its base regime."""
+    """What one run does with its global batch and its base regime: the config's numbers,
+    and (resolved once, in __post_init__) what the LR rule and the regime stretch make of
+    them. Every number a run logs about its own arithmetic comes from here."""
 
     batch_size: int  # global: all devices of all nodes together, per optimizer step
     world_size: int
@@ -70,11 +60,44 @@ class BatchPlan:
     base_max_steps: int = -1  # trainer.max_steps; -1: the budget is base_epochs
     unit: str = "epoch"  # of milestones and warmup: "epoch" or "step"
     optimizer: str = "sgd"
+    adaptive: bool = False  # Adam-style moments: betas and eps apply (optimizers.py)
     batch_augment: int = 1  # copies of each sample per batch: batch_size x this per step
     base_betas: tuple[float, float] = (0.9, 0.999)  # adamw, lamb: at base_batch_size
     base_eps: float = 1e-8
     gammas: tuple[float, ...] = ()  # the LR factor at each milestone
     phases: tuple[Phase, ...] = ()  # a batch-size schedule (batch_schedule.py); () = none
+    # resolved from the above
+    kappa: float = field(init=False)  # batch_size / base_batch_size
+    per_device_batch: int = field(init=False)
+    micro_batch: int = field(init=False)  # samples per forward pass on one device
+    lr: float = field(init=False)
+    epochs: int = field(init=False)
+    max_steps: int = field(init=False)
+    milestones: tuple[float, ...] = field(init=False)  # stretched; fractional until in steps
+    warmup: float = field(init=False)
+    betas: tuple[float, float] = field(init=False)
+    eps: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        def resolve(name, value):
+            object.__setattr__(self, name, value)  # frozen: set once, here
+
+        resolve("kappa", self.batch_size / self.base_batch_size)
+        resolve("per_device_batch", self.batch_size // self.world_size)
+        resolve("micro_batch", self.per_device_batch // self.accumulate)
+        resolve("lr", scaled_lr(self.base_lr, self.batch_size, self.base_batch_size,
+                                self.lr_scaling))  # fmt: skip
+        # Fractional stretched budgets round up: a run never trains less than asked.
+        stretched = lambda n: math.ceil(n * self.stretch - 1e-9) if n > 0 else -1  # noqa: E731
+        resolve("epochs", stretched(self.base_epochs))
+        resolve("max_steps", stretched(self.base_max_steps))
+        resolve("milestones", tuple(m * self.stretch for m in self.base_milestones))
+        resolve("warmup", self.base_warmup * self.stretch)
+        betas, eps = self.base_betas, self.base_eps
+        if self.optimizer == "adamw" and self.lr_scaling == "sqrt":  # Malladi et al.'s rule
+            betas, eps = adam_sqrt_rule(betas, eps, self.kappa)
+        resolve("betas", tuple(betas))
+        resolve("eps", eps)
 
     def batch_at(self, epoch: int) -> int:
         """The global batch of this epoch (it changes only under a batch-size schedule)."""
@@ -111,135 +134,86 @@ class BatchPlan:
                          "steps": (end - phase.start_epoch) * per_epoch})  # fmt: skip
         return rows
 
-    @property
-    def kappa(self) -> float:
-        return self.batch_size / self.base_batch_size
-
-    @property
-    def betas(self) -> tuple[float, float]:
-        if self.optimizer == "adamw" and self.lr_scaling == "sqrt":
-            return adam_sqrt_rule(self.base_betas, self.base_eps, self.kappa)[0]
-        return self.base_betas
-
-    @property
-    def eps(self) -> float:
-        if self.optimizer == "adamw" and self.lr_scaling == "sqrt":
-            return adam_sqrt_rule(self.base_betas, self.base_eps, self.kappa)[1]
-        return self.base_eps
-
-    @property
-    def per_device_batch(self) -> int:
-        return self.batch_size // self.world_size
-
-    @property
-    def micro_batch(self) -> int:
-        """Samples per forward pass on one device (per-device batch / accumulation)."""
-        return self.per_device_batch // self.accumulate
-
-    @property
-    def lr(self) -> float:
-        return scaled_lr(self.base_lr, self.batch_size, self.base_batch_size, self.lr_scaling)
-
-    @property
-    def epochs(self) -> int:
-        # Fractional stretched budgets round up: a run never trains less than asked.
-        return math.ceil(self.base_epochs * self.stretch - 1e-9) if self.base_epochs > 0 else -1
-
-    @property
-    def max_steps(self) -> int:
-        return (
-            math.ceil(self.base_max_steps * self.stretch - 1e-9) if self.base_max_steps > 0 else -1
-        )
-
-    @property
-    def milestones(self) -> tuple[float, ...]:
-        # Milestones stay fractional; the schedule converts them to steps.
-        return tuple(m * self.stretch for m in self.base_milestones)
-
-    @property
-    def warmup(self) -> float:
-        return self.base_warmup * self.stretch
-
     def to_steps(self, amount: float, steps_per_epoch: int) -> int:
         """An amount of `unit`s (a milestone, the warmup) in optimizer steps."""
         return round(amount * (steps_per_epoch if self.unit == "epoch" else 1))
 
-    def effective(self, steps_per_epoch: int, num_train: int | None = None) -> dict:
-        """What the run does, after scaling and stretching: the `plan` that config.yaml, the
-        loggers' config and summary.json record next to the base regime they came from."""
-        milestones, _ = self.decays(steps_per_epoch, num_train)
-        total = [self.epochs * steps_per_epoch] if self.epochs > 0 else []
-        schedule = {}
-        if self.phases:
-            rows = self.phase_steps(num_train)
-            schedule = {"batch_schedule": rows}
-            total = [sum(r["steps"] for r in rows)]
-        total += [self.max_steps] if self.max_steps > 0 else []
-        return {
-            "batch_size": self.batch_size,
-            "per_device_batch": self.per_device_batch,
-            "micro_batch": self.micro_batch,
-            "ghost_batch_size": self.ghost_batch_size,
-            "lr": self.lr,
-            "regime_stretch": self.stretch,
-            "epochs": self.epochs,
-            "max_steps": self.max_steps,
-            "steps_per_epoch": steps_per_epoch,
-            "total_steps": min(total),
-            "milestones_steps": milestones,
-            "warmup_steps": self.to_steps(self.warmup, steps_per_epoch),
-            "optimizer": self.optimizer,
-            "batch_augment": self.batch_augment,
-            "samples_per_step": self.batch_size * self.batch_augment,
-            **schedule,
-            **({"betas": list(self.betas), "eps": self.eps} if self.adaptive else {}),
-        }
 
-    @property
-    def adaptive(self) -> bool:
-        return self.optimizer in ADAPTIVE
+def effective(plan: BatchPlan, steps_per_epoch: int, num_train: int | None = None) -> dict:
+    """What the run does, after scaling and stretching: the `plan` that config.yaml, the
+    loggers' config and summary.json record next to the base regime they came from."""
+    milestones, _ = plan.decays(steps_per_epoch, num_train)
+    total = [plan.epochs * steps_per_epoch] if plan.epochs > 0 else []
+    schedule = {}
+    if plan.phases:
+        rows = plan.phase_steps(num_train)
+        schedule = {"batch_schedule": rows}
+        total = [sum(r["steps"] for r in rows)]
+    total += [plan.max_steps] if plan.max_steps > 0 else []
+    return {
+        "batch_size": plan.batch_size,
+        "per_device_batch": plan.per_device_batch,
+        "micro_batch": plan.micro_batch,
+        "ghost_batch_size": plan.ghost_batch_size,
+        "lr": plan.lr,
+        "regime_stretch": plan.stretch,
+        "epochs": plan.epochs,
+        "max_steps": plan.max_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": min(total),
+        "milestones_steps": milestones,
+        "warmup_steps": plan.to_steps(plan.warmup, steps_per_epoch),
+        "optimizer": plan.optimizer,
+        "batch_augment": plan.batch_augment,
+        "samples_per_step": plan.batch_size * plan.batch_augment,
+        **schedule,
+        **({"betas": list(plan.betas), "eps": plan.eps} if plan.adaptive else {}),
+    }
 
-    def describe(self) -> str:
-        devices = f"{self.world_size} device{'s' if self.world_size > 1 else ''}"
-        parts = [f"batch {self.batch_size} = {devices} x {self.per_device_batch}"]
-        if self.accumulate > 1:
-            parts[0] += f" ({self.accumulate} micro-batches of {self.micro_batch})"
-        if self.batch_augment > 1:
-            parts.append(
-                f"batch augmentation x{self.batch_augment}: {self.batch_size * self.batch_augment}"
-                f" samples per step ({self.batch_size} distinct)"
-            )
-        if self.ghost_batch_size:
-            ghosts = math.ceil(self.micro_batch * self.batch_augment / self.ghost_batch_size)
-            parts.append(f"ghost {self.ghost_batch_size} ({ghosts} ghosts per forward)")
-        ratio = f"{self.batch_size}/{self.base_batch_size}"
-        rule = {"none": "", "linear": f" x {ratio}", "sqrt": f" x sqrt({ratio})"}
-        parts.append(f"lr {self.base_lr:g}{rule[self.lr_scaling]} = {self.lr:.4g}")
-        if self.optimizer != "sgd":
-            parts[-1] += f" ({self.optimizer})"
-        if self.adaptive and self.betas != self.base_betas:  # Malladi et al.'s sqrt rule
-            (b1, b2), (c1, c2) = self.base_betas, self.betas
-            parts.append(
-                f"betas 1 - {ratio} x (1 - ({b1:g}, {b2:g})) = ({c1:.4g}, {c2:.6g}), "
-                f"eps {self.base_eps:g} / sqrt({ratio}) = {self.eps:.3g}"
-            )
-        if self.warmup:
-            parts.append(f"warmup {self.warmup:g} {self.unit}s from lr {self.base_lr:g}")
-        budget = [f"{self.epochs} epochs"] if self.epochs > 0 else []
-        budget += [f"{self.max_steps} steps"] if self.max_steps > 0 else []
-        if self.phases:  # Smith et al.: the milestones grow the batch instead
-            grows = ", ".join(
-                f"{p.batch_size} from epoch {p.start_epoch}"
-                + (f" (lr x{p.lr_factor:.3g})" if p.lr_factor != 1 else "")
-                for p in self.phases[1:]
-            )
-            parts.append(f"regime x{self.stretch:g}: {' or '.join(budget)}, batch grows to {grows}")
-            return "; ".join(parts)
+
+def describe(plan: BatchPlan) -> str:
+    """The run's arithmetic in one log line."""
+    p = plan
+    devices = f"{p.world_size} device{'s' if p.world_size > 1 else ''}"
+    parts = [f"batch {p.batch_size} = {devices} x {p.per_device_batch}"]
+    if p.accumulate > 1:
+        parts[0] += f" ({p.accumulate} micro-batches of {p.micro_batch})"
+    if p.batch_augment > 1:
         parts.append(
-            f"regime x{self.stretch:g}: {' or '.join(budget)}, "
-            f"lr decays at {self.unit}s {[round(m, 2) for m in self.milestones]}"
+            f"batch augmentation x{p.batch_augment}: {p.batch_size * p.batch_augment}"
+            f" samples per step ({p.batch_size} distinct)"
         )
+    if p.ghost_batch_size:
+        ghosts = math.ceil(p.micro_batch * p.batch_augment / p.ghost_batch_size)
+        parts.append(f"ghost {p.ghost_batch_size} ({ghosts} ghosts per forward)")
+    ratio = f"{p.batch_size}/{p.base_batch_size}"
+    rule = {"none": "", "linear": f" x {ratio}", "sqrt": f" x sqrt({ratio})"}
+    parts.append(f"lr {p.base_lr:g}{rule[p.lr_scaling]} = {p.lr:.4g}")
+    if p.optimizer != "sgd":
+        parts[-1] += f" ({p.optimizer})"
+    if p.adaptive and p.betas != p.base_betas:  # Malladi et al.'s sqrt rule
+        (b1, b2), (c1, c2) = p.base_betas, p.betas
+        parts.append(
+            f"betas 1 - {ratio} x (1 - ({b1:g}, {b2:g})) = ({c1:.4g}, {c2:.6g}), "
+            f"eps {p.base_eps:g} / sqrt({ratio}) = {p.eps:.3g}"
+        )
+    if p.warmup:
+        parts.append(f"warmup {p.warmup:g} {p.unit}s from lr {p.base_lr:g}")
+    budget = [f"{p.epochs} epochs"] if p.epochs > 0 else []
+    budget += [f"{p.max_steps} steps"] if p.max_steps > 0 else []
+    if p.phases:  # Smith et al.: the milestones grow the batch instead
+        grows = ", ".join(
+            f"{ph.batch_size} from epoch {ph.start_epoch}"
+            + (f" (lr x{ph.lr_factor:.3g})" if ph.lr_factor != 1 else "")
+            for ph in p.phases[1:]
+        )
+        parts.append(f"regime x{p.stretch:g}: {' or '.join(budget)}, batch grows to {grows}")
         return "; ".join(parts)
+    parts.append(
+        f"regime x{p.stretch:g}: {' or '.join(budget)}, "
+        f"lr decays at {p.unit}s {[round(m, 2) for m in p.milestones]}"
+    )
+    return "; ".join(parts)
 
 
 def make_plan(cfg, world_size: int) -> BatchPlan:
@@ -287,6 +261,7 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         gammas=tuple(per_milestone),
         phases=phases,
         optimizer=optim.optimizer,
+        adaptive=OPTIMIZERS.facts[optim.optimizer]["adaptive"],
         batch_augment=cfg.batch_augment,
         base_betas=tuple(optim.betas),
         base_eps=optim.eps,

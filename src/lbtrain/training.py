@@ -5,7 +5,6 @@ torch, Lightning and W&B, only once the config has passed `config.validate`."""
 import hashlib
 import json
 import logging
-import re
 import warnings
 from pathlib import Path
 
@@ -27,12 +26,12 @@ from lbtrain.callbacks.step_series import MeasurementLog, StepSeries
 from lbtrain.callbacks.summary import RunSummary
 from lbtrain.config import check_registered
 from lbtrain.data import DATAMODULES
-from lbtrain.errors import ConfigError, one_line
+from lbtrain.errors import ConfigError, one_line, unexpected_option
 from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
 from lbtrain.notices import FILE_ONLY
-from lbtrain.optimizers import LAYERWISE, OptimizerSpec
+from lbtrain.optimizers import OptimizerSpec
 from lbtrain.run_dir import (
     REQUEUE_CHECKPOINT,
     check_run_dir,
@@ -41,7 +40,7 @@ from lbtrain.run_dir import (
     shown,
 )
 from lbtrain.run_dir import restore as restore_run_dir
-from lbtrain.scaling import make_plan
+from lbtrain.scaling import describe, make_plan
 
 log = logging.getLogger("lbtrain")
 # Lightning 2.6 trips over its own pytree deprecation on every run; nothing for users to act on.
@@ -132,7 +131,7 @@ def build(
     check_ghost_batch_size(cfg.ghost_batch_size, plan.micro_batch)
     trainer.fit_loop.max_epochs = plan.epochs  # the stretched regime
     trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
-    log.info(plan.describe())
+    log.info(describe(plan))
     if plan.warmup and plan.lr == plan.base_lr:  # e.g. recipe=lb with optim=goyal
         log.warning(
             "optim.warmup=%g does nothing in this run: it ramps the LR from optim.lr up to the "
@@ -167,22 +166,10 @@ def build(
             callback.check_data(datamodule)
             callback.check_plan(plan, trainer)
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
-    o = cfg.optim
-    exclude = o.exclude_norm_and_bias
-    optimizer = OptimizerSpec(
-        name=o.optimizer, momentum=o.momentum, nesterov=o.nesterov,
-        weight_decay=o.weight_decay, betas=plan.betas, eps=plan.eps, trust_coeff=o.trust_coeff,
-        max_grad_norm=o.max_grad_norm,
-        exclude_norm_and_bias=o.optimizer in LAYERWISE if exclude is None else exclude,
-    )  # fmt: skip
+    optimizer = OptimizerSpec.from_config(cfg.optim, plan)
+    optimizer.build(model, plan.lr)  # an option it does not take fails here, not in fit()
     module = Classifier(model, plan, datamodule.num_classes, optimizer)
     return trainer, module, datamodule
-
-
-def unexpected_option(e: TypeError) -> str | None:
-    """The keyword a call did not take, from Python's TypeError (None: another TypeError)."""
-    match = re.search(r"got an unexpected keyword argument '(\w+)'", str(e))
-    return match.group(1) if match else None
 
 
 def use_batch_schedule(trainer: L.Trainer, datamodule, plan, cfg: DictConfig) -> None:

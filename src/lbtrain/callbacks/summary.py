@@ -17,6 +17,7 @@ import yaml
 from lightning.pytorch.loggers import WandbLogger
 
 from lbtrain.callbacks.step_series import StepSeries
+from lbtrain.scaling import effective
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class RunSummary(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        plan = {"plan": pl_module.plan.effective(pl_module.steps_per_epoch, pl_module.num_train)}
+        plan = {"plan": effective(pl_module.plan, pl_module.steps_per_epoch, pl_module.num_train)}
         config = self.path.with_name("config.yaml")
         if config.exists():  # written by lbtrain.run with the resolved config
             with open(config, "a") as f:
@@ -67,7 +68,7 @@ def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]
     summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
     if hasattr(module, "samples_seen"):  # lbtrain's Classifier: what training processed
         summary.update(samples_seen=module.samples_seen, train_seconds=module.train_seconds())
-    summary["plan"] = module.plan.effective(module.steps_per_epoch, module.num_train)
+    summary["plan"] = effective(module.plan, module.steps_per_epoch, module.num_train)
     for callback in trainer.callbacks:
         if isinstance(callback, StepSeries):
             summary.update(callback.summary_entries(module))

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from lbtrain.data import register_datamodule
 from lbtrain.data.in_memory import check_eval_batch_size
 from lbtrain.data.order import EpochShuffleSampler
 from lbtrain.errors import ConfigError, one_line
@@ -28,6 +29,7 @@ def _count_classes(folder: Path, default: int) -> int:
         return default
 
 
+@register_datamodule("imagenet")
 class ImageNetDataModule(L.LightningDataModule):
     """ImageNet (ILSVRC2012) from JPEG folders: data_dir/train/<wnid>/*.JPEG and
     data_dir/val/<wnid>/*.JPEG, read by ImageFolder and decoded in DataLoader workers.

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lbtrain.data import register_datamodule
 from lbtrain.data.augment import SignalAugment
 from lbtrain.data.in_memory import InMemoryDataModule
 from lbtrain.errors import ConfigError, one_line
@@ -50,6 +51,7 @@ def generate(path: Path, args: dict) -> None:
     log.info("generated MNIST-1D (%d samples) into %s", args["num_samples"], path)
 
 
+@register_datamodule("mnist1d")
 class MNIST1DDataModule(InMemoryDataModule):
     num_classes = 10
 

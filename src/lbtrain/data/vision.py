@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
+from lbtrain.data import register_datamodule
 from lbtrain.data.augment import BatchTransform, normalize
 from lbtrain.data.in_memory import InMemoryDataModule
 from lbtrain.errors import ConfigError, one_line
@@ -110,6 +111,7 @@ class _InMemoryVisionDataModule(InMemoryDataModule):
         return normalize(self.x[:n], self.mean, self.std), self.y[:n]
 
 
+@register_datamodule("mnist")
 class MNISTDataModule(_InMemoryVisionDataModule):
     """MNIST: 60000 training and 10000 test digits, 28x28 grey; no augmentation, as in
     the paper's MNIST runs. Read from data_dir/MNIST/raw/ (the unpacked IDX files)."""
@@ -163,6 +165,7 @@ class _CIFARDataModule(_InMemoryVisionDataModule):
         return [f"{cls.base_folder}/", *(f"{cls.base_folder}/{name}" for name in names)]
 
 
+@register_datamodule("cifar10")
 class CIFAR10DataModule(_CIFARDataModule):
     """CIFAR-10 (10 classes) from data_dir/cifar-10-batches-py/, the unpacked python
     archive; training batches are cropped and flipped on the device unless augment=False."""
@@ -175,6 +178,7 @@ class CIFAR10DataModule(_CIFARDataModule):
     num_classes = 10
 
 
+@register_datamodule("cifar100")
 class CIFAR100DataModule(_CIFARDataModule):
     """CIFAR-100 (100 fine labels) from data_dir/cifar-100-python/, the unpacked python
     archive; training batches are cropped and flipped on the device unless augment=False."""

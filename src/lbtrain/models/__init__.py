@@ -11,6 +11,6 @@ from lbtrain.models import (  # noqa: F401  (registration side effect)
     vgg,
     wide_resnet,
 )
-from lbtrain.models.registry import create_model, list_models, register_model
+from lbtrain.models.registry import MODELS, create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["MODELS", "create_model", "list_models", "register_model"]

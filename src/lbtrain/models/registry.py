@@ -1,37 +1,23 @@
-"""Models are found by name (timm-style): each family module registers its constructors."""
-
-from collections.abc import Callable
+"""The model registry (`model.name`): each family module registers its constructors,
+`fn(num_classes, input_shape, **options) -> nn.Module`, under their own names.
+`input_shape` is one sample's shape without the batch dimension, e.g. (1, 40) for MNIST-1D
+or (3, 32, 32) for CIFAR."""
 
 from torch import nn
 
 from lbtrain.errors import ConfigError
+from lbtrain.registry import Registry
 
-ModelFn = Callable[..., nn.Module]
-_MODELS: dict[str, ModelFn] = {}
-
-
-def register_model(fn: ModelFn) -> ModelFn:
-    """Register `fn(num_classes, input_shape, **kwargs) -> nn.Module` under its own name.
-
-    `input_shape` is one sample's shape without the batch dimension, e.g. (1, 40) for
-    MNIST-1D or (3, 32, 32) for CIFAR."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
+MODELS = Registry("model.name")
+register_model = MODELS.register
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return sorted(MODELS)
 
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
-    if name not in _MODELS:
-        raise ConfigError(
-            f"model.name={name!r} is not a registered model; choose one of: "
-            + ", ".join(list_models())
-        )
-    return _MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    return MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
 
 
 def check_widths(key: str, widths) -> None:

@@ -28,7 +28,7 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
     flat = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):  # an empty one sets nothing (runs from before it existed)
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = json.dumps(value)
