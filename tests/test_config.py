@@ -1,7 +1,9 @@
 """Every option of every config group composes into a config that passes validation."""
 
+from importlib.resources import files
+
 import pytest
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lbtrain import resolvers
 from lbtrain.config import GROUPS, compose_config, group_options, validate
@@ -91,3 +93,26 @@ def test_a_key_missing_from_the_config_is_named_in_one_line(tmp_path):
             del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
         with pytest.raises(ConfigError, match=f"^{key}: missing from the config"):
             validate(cfg)
+
+
+def test_a_constructor_default_never_differs_from_its_config():
+    """Models and data modules keep keyword defaults for Python callers (tests, notebooks);
+    each one that a config in conf/ sets must be the config's value, or the YAML would not
+    be the one place a default is decided (change `hidden` in model/mlp.yaml: this fails)."""
+    import inspect
+
+    from lbtrain.data import DATAMODULES
+    from lbtrain.models import MODELS
+
+    conf = files("lbtrain.conf")
+    for group, registry in (("data", DATAMODULES), ("model", MODELS)):
+        for path in (conf / group).iterdir():
+            config = OmegaConf.load(path)
+            signature = inspect.signature(registry[config.name])
+            for key, p in signature.parameters.items():
+                if key in config and p.default is not inspect.Parameter.empty:
+                    value = config[key]
+                    value = list(value) if isinstance(p.default, tuple | list) else value
+                    default = list(p.default) if isinstance(p.default, tuple) else p.default
+                    where = f"{group}/{path.name}: {key}={value}"
+                    assert value == default, f"{where}, constructor default {default}"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from lbtrain.gbn import GhostBatchNorm, check_ghost_batch_size, convert_to_ghost_batchnorm
+from lbtrain.gbn import GhostBatchNorm, convert_to_ghost_batchnorm
 
 PATHS = ["fold", "loop", "auto"]
 SHAPES = {  # (input shape, reference BatchNorm class)
@@ -248,17 +248,6 @@ def test_unknown_implementation_is_refused() -> None:
 def test_input_must_be_n_c_and_spatial_dims() -> None:
     with pytest.raises(ValueError, match="2 to 5 dims, got 1"):
         GhostBatchNorm(3, 4)(torch.randn(3))
-
-
-def test_ghost_larger_than_per_device_batch_is_refused() -> None:
-    with pytest.raises(
-        ValueError,
-        match=r"^ghost_batch_size=256 exceeds the per-device batch 128; GBN would be plain "
-        r"BatchNorm\. Use a ghost size <= 128 or ghost_batch_size=null$",
-    ):
-        check_ghost_batch_size(256, per_device_batch=128)
-    check_ghost_batch_size(128, per_device_batch=128)  # equal: one ghost per device, allowed
-    check_ghost_batch_size(None, per_device_batch=128)
 
 
 @pytest.mark.parametrize("path", ["fold", "loop"])

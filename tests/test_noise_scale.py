@@ -79,13 +79,13 @@ class RecordGradientAndChunks(L.Callback):
 
     def __init__(self, noise_scale: NoiseScale) -> None:
         self.training, self.chunks = [], []
-        update = noise_scale._update
+        update = noise_scale.update
 
         def record(sq_small, sq_big, small, big) -> None:
             self.chunks.append((float(sq_big), small, big))
             update(sq_small, sq_big, small, big)
 
-        noise_scale._update = record
+        noise_scale.update = record
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         grads = [p.grad.reshape(-1) for p in pl_module.parameters() if p.grad is not None]

@@ -18,7 +18,9 @@ def plan(**overrides) -> BatchPlan:
     kw = dict(
         batch_size=4096, world_size=2, accumulate=1, ghost_batch_size=128, base_batch_size=128,
         base_lr=0.1, lr_scaling="sqrt", base_epochs=10, base_milestones=(5.0, 8.0),
-        base_warmup=0.0, stretch=1.0,
+        base_warmup=0.0, stretch=1.0, base_max_steps=-1, unit="epoch", optimizer="sgd",
+        adaptive=False, batch_augment=1, base_betas=(0.9, 0.999), base_eps=1e-8, gammas=(),
+        phases=(),
     )  # fmt: skip
     return BatchPlan(**{**kw, **overrides})
 

@@ -182,6 +182,7 @@ class RunSchema:
     logger: Any = MISSING
     callbacks: Any = MISSING
     paths: Any = MISSING
+    report: Any = MISSING
 
 
 def _is_int(value: Any) -> bool:
@@ -216,6 +217,13 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must be >= 0 and < 2**32")
     _check(cfg.large_batch_size > 0, "large_batch_size", cfg.large_batch_size, "must be > 0")
     _check(cfg.batch_augment >= 1, "batch_augment", cfg.batch_augment, "must be an integer >= 1")
+    d = cfg.data  # keys a data module may not have: checked where it has them
+    _check(cfg.batch_augment == 1 or "augment" not in d or d.augment, "batch_augment",
+           cfg.batch_augment, "the copies would be identical without augmentation; set "
+           "data.augment=true")  # fmt: skip
+    if "eval_batch_size" in d:
+        _check(_is_int(d.eval_batch_size) and d.eval_batch_size > 0, "data.eval_batch_size",
+               d.eval_batch_size, "must be a positive integer")  # fmt: skip
     schedules = ("none", "grow")
     _check(cfg.batch_schedule in schedules, "batch_schedule", cfg.batch_schedule, "use none, grow")
     all_rules = ", ".join(LR_SCALING_POWERS)

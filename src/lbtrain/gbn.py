@@ -24,8 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lbtrain.errors import ConfigError
-
 Implementation = Literal["auto", "fold", "loop"]
 IMPLEMENTATIONS: tuple[str, ...] = ("auto", "fold", "loop")
 
@@ -33,9 +31,9 @@ IMPLEMENTATIONS: tuple[str, ...] = ("auto", "fold", "loop")
 def _check_positive_int(ghost_batch_size: object) -> int:
     # bool is an int subclass; `ghost_batch_size=True` is a config mistake, not a size of 1
     if not isinstance(ghost_batch_size, Integral) or isinstance(ghost_batch_size, bool):
-        raise ConfigError(f"ghost_batch_size={ghost_batch_size!r} must be a positive integer")
+        raise ValueError(f"ghost_batch_size={ghost_batch_size!r} must be a positive integer")
     if ghost_batch_size <= 0:
-        raise ConfigError(f"ghost_batch_size={ghost_batch_size!r} must be a positive integer")
+        raise ValueError(f"ghost_batch_size={ghost_batch_size!r} must be a positive integer")
     return int(ghost_batch_size)
 
 
@@ -207,7 +205,7 @@ def _convert(module: nn.Module, ghost_batch_size: int, prefix: str) -> nn.Module
     if isinstance(module, nn.SyncBatchNorm):
         # SyncBatchNorm pools statistics across devices; ghost batches split them further.
         # The two ask for opposite things, so refuse rather than pick one silently.
-        raise ConfigError(
+        raise ValueError(
             f"ghost batch norm cannot be combined with sync_batchnorm: {prefix or 'the model'}"
             " is an nn.SyncBatchNorm; use ghost_batch_size=null or sync_batchnorm=false"
         )
@@ -231,17 +229,3 @@ def _convert(module: nn.Module, ghost_batch_size: int, prefix: str) -> nn.Module
         child_prefix = f"{prefix}.{name}" if prefix else name
         converted.add_module(name, _convert(child, ghost_batch_size, child_prefix))
     return converted
-
-
-def check_ghost_batch_size(ghost_batch_size: int | None, per_device_batch: int) -> None:
-    """Refuse a ghost batch larger than the per-device batch: GBN would quietly be plain
-    BatchNorm, which is not what a run that asks for ghost batches means to measure."""
-    if ghost_batch_size is None:
-        return
-    ghost_batch_size = _check_positive_int(ghost_batch_size)
-    if ghost_batch_size > per_device_batch:
-        raise ConfigError(
-            f"ghost_batch_size={ghost_batch_size} exceeds the per-device batch "
-            f"{per_device_batch}; GBN would be plain BatchNorm. Use a ghost size <= "
-            f"{per_device_batch} or ghost_batch_size=null"
-        )

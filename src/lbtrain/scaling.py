@@ -57,15 +57,15 @@ class BatchPlan:
     base_milestones: tuple[float, ...]  # in `unit`s of the base regime
     base_warmup: float  # in `unit`s of the base regime
     stretch: float
-    base_max_steps: int = -1  # trainer.max_steps; -1: the budget is base_epochs
-    unit: str = "epoch"  # of milestones and warmup: "epoch" or "step"
-    optimizer: str = "sgd"
-    adaptive: bool = False  # Adam-style moments: betas and eps apply (optimizers.py)
-    batch_augment: int = 1  # copies of each sample per batch: batch_size x this per step
-    base_betas: tuple[float, float] = (0.9, 0.999)  # adamw, lamb: at base_batch_size
-    base_eps: float = 1e-8
-    gammas: tuple[float, ...] = ()  # the LR factor at each milestone
-    phases: tuple[Phase, ...] = ()  # a batch-size schedule (batch_schedule.py); () = none
+    base_max_steps: int  # trainer.max_steps; -1: the budget is base_epochs
+    unit: str  # of milestones and warmup: "epoch" or "step"
+    optimizer: str
+    adaptive: bool  # Adam-style moments: betas and eps apply (optimizers.py)
+    batch_augment: int  # copies of each sample per batch: batch_size x this per step
+    base_betas: tuple[float, float]  # adamw, lamb: at base_batch_size
+    base_eps: float
+    gammas: tuple[float, ...]  # the LR factor at each milestone
+    phases: tuple[Phase, ...]  # a batch-size schedule (batch_schedule.py); () = none
     # resolved from the above
     kappa: float = field(init=False)  # batch_size / base_batch_size
     per_device_batch: int = field(init=False)

@@ -17,7 +17,6 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from lbtrain import distributed
 from lbtrain.batch_schedule import check_fits
@@ -26,8 +25,9 @@ from lbtrain.callbacks.step_series import MeasurementLog, StepSeries
 from lbtrain.callbacks.summary import RunSummary
 from lbtrain.config import check_registered
 from lbtrain.data import DATAMODULES
+from lbtrain.data.in_memory import InMemoryDataModule
 from lbtrain.errors import ConfigError, one_line, unexpected_option
-from lbtrain.gbn import check_ghost_batch_size, convert_to_ghost_batchnorm
+from lbtrain.gbn import GhostBatchNorm, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
 from lbtrain.notices import FILE_ONLY
@@ -40,7 +40,7 @@ from lbtrain.run_dir import (
     shown,
 )
 from lbtrain.run_dir import restore as restore_run_dir
-from lbtrain.scaling import describe, make_plan
+from lbtrain.scaling import BatchPlan, describe, make_plan
 
 log = logging.getLogger("lbtrain")
 # Lightning 2.6 trips over its own pytree deprecation on every run; nothing for users to act on.
@@ -60,15 +60,7 @@ def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...])
             f"{tuple(input_shape)}, {num_classes} classes, model options {kwargs}): {one_line(e)}"
         ) from None
     check_input_shape(model, input_shape, cfg)
-    if cfg.ghost_batch_size and not any(isinstance(m, _BatchNorm) for m in model.modules()):
-        raise ConfigError(
-            f"ghost_batch_size={cfg.ghost_batch_size}: model={name} has no BatchNorm to split "
-            "into ghost batches; use ghost_batch_size=null"
-        )
-    model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if cfg.compile else model
+    return model
 
 
 def check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...], cfg) -> None:
@@ -85,6 +77,24 @@ def check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...], cfg)
         ) from None
     finally:
         model.train(was_training)
+
+
+def build_datamodule(cfg: DictConfig, plan: BatchPlan) -> L.LightningDataModule:
+    data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
+    name = data_kwargs.pop("name")
+    if cfg.batch_augment > 1:  # only data modules that augment on the device take it
+        data_kwargs["batch_augment"] = cfg.batch_augment
+    try:  # a data module's options are its constructor's: Python refuses any other
+        return DATAMODULES[name](batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs)
+    except TypeError as e:
+        if (option := unexpected_option(e)) == "batch_augment":
+            raise ConfigError(
+                f"batch_augment={cfg.batch_augment}: data={name} has no batch augmentation (it "
+                "needs an in-memory set augmented on the device: mnist1d, cifar10, cifar100)"
+            ) from None
+        if option is not None:
+            raise ConfigError(f"data.{option}: data={name} has no such option") from None
+        raise
 
 
 def _instantiate_group(cfg: DictConfig, group: str) -> list:
@@ -104,7 +114,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = _instantiate_group(cfg, "logger")
     # Preemption first: a step it stops before must leave no trace in any logger
     callbacks = [Preemption(run_dir / "checkpoints"), *_instantiate_group(cfg, "callbacks")]
-    callbacks += [MeasurementLog(), RunSummary(run_dir)]  # the measurements' rows, merged
+    rows = MeasurementLog()  # the measurements' values of a step, in one row per step
+    for series in callbacks:
+        if isinstance(series, StepSeries):
+            series.rows = rows
+    callbacks += [rows, RunSummary(run_dir)]  # after the series: runs after them in each hook
     try:
         trainer = L.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -121,14 +135,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
 def build(
     cfg: DictConfig, run_dir: str | Path
 ) -> tuple[L.Trainer, Classifier, L.LightningDataModule]:
-    """Trainer, module and data of one run, from its validated config. Whatever can only be
-    checked on built things (the world size, the data on disk, the model against the data)
-    fails here as a ConfigError, before anything trains or is written."""
+    """Trainer, module and data of one run, from its validated config (`config.validate`
+    checked its values); `check_data` and `check_model` check what only built things can
+    tell, each as soon as its things are built, before anything trains or is written."""
     check_registered(cfg)
     run_dir = Path(run_dir)
     trainer = build_trainer(cfg, run_dir)
     plan = make_plan(cfg, trainer.world_size)
-    check_ghost_batch_size(cfg.ghost_batch_size, plan.micro_batch)
     trainer.fit_loop.max_epochs = plan.epochs  # the stretched regime
     trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
     log.info(describe(plan))
@@ -138,50 +151,60 @@ def build(
             "scaled LR, and lr_scaling=%s at batch_size=%d leaves that at optim.lr=%g",
             cfg.optim.warmup, cfg.lr_scaling, cfg.batch_size, plan.base_lr,
         )  # fmt: skip
-
     L.seed_everything(cfg.seed, workers=True)
-    data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
-    name = data_kwargs.pop("name")
-    if cfg.batch_augment > 1:  # only data modules that augment on the device take it
-        data_kwargs["batch_augment"] = cfg.batch_augment
-    try:  # a data module's options are its constructor's: Python refuses any other
-        datamodule = DATAMODULES[name](
-            batch_size=plan.micro_batch, shuffle_seed=cfg.seed, **data_kwargs
-        )
-    except TypeError as e:
-        if (option := unexpected_option(e)) == "batch_augment":
-            raise ConfigError(
-                f"batch_augment={cfg.batch_augment}: data={name} has no batch augmentation (it "
-                "needs an in-memory set augmented on the device: mnist1d, cifar10, cifar100)"
-            ) from None
-        if option is not None:
-            raise ConfigError(f"data.{option}: data={name} has no such option") from None
-        raise
-    if hasattr(datamodule, "check"):
-        datamodule.check()  # before any model is built
-    if plan.phases:
-        use_batch_schedule(trainer, datamodule, plan, cfg)
-    for callback in trainer.callbacks:
-        if isinstance(callback, StepSeries):  # a measurement: this data, plan and trainer
-            callback.check_data(datamodule)
-            callback.check_plan(plan, trainer)
+    datamodule = build_datamodule(cfg, plan)
+    check_data(cfg, plan, trainer, datamodule)  # before any model is built
     model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
+    model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
     optimizer = OptimizerSpec.from_config(cfg.optim, plan)
-    optimizer.build(model, plan.lr)  # an option it does not take fails here, not in fit()
+    check_model(cfg, model, optimizer, plan)
+    if plan.phases:
+        use_batch_schedule(trainer, datamodule, plan)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = torch.compile(model) if cfg.compile else model
     module = Classifier(model, plan, datamodule.num_classes, optimizer)
     return trainer, module, datamodule
 
 
-def use_batch_schedule(trainer: L.Trainer, datamodule, plan, cfg: DictConfig) -> None:
-    """Hand the data module the batch of each epoch, re-made each epoch, after checking that
-    every phase's batch fits the training set."""
-    key = f"batch_schedule=grow with data={cfg.data.name}"
-    if not hasattr(datamodule, "batch_size_at"):
-        raise ConfigError(f"{key}: needs an in-memory data set (mnist1d, mnist, cifar10/100)")
-    if cfg.trainer.get("limit_train_batches") is not None:
-        raise ConfigError(f"{key}: trainer.limit_train_batches would cut its epochs; use null")
-    datamodule.setup("fit")  # the number of training samples
-    check_fits(plan.phases, datamodule.num_train_samples)
+def check_data(cfg: DictConfig, plan: BatchPlan, trainer: L.Trainer, datamodule) -> None:
+    """What needs the world size and the built data module: the ghost batch against the
+    micro-batch, the data on disk, a batch-size schedule and each measurement against both."""
+    ghost, micro = cfg.ghost_batch_size, plan.micro_batch
+    if ghost and ghost > micro:  # GBN would quietly be plain BatchNorm: not what was asked
+        raise ConfigError(
+            f"ghost_batch_size={ghost} exceeds the per-device batch {micro}; GBN would be "
+            f"plain BatchNorm. Use a ghost size <= {micro} or ghost_batch_size=null"
+        )
+    if hasattr(datamodule, "check"):  # its files on disk
+        datamodule.check()
+    if plan.phases:
+        key = f"batch_schedule=grow with data={cfg.data.name}"
+        if not isinstance(datamodule, InMemoryDataModule):
+            raise ConfigError(f"{key}: needs an in-memory data set (mnist1d, mnist, cifar10/100)")
+        if cfg.trainer.get("limit_train_batches") is not None:
+            raise ConfigError(f"{key}: trainer.limit_train_batches would cut its epochs; use null")
+        datamodule.setup("fit")  # the number of training samples
+        check_fits(plan.phases, datamodule.num_train_samples)
+    for callback in trainer.callbacks:
+        if isinstance(callback, StepSeries):  # a measurement: this data, plan and trainer
+            callback.check_data(datamodule)
+            callback.check_plan(plan, trainer)
+
+
+def check_model(cfg: DictConfig, model: torch.nn.Module, optimizer: OptimizerSpec, plan) -> None:
+    """What needs the built model: ghost batches need BatchNorm to split, and the optimizer
+    must take its options (the input shape was tried as the model was built)."""
+    if cfg.ghost_batch_size and not any(isinstance(m, GhostBatchNorm) for m in model.modules()):
+        raise ConfigError(
+            f"ghost_batch_size={cfg.ghost_batch_size}: model={cfg.model.name} has no BatchNorm "
+            "to split into ghost batches; use ghost_batch_size=null"
+        )
+    optimizer.build(model, plan.lr)  # an option it does not take fails here, not in fit()
+
+
+def use_batch_schedule(trainer: L.Trainer, datamodule: InMemoryDataModule, plan) -> None:
+    """Hand the data module the batch of each epoch, re-made each epoch."""
     datamodule.batch_size_at = plan.per_device_batch_at
     trainer.reload_dataloaders_every_n_epochs = 1  # a phase's new batch size
 

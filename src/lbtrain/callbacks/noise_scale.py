@@ -40,7 +40,7 @@ from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import ddp_comm_hook
 from lbtrain.noise_scale import DebiasedEMA, two_batch_estimates
 
-GRANULARITIES = ("auto", "devices", "chunks", "accumulation")
+KEY = "callbacks.noise_scale"
 
 
 class NoiseScale(StepSeries):
@@ -55,8 +55,8 @@ class NoiseScale(StepSeries):
         flush_every_n_steps: int = 10,
     ) -> None:
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
-        if granularity not in GRANULARITIES:
-            choices = ", ".join(GRANULARITIES)
+        if granularity not in ("auto", *GRANULARITIES):
+            choices = ", ".join(("auto", *GRANULARITIES))
             raise ValueError(f"granularity={granularity!r} is not one of {choices}")
         if not chunks >= 2:
             raise ValueError(f"chunks={chunks} must be >= 2 (two batch sizes)")
@@ -69,84 +69,40 @@ class NoiseScale(StepSeries):
     def check_data(self, datamodule) -> None:
         if not hasattr(type(datamodule), "num_train_samples"):
             raise ConfigError(
-                f"callbacks.noise_scale: {type(datamodule).__name__} does not say how many "
-                "training samples it has (`num_train_samples`), which the estimate needs"
+                f"{KEY}: {type(datamodule).__name__} does not say how many training samples "
+                "it has (`num_train_samples`), which the estimate needs"
             )
 
     def check_plan(self, plan, trainer: L.Trainer) -> None:
         """Refuse, before training, a run whose gradients the granularity cannot read at two
         batch sizes."""
-        mode = self._mode(plan.world_size, plan.accumulate)
-        if mode != "chunks" and str(trainer.precision).startswith("16"):
+        strategy = self._strategy(plan)
+        if strategy.name != "chunks" and str(trainer.precision).startswith("16"):
             raise ConfigError(
-                f"callbacks.noise_scale: granularity={mode} reads the gradients fp16 scales; "
+                f"{KEY}: granularity={strategy.name} reads the gradients fp16 scales; "
                 "use trainer.precision=bf16-mixed or 32-true, or granularity=chunks"
             )
-        if mode == "accumulation" and plan.world_size > 1:
-            raise ConfigError(
-                "callbacks.noise_scale.granularity=accumulation: under DDP the micro-batch "
-                "gradients are per device and the last one global; use devices or chunks"
-            )
-        if mode == "devices" and plan.world_size == 1:
-            raise ConfigError(
-                "callbacks.noise_scale.granularity=devices needs DDP on more than one device; "
-                "use auto, chunks or accumulation"
-            )
-        if mode == "devices" and (hook := ddp_comm_hook(trainer.strategy)) is not None:
-            raise ConfigError(  # torch's DDP takes one hook, and this mode measures through one
-                f"callbacks.noise_scale.granularity=devices: the DDP strategy already has a "
-                f"communication hook ({getattr(hook, '__qualname__', hook)}), and DDP takes only "
-                "one; use callbacks.noise_scale.granularity=chunks"
-            )
-        if mode == "chunks" and plan.micro_batch < self.chunks:
-            raise ConfigError(
-                f"callbacks.noise_scale.chunks={self.chunks}: the per-device batch "
-                f"{plan.micro_batch} has fewer samples; use a larger batch_size or fewer chunks"
-            )
-        per_device = {plan.per_device_batch_at(p.start_epoch) for p in plan.phases}
-        for batch in sorted(per_device or {plan.micro_batch}) if mode == "chunks" else ():
-            size = batch * plan.batch_augment  # the samples a step's batch holds
-            chunk = self._chunk_size(size, self._ghost(plan))
-            if size % chunk:  # every measurement would be skipped: a series of NaN
-                what = "ghost batches of" if self._ghost(plan) else f"{self.chunks} chunks of"
-                raise ConfigError(
-                    f"callbacks.noise_scale.chunks={self.chunks}: a per-device batch of {size} "
-                    f"does not split into {what} {chunk}; use a batch_size it divides"
-                )
+        strategy.check(plan, trainer)
 
-    @staticmethod
-    def _ghost(plan) -> int | None:
-        """Under GBN the chunks are the ghost batches: their gradients average to training's."""
-        ghost = plan.ghost_batch_size
-        return ghost if ghost and plan.micro_batch // ghost >= 2 else None
-
-    def _chunk_size(self, batch: int, ghost: int | None) -> int:
-        return ghost or batch // self.chunks
-
-    def _mode(self, world_size: int, accumulate: int) -> str:
-        if self.granularity != "auto":
-            return self.granularity
-        if world_size > 1:
-            return "devices"
-        return "accumulation" if accumulate > 1 else "chunks"
+    def _strategy(self, plan) -> "Granularity":
+        name = self.granularity
+        if name == "auto":
+            name = "devices" if plan.world_size > 1 else "chunks"
+            name = "accumulation" if plan.world_size == 1 and plan.accumulate > 1 else name
+        return GRANULARITIES[name](self, plan)
 
     # --- set-up and what is logged ------------------------------------------------------
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check_data(trainer.datamodule)
         self.num_train = trainer.datamodule.num_train_samples
-        plan = pl_module.plan
-        self.check_plan(plan, trainer)
-        self.mode = self._mode(plan.world_size, plan.accumulate)
+        self.check_plan(pl_module.plan, trainer)
+        self.strategy = self._strategy(pl_module.plan)
+        self.mode = self.strategy.name
         self.model = getattr(pl_module.model, "_orig_mod", pl_module.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.ghost = self._ghost(plan)
         self.optimizer = trainer.optimizers[0]
         self._temperature = torch.zeros((), device=pl_module.device)
-        self._micro: list[tuple[int, Tensor | None]] = []  # (size, |g_micro|^2) this step
-        self._previous: Tensor | None = None
-        self._local_sq = torch.zeros((), device=pl_module.device)  # devices: this device's |g|^2
-        if self.mode == "devices":
-            trainer.strategy.model.register_comm_hook(self, _sum_local_squares)
+        self.strategy.start(trainer, pl_module.device)
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
         averages = self.ema.value()
@@ -171,64 +127,135 @@ class NoiseScale(StepSeries):
             self.ema.load_state_dict(self._ema_state, pl_module.device)
             self._ema_state = None
 
-    # --- the measurement ----------------------------------------------------------------
+    # --- the measurement: the strategy reads the gradients, `update` averages -----------
     def takes(self, step: int) -> bool:
         # steps 1, N + 1, 2N + 1, ...: a run shorter than N steps still has a measurement
         return (step - 1) % self.every_n_steps == 0
 
-    def _measures_next_step(self, trainer: L.Trainer) -> bool:
-        return (
-            self.enabled
-            and (trainer.is_global_zero or self.mode == "devices")  # there: every rank
-            and self.takes(trainer.global_step + 1)
-        )
-
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        if not self._measures_next_step(trainer):
+        measures = trainer.is_global_zero or self.strategy.every_rank
+        if not (self.enabled and measures and self.takes(trainer.global_step + 1)):
             return
         group = self.optimizer.param_groups[0]  # the LR and momentum of the coming update
         batch_size = len(batch[1]) * trainer.world_size * trainer.accumulate_grad_batches
         temperature = group["lr"] * self.num_train / (batch_size * (1 - group.get("momentum", 0)))
         self._temperature.fill_(temperature)  # a host number into a device tensor: no sync
-        if self.mode == "chunks":
-            self._measure_chunks(*batch)
-        else:
-            self._micro.append((len(batch[1]), None))
+        self.strategy.batch_start(*batch)
 
-    def _measure_chunks(self, x: Tensor, y: Tensor) -> None:
+    def on_after_backward(self, trainer: L.Trainer, pl_module) -> None:
+        self.strategy.after_backward(trainer)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
+        self.strategy.before_optimizer_step(trainer)
+
+    def update(self, sq_small: Tensor, sq_big: Tensor, small: int, big: int) -> None:
+        """One measurement: |g_b|^2 (averaged over the small batches) and |g_B|^2."""
+        grad_sq, trace = two_batch_estimates(sq_small, sq_big, small, big, self.num_train)
+        self.ema.update(torch.stack([grad_sq, trace]).detach())
+
+
+class Granularity:
+    """Where a measured step's gradients are read at two batch sizes (the module docstring
+    says how each does it); each hands them to `NoiseScale.update`."""
+
+    name: str
+    every_rank = False  # whether every DDP rank takes part in a measurement (else rank 0)
+
+    def __init__(self, noise: NoiseScale, plan) -> None:
+        self.noise, self.plan = noise, plan
+        self.micro: list[tuple[int, Tensor | None]] = []  # (size, |g_micro|^2) this step
+
+    def check(self, plan, trainer: L.Trainer) -> None:
+        """Raise ConfigError (one line) where this run cannot be measured this way."""
+
+    def start(self, trainer: L.Trainer, device: torch.device) -> None:
+        pass
+
+    def batch_start(self, x: Tensor, y: Tensor) -> None:
+        """A measured step's batch (each micro-batch's, under accumulation), before training."""
+        self.micro.append((len(y), None))
+
+    def after_backward(self, trainer: L.Trainer) -> None:
+        pass
+
+    def before_optimizer_step(self, trainer: L.Trainer) -> None:
+        pass
+
+
+class Chunks(Granularity):
+    name = "chunks"
+
+    @property
+    def ghost(self) -> int | None:
+        """Under GBN the chunks are the ghost batches: their gradients average to training's."""
+        ghost = self.plan.ghost_batch_size
+        return ghost if ghost and self.plan.micro_batch // ghost >= 2 else None
+
+    def check(self, plan, trainer: L.Trainer) -> None:
+        chunks = self.noise.chunks
+        if plan.micro_batch < chunks:
+            raise ConfigError(
+                f"{KEY}.chunks={chunks}: the per-device batch {plan.micro_batch} has fewer "
+                "samples; use a larger batch_size or fewer chunks"
+            )
+        per_device = {plan.per_device_batch_at(p.start_epoch) for p in plan.phases}
+        for batch in sorted(per_device or {plan.micro_batch}):
+            size = batch * plan.batch_augment  # the samples a step's batch holds
+            chunk = self.ghost or size // chunks
+            if size % chunk:  # every measurement would be skipped: a series of NaN
+                what = "ghost batches of" if self.ghost else f"{chunks} chunks of"
+                raise ConfigError(
+                    f"{KEY}.chunks={chunks}: a per-device batch of {size} does not split "
+                    f"into {what} {chunk}; use a batch_size it divides"
+                )
+
+    def batch_start(self, x: Tensor, y: Tensor) -> None:
         # the ghost batches, or `chunks` equal parts of this batch (which a batch-size
         # schedule grows: the chunks grow with it)
-        chunk = self._chunk_size(len(y), self.ghost)
+        chunk = self.ghost or len(y) // self.noise.chunks
         if len(y) % chunk or len(y) // chunk < 2:
             return  # e.g. the short last batch of an epoch: no two batch sizes
+        model, params = self.noise.model, self.noise.params
         sq_small, total = 0.0, None
-        with _untouched(self.model), torch.enable_grad():
+        with _untouched(model), torch.enable_grad():
             for xc, yc in zip(x.split(chunk), y.split(chunk), strict=True):
-                loss = F.cross_entropy(self.model(xc), yc)
-                g = _flat(torch.autograd.grad(loss, self.params, materialize_grads=True))
+                loss = F.cross_entropy(model(xc), yc)
+                g = _flat(torch.autograd.grad(loss, params, materialize_grads=True))
                 sq_small = sq_small + g.square().sum()
                 total = g if total is None else total + g
         k = len(y) // chunk
-        self._update(sq_small / k, (total / k).square().sum(), chunk, len(y))
+        self.noise.update(sq_small / k, (total / k).square().sum(), chunk, len(y))
 
-    def on_after_backward(self, trainer: L.Trainer, pl_module) -> None:
-        if self.mode != "accumulation" or not self._micro:
+
+class Accumulation(Granularity):
+    name = "accumulation"
+
+    def check(self, plan, trainer: L.Trainer) -> None:
+        if plan.world_size > 1:
+            raise ConfigError(
+                f"{KEY}.granularity=accumulation: under DDP the micro-batch gradients are per "
+                "device and the last one global; use devices or chunks"
+            )
+
+    def start(self, trainer: L.Trainer, device: torch.device) -> None:
+        self.previous: Tensor | None = None
+
+    def after_backward(self, trainer: L.Trainer) -> None:
+        if not self.micro:
             return
         # Lightning divides each micro-batch's loss by accumulate_grad_batches, so .grad
         # grows by g_micro / A per micro-batch and ends at the mean of the micro gradients
-        now = _flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
-        step = now if self._previous is None else now - self._previous
-        self._previous = now
-        size, _ = self._micro[-1]
-        accumulate = trainer.accumulate_grad_batches
-        self._micro[-1] = (size, (accumulate * step).square().sum())
+        params = self.noise.params
+        now = _flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        step = now if self.previous is None else now - self.previous
+        self.previous = now
+        size, _ = self.micro[-1]
+        self.micro[-1] = (size, (trainer.accumulate_grad_batches * step).square().sum())
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
-        if self.mode == "devices":
-            self._devices_step(trainer)
-        if self.mode != "accumulation" or not self._micro:
+    def before_optimizer_step(self, trainer: L.Trainer) -> None:
+        if not self.micro:
             return
-        micro, self._micro, accumulated, self._previous = self._micro, [], self._previous, None
+        micro, self.micro, accumulated, self.previous = self.micro, [], self.previous, None
         sizes = {size for size, _ in micro}
         if len(micro) < 2 or len(sizes) > 1:  # one micro-batch, or unequal ones (epoch's end)
             return
@@ -236,34 +263,53 @@ class NoiseScale(StepSeries):
         mean = accumulated * (trainer.accumulate_grad_batches / len(micro))
         sq_small = torch.stack([sq for _, sq in micro]).mean()
         (size,) = sizes
-        self._update(sq_small, mean.square().sum(), size, size * len(micro))
+        self.noise.update(sq_small, mean.square().sum(), size, size * len(micro))
 
-    def _devices_step(self, trainer: L.Trainer) -> None:
-        if not self._micro:
+
+class Devices(Granularity):
+    name, every_rank = "devices", True
+
+    def check(self, plan, trainer: L.Trainer) -> None:
+        if plan.world_size == 1:
+            raise ConfigError(
+                f"{KEY}.granularity=devices needs DDP on more than one device; use auto, "
+                "chunks or accumulation"
+            )
+        if (hook := ddp_comm_hook(trainer.strategy)) is not None:
+            raise ConfigError(  # torch's DDP takes one hook, and this mode measures through one
+                f"{KEY}.granularity=devices: the DDP strategy already has a communication hook "
+                f"({getattr(hook, '__qualname__', hook)}), and DDP takes only one; use "
+                f"{KEY}.granularity=chunks"
+            )
+
+    def start(self, trainer: L.Trainer, device: torch.device) -> None:
+        self.local_sq = torch.zeros((), device=device)  # this device's |g|^2
+        trainer.strategy.model.register_comm_hook(self, _sum_local_squares)
+
+    def before_optimizer_step(self, trainer: L.Trainer) -> None:
+        if not self.micro:
             return
-        micro, self._micro = self._micro, []
+        micro, self.micro = self.micro, []
         local = sum(size for size, _ in micro)  # this device's samples in this step
         # the mean over devices of each one's |g_b|^2: a collective enqueued on every rank
         # (no barrier, no host sync; Lightning's strategy.reduce would add a barrier)
-        sq_small = self._local_sq.clone()
+        sq_small = self.local_sq.clone()
         dist.all_reduce(sq_small)
         sq_small /= trainer.world_size
-        self._local_sq.zero_()
-        sq_big = _flat([p.grad for p in self.params if p.grad is not None]).square().sum()
-        self._update(sq_small, sq_big, local, local * trainer.world_size)
-
-    def _update(self, sq_small: Tensor, sq_big: Tensor, small: int, big: int) -> None:
-        grad_sq, trace = two_batch_estimates(sq_small, sq_big, small, big, self.num_train)
-        self.ema.update(torch.stack([grad_sq, trace]).detach())
+        self.local_sq.zero_()
+        params = self.noise.params
+        sq_big = _flat([p.grad for p in params if p.grad is not None]).square().sum()
+        self.noise.update(sq_small, sq_big, local, local * trainer.world_size)
 
 
-def _sum_local_squares(
-    noise_scale: NoiseScale, bucket: dist.GradBucket
-) -> torch.futures.Future[torch.Tensor]:
+GRANULARITIES = {g.name: g for g in (Devices, Chunks, Accumulation)}
+
+
+def _sum_local_squares(devices: Devices, bucket: dist.GradBucket) -> torch.futures.Future[Tensor]:
     """DDP communication hook: on measured steps, add this device's squared gradient norm
-    (the bucket before averaging) to `_local_sq`; then average as DDP always does."""
-    if noise_scale._micro:
-        noise_scale._local_sq += bucket.buffer().square().sum()
+    (the bucket before averaging) to `local_sq`; then average as DDP always does."""
+    if devices.micro:
+        devices.local_sq += bucket.buffer().square().sum()
     return default_hooks.allreduce_hook(None, bucket)
 
 

@@ -39,7 +39,9 @@ class StepSeries(L.Callback):
         self._pending: list[tuple[int, Tensor]] = []  # on the device
         self._unlogged: list[tuple[int, dict]] = []  # in `history`, not yet with the loggers
         self._last_step = -1
-        self._log: MeasurementLog | None = None  # writes for this series (on_train_start)
+        # writes this series' rows with the other series' (training.build_trainer hands it
+        # over); None: the series writes to the loggers itself
+        self.rows: MeasurementLog | None = None
         self.enabled = True  # `start` may find nothing to measure in this model
 
     # --- what a measurement defines -----------------------------------------------------
@@ -90,9 +92,6 @@ class StepSeries(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start(trainer, pl_module)
         self._last_step = trainer.global_step
-        # a MeasurementLog after this callback writes for it (runs after it in every hook)
-        later = trainer.callbacks[trainer.callbacks.index(self) + 1 :]
-        self._log = next((c for c in later if isinstance(c, MeasurementLog)), None)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -130,8 +129,8 @@ class StepSeries(L.Callback):
     def flush(self, trainer: L.Trainer) -> None:
         self._to_host()
         for step, metrics in self._unlogged:
-            if self._log is not None:
-                self._log.add(step, metrics)
+            if self.rows is not None:
+                self.rows.add(step, metrics)
             else:
                 for logger in trainer.loggers:
                     logger.log_metrics(metrics, step=step)
@@ -169,8 +168,8 @@ class MeasurementLog(L.Callback):
     """Writes what the StepSeries before it flushed, one `log_metrics` call per step for all
     of them: weight and angular distance at step t go to W&B as one row, not two (each W&B
     call costs a fraction of a millisecond, a tenth of a small model's step: README,
-    "Benchmarks"). lbtrain.run places it after the configured callbacks; a series added
-    after it writes on its own."""
+    "Benchmarks"). training.build_trainer places it after the configured callbacks, so that
+    it runs after them in every hook, and hands it to each series (`StepSeries.rows`)."""
 
     def __init__(self) -> None:
         self.rows: dict[int, dict] = {}

@@ -12,7 +12,6 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from lbtrain.data import register_datamodule
-from lbtrain.data.in_memory import check_eval_batch_size
 from lbtrain.data.order import EpochShuffleSampler
 from lbtrain.errors import ConfigError, one_line
 
@@ -54,7 +53,6 @@ class ImageNetDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
     ) -> None:
         super().__init__()
-        check_eval_batch_size(eval_batch_size)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size  # per device (micro-batch)
         self.eval_batch_size, self.shuffle_seed = eval_batch_size, shuffle_seed

@@ -8,7 +8,6 @@ from torch import Tensor
 
 from lbtrain.batch_schedule import batches_per_epoch
 from lbtrain.data.order import epoch_permutation
-from lbtrain.errors import ConfigError
 
 
 class InMemoryLoader:
@@ -99,22 +98,6 @@ class InMemoryLoader:
         )  # fmt: skip
 
 
-def check_eval_batch_size(eval_batch_size: int) -> None:
-    if not (isinstance(eval_batch_size, int) and eval_batch_size > 0):
-        raise ConfigError(f"data.eval_batch_size={eval_batch_size}: must be a positive integer")
-
-
-def check_batch_augment(batch_augment: int, augment: bool) -> None:
-    """M augmented copies of each sample need M >= 1, and augmentation to tell them apart."""
-    if not (isinstance(batch_augment, int) and batch_augment >= 1):
-        raise ConfigError(f"batch_augment={batch_augment}: must be an integer >= 1")
-    if batch_augment > 1 and not augment:
-        raise ConfigError(
-            f"batch_augment={batch_augment}: the copies would be identical without "
-            "augmentation; set data.augment=true"
-        )
-
-
 class InMemoryDataModule(L.LightningDataModule):
     """A data set held whole as tensors, `x`, `y` (training) and `x_test`, `y_test` (the
     held-out set), set by `setup`; batches are cut on the training device (InMemoryLoader)
@@ -127,8 +110,6 @@ class InMemoryDataModule(L.LightningDataModule):
         batch_augment: int,
     ) -> None:  # fmt: skip
         super().__init__()
-        check_batch_augment(batch_augment, augment)
-        check_eval_batch_size(eval_batch_size)
         self.batch_size = batch_size  # per device (micro-batch)
         self.eval_batch_size, self.shuffle_seed = eval_batch_size, shuffle_seed
         self.augment, self.batch_augment = augment, batch_augment

@@ -5,23 +5,19 @@ into configurations that differ in the seed alone, each (config, seed) counted o
 import json
 import sys
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
+from importlib.resources import files
 from pathlib import Path
 
 import pandas as pd
 import yaml
-
-TABLE1_ORDER = ["sb", "lb", "lb_lr", "lb_lr_gbn", "lb_lr_gbn_ra", "lars", "grow", "batch_aug"]
-
-TABLE1_NAMES = {"sb": "SB", "lb": "LB", "lb_lr": "+LR", "lb_lr_gbn": "+GBN", "lb_lr_gbn_ra": "+RA",
-                "lars": "LARS", "grow": "BS schedule", "batch_aug": "+GBN, BA x4"}  # fmt: skip
 
 # Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds)
 # and the plan (derived from the rest; runs from before it existed lack it)
 SUMMARY_KEYS = ("val/acc", "global_step")  # what every table row reads from a run's summary
 
 NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "data.data_dir",
-                "trainer.enable_progress_bar")  # fmt: skip
+                "trainer.enable_progress_bar", "report")  # fmt: skip
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -44,11 +40,19 @@ class Run:
     metrics: pd.DataFrame = field(repr=False)
     config_dirs: tuple[str, ...] = ()  # the user's config dirs the run was composed from
 
+    @cached_property
+    def report(self) -> dict:
+        """Its row's `label` and `order` (the `report` key its recipe sets; a run from before
+        that key existed: its recipe file's)."""
+        recipe = self.choices.get("recipe")
+        recipe = recipe if recipe and recipe != "None" else None
+        found = self.config.get("report") or recipe_config(recipe, self.config_dirs).get("report")
+        return {"label": recipe, "order": None} | {k: v for k, v in (found or {}).items() if v}
+
     @property
     def label(self) -> str:
-        recipe = self.choices.get("recipe")
-        if recipe and recipe != "None":
-            return TABLE1_NAMES.get(recipe, recipe)
+        if self.report["label"]:
+            return self.report["label"]
         c = self.config
         parts = [f"B={c['batch_size']}"]
         if c.get("lr_scaling", "none") != "none":
@@ -77,9 +81,17 @@ class Run:
 
     @property
     def order(self) -> tuple:
-        recipe = self.choices.get("recipe")
-        rank = TABLE1_ORDER.index(recipe) if recipe in TABLE1_ORDER else len(TABLE1_ORDER)
-        return (rank, self.config["batch_size"], self.label)
+        rank = self.report["order"]
+        return (rank is None, rank or 0, self.config["batch_size"], self.label)
+
+
+@cache
+def recipe_config(name: str | None, config_dirs: tuple[str, ...]) -> dict:
+    """recipe/<name>.yaml as written (lbtrain's, or in the user's config dirs); {}: none."""
+    folders = [files("lbtrain.conf") / "recipe", *(Path(d) / "recipe" for d in config_dirs)]
+    path = next((f / f"{name}.yaml" for f in folders if name and (f / f"{name}.yaml").is_file()),
+                None)  # fmt: skip
+    return (yaml.safe_load(path.read_text()) or {}) if path else {}
 
 
 def row_names(runs: list[Run]) -> dict[tuple, str]:

@@ -3,13 +3,10 @@ row of its experiment, and the measurements the runs switched on."""
 
 import math
 from functools import cache
-from importlib.resources import files
-from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from lbtrain.report.runs import Run, _flatten, row_names
+from lbtrain.report.runs import Run, _flatten, recipe_config, row_names
 
 
 def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -41,11 +38,7 @@ def recipe_keys(run: Run) -> set[str]:
 
 @cache
 def _recipe_keys(name: str | None, config_dirs: tuple[str, ...]) -> frozenset[str]:
-    folders = [files("lbtrain.conf") / "recipe", *(Path(d) / "recipe" for d in config_dirs)]
-    path = next((f / f"{name}.yaml" for f in folders if name and (f / f"{name}.yaml").is_file()),
-                None)  # fmt: skip
-    recipe = (yaml.safe_load(path.read_text()) or {}) if path else {}
-    return frozenset(RECIPE_KEYS) | frozenset(_flatten(recipe))
+    return frozenset(RECIPE_KEYS) | frozenset(_flatten(recipe_config(name, config_dirs)))
 
 
 def _without(key: tuple, keys: set[str]) -> tuple:
