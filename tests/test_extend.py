@@ -2,6 +2,7 @@
 by `python -m lbtrain.run` exactly as the README's "Extend lbtrain" shows."""
 
 import json
+import sys
 import textwrap
 
 import torch
@@ -118,10 +119,15 @@ def test_your_model_data_and_experiment_train_through_the_cli(cli, tmp_path):
     assert "imports=[nope]: no module named 'nope'" in unknown.stderr
 
 
-def test_your_optimizer_and_its_options_from_your_config_dir(cli, tmp_path):
+def test_your_optimizer_and_its_options_from_your_config_dir(cli, cli_in_process, tmp_path,
+                                                            monkeypatch):  # fmt: skip
     """An optimizer of your own (`@register_optimizer`), chosen with its options in your
     experiment config: the run's checkpoint holds that optimizer with those options; an
     option it does not take, and a scaling rule it did not register, are refused."""
+    from lbtrain.data import DATAMODULES
+    from lbtrain.models import MODELS
+    from lbtrain.optimizers import OPTIMIZERS
+
     (tmp_path / "my_ext.py").write_text(MY_EXT)
     for name, text in CONFIGS.items():
         path = tmp_path / "my_conf" / name
@@ -136,9 +142,15 @@ def test_your_optimizer_and_its_options_from_your_config_dir(cli, tmp_path):
     assert group["alpha"] == 0.9 and group["lr"] == 0.01 and group["momentum"] == 0.9
     assert "square_avg" in checkpoint["optimizer_states"][0]["state"][0]  # RMSprop's own
 
-    refused = cli(*given, "+optim.options.betas=[0.9,0.99]")
+    # the refusals in this process (a second each, not ten); my_ext's registrations undone after
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_ext", raising=False)
+    for registry in (DATAMODULES, MODELS, OPTIMIZERS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+        monkeypatch.setattr(registry, "facts", dict(registry.facts))
+    refused = cli_in_process(*given, "+optim.options.betas=[0.9,0.99]")
     assert refused.returncode == 2
     assert "optim.options.betas: optim.optimizer=rmsprop has no such option" in refused.stderr
-    linear = cli(*given, "lr_scaling=linear")
+    linear = cli_in_process(*given, "lr_scaling=linear")
     assert linear.returncode == 2
     assert "lr_scaling=linear: has no defined rule for optim.optimizer=rmsprop" in linear.stderr

@@ -32,9 +32,20 @@ def start(tmp_path, data_dir, run_dir: str, *extra: str) -> subprocess.Popen:
     )
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir) -> Path:
+    """The run both signals' jobs must end like, run once (one worker: the xdist group)."""
+    where = tmp_path_factory.mktemp("reference")
+    full = start(where, data_dir, "uninterrupted")
+    _, err = full.communicate(timeout=300)
+    assert full.returncode == 0, err[-3000:]
+    return where / "uninterrupted"
+
+
+@pytest.mark.xdist_group("preemption")
 @pytest.mark.parametrize("signame", ["SIGUSR1", "SIGTERM"])
 def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(
-    tmp_path, data_dir, signame
+    tmp_path, data_dir, signame, uninterrupted
 ):
     signal_at = (
         "+callbacks.signal._target_=helpers.SignalAtStep",
@@ -53,22 +64,17 @@ def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_o
     assert resumed.returncode == 0, err[-3000:]
     assert "resuming the preempted run" in (tmp_path / "job" / "run.log").read_text()
     assert not requeue.exists()
-    full = start(tmp_path, data_dir, "uninterrupted")
-    _, err = full.communicate(timeout=300)
-    assert full.returncode == 0, err[-3000:]
 
-    a, b = (
-        json.loads((tmp_path / d / "summary.json").read_text()) for d in ("job", "uninterrupted")
-    )
+    runs = (tmp_path / "job", uninterrupted)
+    a, b = (json.loads((d / "summary.json").read_text()) for d in runs)
     assert a["global_step"] == 3 * 125
     assert a.pop("train_seconds") > 0 and b.pop("train_seconds") > 0  # wall time: not equal
     assert a == b  # every other entry: metrics, steps, samples, the diffusion fit
     wa, wb = (
-        torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-        for d in ("job", "uninterrupted")
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"] for d in runs
     )
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    logs = [pd.read_csv(tmp_path / d / "csv" / "metrics.csv") for d in ("job", "uninterrupted")]
+    logs = [pd.read_csv(d / "csv" / "metrics.csv") for d in runs]
     columns = ("weight_distance", "noise_scale/b_simple", "lr-SGD", "train/loss_step",
                "val/acc", "train/acc")  # fmt: skip
     for column in columns:

@@ -255,3 +255,18 @@ def test_the_report_reads_tensorboard_runs_and_never_draws_a_blank_figure(
     assert f"{tmp_path / 'bare' / 'run'}: no CSV or TensorBoard log" in err
     assert "no run logged weight_distance; weight_distance.png not drawn" in err
     assert not list((tmp_path / "bare_report").glob("*.png"))  # no blank figures
+
+
+def test_a_run_from_before_optim_options_and_report_pools_with_a_new_one(sweep, tmp_path):
+    """Old runs' configs lack `optim.options` (empty by default) and `report`: the same
+    config, another seed, pools into the new run's row, and takes its recipe file's label."""
+    new = next(p for p in sweep.iterdir() if p.name.isdigit() and "recipe=lb_lr_gbn_ra" in (
+        p / ".hydra" / "overrides.yaml").read_text())  # fmt: skip
+    old = tmp_path / "old"
+    shutil.copytree(new, old)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    assert config["optim"].pop("options") == {} and config.pop("report")["label"] == "+RA"
+    config["seed"] = 7
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    table = report.table(report.find_runs([new, old])).set_index("run")
+    assert table.loc["+RA", "seeds"] == 2
