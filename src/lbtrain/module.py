@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lbtrain.optimizers import OptimizerSpec
 from lbtrain.scaling import BatchPlan, make_scheduler
+from lbtrain.steps import step_done, step_of_this_batch
 
 
 class Classifier(L.LightningModule):
@@ -68,9 +69,9 @@ class Classifier(L.LightningModule):
         self.train_acc.update(logits.detach(), y)
         # `self.log` costs ~0.3 ms, as much as a whole step of a small model, so the step
         # value is logged only on the steps the loggers write (Lightning writes after the
-        # optimizer step that makes `global_step + 1` a multiple of log_every_n_steps).
+        # optimizer step that makes the step of this batch a multiple of log_every_n_steps).
         every = self.trainer.log_every_n_steps
-        update = self.global_step + 1  # the update this batch makes
+        update = step_of_this_batch(self.trainer)
         if every and update % every == 0:
             self.log_dict({"train/loss_step": loss, "step": float(update)})
         return loss
@@ -82,7 +83,7 @@ class Classifier(L.LightningModule):
         self.train_acc.reset()
 
     def _at_this_step(self) -> dict[str, float]:
-        return {"step": float(self.global_step), "epoch": float(self.current_epoch)}
+        return {"step": float(step_done(self.trainer)), "epoch": float(self.current_epoch)}
 
     def on_train_epoch_end(self) -> None:
         self.log_dict({"train/loss_epoch": self.train_loss, "train/acc": self.train_acc})

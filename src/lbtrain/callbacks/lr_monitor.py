@@ -4,7 +4,8 @@ logged at step t (Lightning logs it at t - 1, before the update). With no logger
 
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningMonitor
 
-from lbtrain.lightning_internals import logs_this_step, monitored_lrs, updates_logged
+from lbtrain.lightning_internals import logs_this_step, monitored_lrs
+from lbtrain.steps import step_of_this_batch
 
 
 class LearningRateMonitor(_LightningMonitor):
@@ -24,6 +25,6 @@ class LearningRateMonitor(_LightningMonitor):
         if batch_idx % trainer.accumulate_grad_batches:
             return  # a later micro-batch of the same update: logged once per update
         stats = monitored_lrs(self, trainer, "step" if self.logging_interval is None else "any")
-        step = updates_logged(trainer) + 1  # the update to come
+        step = step_of_this_batch(trainer)  # the LR of the update to come
         for logger in trainer.loggers if stats else ():
             logger.log_metrics(stats, step=step)

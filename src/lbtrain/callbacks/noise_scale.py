@@ -39,6 +39,7 @@ from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import ddp_comm_hook
 from lbtrain.noise_scale import DebiasedEMA, two_batch_estimates
+from lbtrain.steps import step_of_this_batch
 
 KEY = "callbacks.noise_scale"
 
@@ -134,7 +135,7 @@ class NoiseScale(StepSeries):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         measures = trainer.is_global_zero or self.strategy.every_rank
-        if not (self.enabled and measures and self.takes(trainer.global_step + 1)):
+        if not (self.enabled and measures and self.takes(step_of_this_batch(trainer))):
             return
         group = self.optimizer.param_groups[0]  # the LR and momentum of the coming update
         batch_size = len(batch[1]) * trainer.world_size * trainer.accumulate_grad_batches

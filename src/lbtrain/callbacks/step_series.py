@@ -5,7 +5,7 @@ on the device, the series' value first, then one value per entry of `sub_names`)
 it adds to summary.json (`summary_entries`). `StepSeries` does the rest:
 - the values stay on the device and reach the host once every `flush_every_n_steps` steps,
   and at each epoch end, checkpoint and the end of training: no per-step host sync;
-- each value goes to every logger at its own step t (t = `trainer.global_step` after the
+- each value goes to every logger at its own step t (`steps.step_done`: after the t-th
   update; micro-batches of gradient accumulation measure nothing), all the measurements
   of a step in one row (`MeasurementLog`);
 - the values already measured, pending ones included, are part of the checkpoint, so a
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from lbtrain.diffusion import fit_diffusion
+from lbtrain.steps import step_done
 
 
 class StepSeries(L.Callback):
@@ -91,10 +92,10 @@ class StepSeries(L.Callback):
     # --- the shared mechanism -----------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start(trainer, pl_module)
-        self._last_step = trainer.global_step
+        self._last_step = step_done(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
+        step = step_done(trainer)
         if step == self._last_step or not trainer.is_global_zero or not self.enabled:
             return  # a gradient-accumulation micro-batch: no optimizer step was taken
         self._last_step = step
@@ -107,7 +108,7 @@ class StepSeries(L.Callback):
 
     def _take(self, trainer: L.Trainer, pl_module) -> None:
         with torch.no_grad():
-            self._pending.append((trainer.global_step, self.measure(pl_module)))
+            self._pending.append((step_done(trainer), self.measure(pl_module)))
         if len(self._pending) >= self.flush_every_n_steps:
             self.flush(trainer)
 
@@ -143,7 +144,7 @@ class StepSeries(L.Callback):
         self.flush(trainer)  # the logs never lag behind a checkpoint a run may resume from
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if self.enabled and trainer.is_global_zero and self._last_taken() != trainer.global_step:
+        if self.enabled and trainer.is_global_zero and self._last_taken() != step_done(trainer):
             self._take(trainer, pl_module)  # the final value of a series taken every N steps
         self.flush(trainer)
 
