@@ -127,6 +127,13 @@ CASES = [
     (["optim.optimizer=rmsprop"], "optim.optimizer=rmsprop: use sgd, lars, adamw, lamb"),
     (["+optim.options.alpha=0.9"], "optim.options.alpha: optim.optimizer=sgd has no such option"),
     (
+        ["+optim.options.momentum=0.5"],
+        "optim.options.momentum=0.5: lbtrain passes momentum itself; set optim.momentum instead",
+    ),
+    (["+optim.options.lr=0.5"], "optim.options.lr=0.5: lbtrain passes lr itself; set optim.lr"),
+    (["report.order=abc"], "report.order=abc: must be an integer or null"),
+    (["report=5"], "report=5: must be {label: <text or null>, order: <int or null>}"),
+    (
         ["optim.optimizer=adamw", "lr_scaling=linear"],
         "lr_scaling=linear: has no defined rule for optim.optimizer=adamw; use none, sqrt",
     ),

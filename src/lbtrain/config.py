@@ -257,6 +257,11 @@ def validate(cfg: DictConfig) -> None:
     _check(o.trust_coeff > 0, "optim.trust_coeff", o.trust_coeff, "must be > 0")
     clip = o.max_grad_norm
     _check(clip is None or clip > 0, "optim.max_grad_norm", clip, "must be > 0 or null")
+    for key in o.options:  # what lbtrain passes itself: the optimizer would get it twice
+        passed = {"params": "the model's parameters", "lr": "optim.lr with lr_scaling"}
+        passed |= {k: f"optim.{k}" for k in o if k != "options"}
+        _check(key not in passed, f"optim.options.{key}", o.options[key],
+               f"lbtrain passes {key} itself; set {passed.get(key)} instead")  # fmt: skip
     rules = OPTIMIZERS.facts[o.optimizer]["lr_rules"]
     _check(
         cfg.lr_scaling in rules,
@@ -314,6 +319,11 @@ def validate(cfg: DictConfig) -> None:
         epochs,
         "must be an int > 0 (or -1 with trainer.max_steps > 0 and optim.schedule_unit=step)",
     )
+    report = cfg.report
+    _check(isinstance(report, DictConfig) and set(report) == {"label", "order"}, "report",
+           report, "must be {label: <text or null>, order: <int or null>}")  # fmt: skip
+    _check(report.order is None or _is_int(report.order), "report.order", report.order,
+           "must be an integer or null (rows sort by it)")  # fmt: skip
     wandb = (cfg.get("logger") or {}).get("wandb")
     if wandb is not None and "mode" in wandb:
         modes = ("online", "offline", "disabled")
@@ -322,14 +332,13 @@ def validate(cfg: DictConfig) -> None:
 
 def check_registered(cfg: DictConfig) -> None:
     """`model.name` and `data.name` name registered classes: known once their modules (and
-    the config's `imports`) are imported, with torch, so checked as the run is built."""
+    the config's `imports`) are imported, with torch, so checked as the run is built. A name
+    not there is the registry's own one-line refusal."""
     from lbtrain.data import DATAMODULES
-    from lbtrain.models import list_models
+    from lbtrain.models import MODELS
 
-    models = ", ".join(list_models())
-    _check(cfg.model.name in list_models(), "model.name", cfg.model.name, f"use one of {models}")
-    names = ", ".join(DATAMODULES)
-    _check(cfg.data.name in DATAMODULES, "data.name", cfg.data.name, f"use one of {names}")
+    MODELS[cfg.model.name]  # a lookup: an unknown name raises ConfigError
+    DATAMODULES[cfg.data.name]
 
 
 def compose_config(overrides: list[str], run_dir: str) -> DictConfig:

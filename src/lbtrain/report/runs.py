@@ -47,7 +47,9 @@ class Run:
         recipe = self.choices.get("recipe")
         recipe = recipe if recipe and recipe != "None" else None
         found = self.config.get("report") or recipe_config(recipe, self.config_dirs).get("report")
-        return {"label": recipe, "order": None} | {k: v for k, v in (found or {}).items() if v}
+        return {"label": recipe, "order": None} | {
+            k: v for k, v in (found or {}).items() if v is not None
+        }
 
     @property
     def label(self) -> str:
