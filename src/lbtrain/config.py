@@ -257,11 +257,6 @@ def validate(cfg: DictConfig) -> None:
     _check(o.trust_coeff > 0, "optim.trust_coeff", o.trust_coeff, "must be > 0")
     clip = o.max_grad_norm
     _check(clip is None or clip > 0, "optim.max_grad_norm", clip, "must be > 0 or null")
-    for key in o.options:  # what lbtrain passes itself: the optimizer would get it twice
-        passed = {"params": "the model's parameters", "lr": "optim.lr with lr_scaling"}
-        passed |= {k: f"optim.{k}" for k in o if k != "options"}
-        _check(key not in passed, f"optim.options.{key}", o.options[key],
-               f"lbtrain passes {key} itself; set {passed.get(key)} instead")  # fmt: skip
     rules = OPTIMIZERS.facts[o.optimizer]["lr_rules"]
     _check(
         cfg.lr_scaling in rules,

@@ -16,6 +16,7 @@ Two of timm's defaults would change what a run measures, so lbtrain sets them:
   `max_grad_norm`, off (null) unless asked for, as `trainer.gradient_clip_val` is.
 """
 
+import re
 from dataclasses import dataclass, field, fields
 
 from lbtrain.errors import ConfigError, unexpected_option
@@ -100,11 +101,16 @@ class OptimizerSpec:
         groups = param_groups(model, self.weight_decay, exclude)
         try:
             return OPTIMIZERS[self.optimizer](groups, lr, self, **self.options)
-        except TypeError as e:  # an option the optimizer does not take
-            if (option := unexpected_option(e)) is None:
-                raise
-            raise ConfigError(f"optim.options.{option}: optim.optimizer={self.optimizer} has "
-                              "no such option") from None  # fmt: skip
+        except TypeError as e:  # an option it does not take, or one lbtrain passes itself
+            if (option := unexpected_option(e)) is not None:
+                raise ConfigError(f"optim.options.{option}: optim.optimizer={self.optimizer} "
+                                  "has no such option") from None  # fmt: skip
+            match = re.search(r"got multiple values for (?:keyword )?argument '(\w+)'", str(e))
+            if match and match.group(1) in self.options:
+                key = match.group(1)
+                raise ConfigError(f"optim.options.{key}={self.options[key]}: lbtrain passes "
+                                  f"{key} itself; set optim.{key} instead") from None  # fmt: skip
+            raise
 
 
 def is_norm_or_bias(module, name: str) -> bool:
