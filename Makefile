@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format bench bench-gpu table1 table1-beyond critical-batch \
+.PHONY: help install train test lint format bench bench-gpu table1 table1-beyond critical-batch adam-rules \
 	slurm-up slurm-down notebook clean
 
 help: ## list the targets
@@ -79,6 +79,19 @@ critical-batch: SWEEP_DIR = $(CRITICAL_BATCH_DIR)
 critical-batch: REPORT = $(CRITICAL_BATCH_REPORT)
 critical-batch: REPORT_ARGS = --target val/acc=0.85
 critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise scale (~4 min on 2 CPU cores)
+	$(sweep_and_report)
+
+# Adam's betas as the batch grows: Malladi et al.'s SDE rule against Marek et al.'s beta2
+# half-life rule, AdamW on MNIST-1D, 2 seeds. `make adam-rules ADAM_RULES_REPORT=docs/adam_rules`
+# rewrites the README's.
+ADAM_RULES_DIR := logs/adam_rules/$(NOW)
+ADAM_RULES_REPORT ?= $(ADAM_RULES_DIR)/report
+adam-rules: SWEEP = experiment=mnist1d_adam_rules batch_size=256,128,64,32 \
+	optim.adam_rule=sde,halflife seed=0,1
+adam-rules: SWEEP_DIR = $(ADAM_RULES_DIR)
+adam-rules: REPORT = $(ADAM_RULES_REPORT)
+adam-rules: REPORT_ARGS = --target val/acc=0.9
+adam-rules: $(STAMP) ## AdamW batch sweep, SDE vs half-life beta rule (16 runs, ~10 min on 2 CPU cores)
 	$(sweep_and_report)
 
 notebook: $(STAMP) ## open the notebook in JupyterLab (after: .venv/bin/pip install -e '.[notebook]')

@@ -145,6 +145,28 @@ CASES = [
         ["optim.optimizer=adamw", "lr_scaling=sqrt", "batch_size=1024"],
         "lr_scaling=sqrt: with optim.optimizer=adamw scales 1 - beta by batch_size / optim.base",
     ),
+    (["optim.adam_rule=sqrt"], "optim.adam_rule=sqrt: use null, sde, halflife"),
+    (
+        ["optim.adam_rule=halflife"],
+        "optim.adam_rule=halflife: optim.optimizer=sgd has no Adam moments; use null, or one of "
+        "adamw, lamb",
+    ),
+    (
+        ["optim.optimizer=adamw", "optim.adam_rule=sde"],
+        "optim.adam_rule=sde: Malladi et al.'s rule scales the lr by sqrt(batch_size / optim.bas",
+    ),
+    (
+        ["optim.optimizer=lamb", "optim.adam_rule=sde", "lr_scaling=sqrt", "batch_size=1024"],
+        "optim.adam_rule=sde: with optim.optimizer=lamb scales 1 - beta by batch_size / optim.ba",
+    ),
+    (
+        ["optim.fixed_timescale=true"],
+        "optim.fixed_timescale=True: optim.optimizer=sgd does not shrink the weights by lr x wei",
+    ),
+    (
+        ["optim.optimizer=adamw", "optim.fixed_timescale=true", "optim.weight_decay=0"],
+        "optim.fixed_timescale=True: needs optim.weight_decay > 0 (no decay, no timescale)",
+    ),
     (["optim.optimizer=lars", "optim.momentum=1.0"], "optim.momentum=1.0: must be in [0, 1)"),
     (["optim.optimizer=lars", "optim.momentum=-0.5"], "optim.momentum=-0.5: must be in [0, 1)"),
     (["optim.optimizer=lamb", "optim.betas=[0.9]"], "optim.betas=[0.9]: must be two values"),

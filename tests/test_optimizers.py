@@ -3,6 +3,7 @@ formulas computed by hand, BatchNorm and bias parameters neither decayed nor ada
 the square-root rule for AdamW (Malladi et al. 2022)."""
 
 import json
+import logging
 from importlib.resources import files
 
 import pytest
@@ -89,3 +90,30 @@ def test_adamw_under_the_sqrt_rule_scales_lr_betas_and_eps(tmp_path, data_dir):
     assert group["initial_lr"] == pytest.approx(0.002)
     plan = json.loads((tmp_path / "summary.json").read_text())["plan"]
     assert plan["betas"] == pytest.approx([0.8, 0.996]) and plan["eps"] == pytest.approx(5e-9)
+
+
+def test_the_halflife_rule_and_a_fixed_timescale_reach_adamws_param_groups(
+    tmp_path, data_dir, caplog
+):
+    """Batch 128 over the base 32, kappa 4, lr unscaled: Marek et al.'s beta2 ** 4 with beta1
+    and eps as given; the weight decay x 4 so that the weights' EMA timescale in epochs,
+    B / (N lr wd) (Wang & Aitchison), is the base regime's 32 / (N lr wd0)."""
+    cfg = compose_config(
+        ["optim.optimizer=adamw", "batch_size=128", "optim.lr=0.001", "optim.weight_decay=0.05",
+         "optim.betas=[0.9,0.99]", "optim.adam_rule=halflife", "optim.fixed_timescale=true",
+         f"paths.data_dir={data_dir}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+         "logger=csv"],
+        str(tmp_path),
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="lbtrain"):
+        trainer, module, dm = build(cfg, tmp_path)
+        trainer.fit(module, datamodule=dm)
+    decayed = trainer.optimizers[0].param_groups[0]
+    assert decayed["betas"] == pytest.approx((0.9, 0.99**4))
+    assert decayed["eps"] == 1e-8 and decayed["initial_lr"] == 0.001
+    assert decayed["weight_decay"] == pytest.approx(0.2)
+    plan = json.loads((tmp_path / "summary.json").read_text())["plan"]
+    assert plan["timescale_steps"] == pytest.approx(1 / (0.001 * 0.2))
+    assert plan["timescale_epochs"] == pytest.approx(32 / (module.num_train * 0.001 * 0.05))
+    assert "beta2 0.99 ** (128/32) = 0.960596" in caplog.text
+    assert "weight decay 0.05 x 128/32 x 0.001/0.001 = 0.2" in caplog.text

@@ -20,7 +20,8 @@ def plan(**overrides) -> BatchPlan:
         base_lr=0.1, lr_scaling="sqrt", base_epochs=10, base_milestones=(5.0, 8.0),
         base_warmup=0.0, stretch=1.0, base_max_steps=-1, unit="epoch", optimizer="sgd",
         adaptive=False, batch_augment=1, base_betas=(0.9, 0.999), base_eps=1e-8, gammas=(),
-        phases=(),
+        phases=(), adam_rule=None, base_weight_decay=5e-4, fixed_timescale=False,
+        decoupled_decay=False,
     )  # fmt: skip
     return BatchPlan(**{**kw, **overrides})
 
@@ -198,3 +199,14 @@ def test_a_warmup_that_cannot_change_the_lr_is_reported(tmp_path, data_dir, capl
     with caplog.at_level(logging.WARNING, logger="lbtrain"):
         build(cfg, tmp_path)
     assert ("optim.warmup=2 does nothing in this run" in caplog.text) == warned
+
+
+def test_adams_sde_rule_is_the_default_under_sqrt_scaling_and_halflife_leaves_beta1():
+    adam = dict(optimizer="adamw", adaptive=True, batch_size=512, base_batch_size=128)
+    implicit, sde = plan(**adam), plan(**adam, adam_rule="sde")
+    assert implicit.betas == sde.betas == pytest.approx((1 - 4 * 0.1, 1 - 4 * 0.001))
+    assert implicit.eps == sde.eps == pytest.approx(1e-8 / 2)
+    half = plan(**adam, adam_rule="halflife")
+    assert half.betas == pytest.approx((0.9, 0.999**4)) and half.eps == 1e-8
+    assert half.lr == pytest.approx(0.2)  # the lr follows lr_scaling alone
+    assert plan(**adam, lr_scaling="none").betas == (0.9, 0.999)  # no rule: as given

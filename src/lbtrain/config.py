@@ -144,6 +144,8 @@ class OptimSchema:
     max_grad_norm: float | None = MISSING
     exclude_norm_and_bias: bool | None = MISSING
     options: dict[str, Any] = MISSING
+    adam_rule: str | None = MISSING
+    fixed_timescale: bool = MISSING
 
 
 @dataclass
@@ -210,7 +212,13 @@ def validate(cfg: DictConfig) -> None:
         )
 
     from lbtrain.optimizers import OPTIMIZERS
-    from lbtrain.scaling import LR_SCALING_POWERS, REGIMES, adam_sqrt_rule
+    from lbtrain.scaling import (
+        ADAM_BATCH_RULES,
+        LR_SCALING_POWERS,
+        REGIMES,
+        adam_sqrt_rule,
+        resolved_adam_rule,
+    )
 
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
     # Lightning's seed_everything would replace a seed outside numpy's range by 0, silently
@@ -264,17 +272,35 @@ def validate(cfg: DictConfig) -> None:
         cfg.lr_scaling,
         f"has no defined rule for optim.optimizer={o.optimizer}; use {', '.join(rules)}",
     )
-    if o.optimizer == "adamw" and cfg.lr_scaling == "sqrt":
+    facts = OPTIMIZERS.facts[o.optimizer]
+    _check(o.adam_rule is None or o.adam_rule in ADAM_BATCH_RULES, "optim.adam_rule", o.adam_rule,
+           f"use null, {', '.join(ADAM_BATCH_RULES)}")  # fmt: skip
+    adaptive = ", ".join(name for name in OPTIMIZERS if OPTIMIZERS.facts[name]["adaptive"])
+    _check(o.adam_rule is None or facts["adaptive"], "optim.adam_rule", o.adam_rule,
+           f"optim.optimizer={o.optimizer} has no Adam moments; use null, or one of "
+           f"{adaptive}")  # fmt: skip
+    _check(o.adam_rule != "sde" or cfg.lr_scaling == "sqrt", "optim.adam_rule", o.adam_rule,
+           f"Malladi et al.'s rule scales the lr by sqrt(batch_size / optim.base_batch_size) "
+           f"too; set lr_scaling=sqrt (lr_scaling={cfg.lr_scaling})")  # fmt: skip
+    if resolved_adam_rule(o.optimizer, cfg.lr_scaling, o.adam_rule) == "sde":
         kappa = cfg.batch_size / o.base_batch_size
         scaled, _ = adam_sqrt_rule(tuple(betas), o.eps, kappa)
+        key, value = ("optim.adam_rule", o.adam_rule) if o.adam_rule else ("lr_scaling", "sqrt")
         _check(
             min(scaled) >= 0,
-            "lr_scaling",
-            cfg.lr_scaling,
-            f"with optim.optimizer=adamw scales 1 - beta by batch_size / optim.base_batch_size "
-            f"= {kappa:g} (Malladi et al.), which takes optim.betas={betas} below 0; use a "
-            f"base batch within {min(1 / (1 - b) for b in betas):g}x of batch_size",
+            key,
+            value,
+            f"with optim.optimizer={o.optimizer} scales 1 - beta by batch_size / "
+            f"optim.base_batch_size = {kappa:g} (Malladi et al.), which takes "
+            f"optim.betas={betas} below 0; use a base batch within "
+            f"{min(1 / (1 - b) for b in betas):g}x of batch_size",
         )
+    decoupled = ", ".join(n for n in OPTIMIZERS if OPTIMIZERS.facts[n]["decoupled_decay"])
+    _check(not o.fixed_timescale or facts["decoupled_decay"], "optim.fixed_timescale",
+           o.fixed_timescale, f"optim.optimizer={o.optimizer} does not shrink the weights by "
+           f"lr x weight_decay each step, so has no such timescale; use {decoupled}")  # fmt: skip
+    _check(not o.fixed_timescale or o.weight_decay > 0, "optim.fixed_timescale",
+           o.fixed_timescale, "needs optim.weight_decay > 0 (no decay, no timescale)")  # fmt: skip
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
     one_factor = isinstance(o.gamma, int | float)
     gammas = [o.gamma] if one_factor else list(o.gamma)

@@ -145,9 +145,11 @@ class Classifier(L.LightningModule):
         # optimizer steps per epoch, after limit_train_batches and gradient accumulation (the
         # estimate loads the train dataloader, which sets num_training_batches); a schedule
         # in steps does not need it
-        steps_per_epoch, num_train = 1, None
+        steps_per_epoch = 1
+        # N, for a batch-size schedule and AdamW's timescale in epochs (a data module of yours
+        # may not say: the timescale is then counted in the run's epochs)
+        num_train = getattr(self.trainer.datamodule, "num_train_samples", None)
         if self.plan.phases:  # a batch-size schedule: each phase has its own steps per epoch
-            num_train = self.trainer.datamodule.num_train_samples
             steps_per_epoch = self.plan.phases[0].steps_per_epoch(num_train, self.plan.world_size)
         elif self.plan.unit == "epoch":
             self.trainer.estimated_stepping_batches  # noqa: B018

@@ -28,11 +28,15 @@ SGD_RULES = ("none", "linear", "sqrt")
 ADAM_RULES = ("none", "sqrt")
 
 
-def register_optimizer(name=None, *, lr_rules=SGD_RULES, adaptive=False, layerwise=False):
+def register_optimizer(
+    name=None, *, lr_rules=SGD_RULES, adaptive=False, layerwise=False, decoupled_decay=False
+):
     """`lr_rules`: the `lr_scaling` values the optimizer has; `adaptive`: Adam-style moments
-    (optim.betas and optim.eps apply); `layerwise`: trust ratios (optim.exclude_norm_and_bias
-    defaults to true)."""
-    return OPTIMIZERS.register(name, lr_rules=lr_rules, adaptive=adaptive, layerwise=layerwise)
+    (optim.betas, optim.eps and optim.adam_rule apply); `layerwise`: trust ratios
+    (optim.exclude_norm_and_bias defaults to true); `decoupled_decay`: each step shrinks the
+    weights by lr x weight_decay, so they are an EMA of timescale 1 / (lr wd) (AdamW)."""
+    return OPTIMIZERS.register(name, lr_rules=lr_rules, adaptive=adaptive, layerwise=layerwise,
+                               decoupled_decay=decoupled_decay)  # fmt: skip
 
 
 @register_optimizer
@@ -52,7 +56,7 @@ def lars(groups, lr, spec, **options):
 
 
 # lr_scaling=sqrt: Malladi et al. 2022's rule, lr, beta1, beta2 and eps (scaling.adam_sqrt_rule)
-@register_optimizer(lr_rules=ADAM_RULES, adaptive=True)
+@register_optimizer(lr_rules=ADAM_RULES, adaptive=True, decoupled_decay=True)
 def adamw(groups, lr, spec, **options):
     import torch
 
@@ -70,8 +74,8 @@ def lamb(groups, lr, spec, **options):
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """One run's optimizer settings: `optim` as the config gives them, with the betas and eps
-    after the LR scaling rule (the plan's)."""
+    """One run's optimizer settings: `optim` as the config gives them, with the betas, eps and
+    weight decay the plan's rules set."""
 
     optimizer: str
     momentum: float  # sgd, lars
@@ -86,11 +90,12 @@ class OptimizerSpec:
 
     @classmethod
     def from_config(cls, optim, plan=None) -> "OptimizerSpec":
-        """From the config's `optim` (any mapping); the plan, when given, brings the betas
-        and eps its LR scaling rule set."""
+        """From the config's `optim` (any mapping); the plan, when given, brings the betas,
+        eps and weight decay its rules set."""
         values = {f.name: optim[f.name] for f in fields(cls)}
         values["betas"] = tuple(plan.betas if plan else values["betas"])
         values["eps"] = plan.eps if plan else values["eps"]
+        values["weight_decay"] = plan.weight_decay if plan else values["weight_decay"]
         values["options"] = dict(values["options"])
         return cls(**values)
 

@@ -31,6 +31,23 @@ def adam_sqrt_rule(
     return (1 - kappa * (1 - betas[0]), 1 - kappa * (1 - betas[1])), eps / math.sqrt(kappa)
 
 
+def halflife_rule(betas: tuple[float, float], kappa: float) -> tuple[float, float]:
+    """Marek et al. 2025's rule: beta2 ** kappa keeps the second moment's half-life fixed in
+    samples when the batch is kappa times larger; beta1 and eps stay."""
+    return betas[0], betas[1] ** kappa
+
+
+ADAM_BATCH_RULES = ("sde", "halflife")  # optim.adam_rule
+
+
+def resolved_adam_rule(optimizer: str, lr_scaling: str, rule: str | None) -> str | None:
+    """The rule that sets Adam's betas (and eps) for the batch: `optim.adam_rule`, or when it
+    is null Malladi et al.'s (sde) for AdamW under lr_scaling=sqrt, as before the key existed."""
+    if rule is None and optimizer == "adamw" and lr_scaling == "sqrt":
+        return "sde"
+    return rule
+
+
 def regime_factor(regime: str, regime_multiplier: float, batch_size: int, base_batch: int) -> float:
     """+RA: how much longer (in epochs) this run trains than the base regime.
 
@@ -64,6 +81,10 @@ class BatchPlan:
     batch_augment: int  # copies of each sample per batch: batch_size x this per step
     base_betas: tuple[float, float]  # adamw, lamb: at base_batch_size
     base_eps: float
+    adam_rule: str | None  # optim.adam_rule: null, sde or halflife (see resolved_adam_rule)
+    base_weight_decay: float
+    fixed_timescale: bool  # weight decay keeps the base regime's tau_epoch (decoupled decay)
+    decoupled_decay: bool  # the optimizer shrinks weights by lr x weight_decay a step (AdamW)
     gammas: tuple[float, ...]  # the LR factor at each milestone
     phases: tuple[Phase, ...]  # a batch-size schedule (batch_schedule.py); () = none
     # resolved from the above
@@ -77,6 +98,8 @@ class BatchPlan:
     warmup: float = field(init=False)
     betas: tuple[float, float] = field(init=False)
     eps: float = field(init=False)
+    weight_decay: float = field(init=False)
+    timescale: float | None = field(init=False)  # tau_iter = 1 / (lr wd), at the peak lr
 
     def __post_init__(self) -> None:
         def resolve(name, value):
@@ -94,10 +117,20 @@ class BatchPlan:
         resolve("milestones", tuple(m * self.stretch for m in self.base_milestones))
         resolve("warmup", self.base_warmup * self.stretch)
         betas, eps = self.base_betas, self.base_eps
-        if self.optimizer == "adamw" and self.lr_scaling == "sqrt":  # Malladi et al.'s rule
+        rule = resolved_adam_rule(self.optimizer, self.lr_scaling, self.adam_rule)
+        if rule == "sde":
             betas, eps = adam_sqrt_rule(betas, eps, self.kappa)
+        elif rule == "halflife":
+            betas = halflife_rule(betas, self.kappa)
         resolve("betas", tuple(betas))
         resolve("eps", eps)
+        # Wang & Aitchison 2024: tau_epoch = B / (N lr wd); fixed, wd x (B / B0) x (lr0 / lr)
+        wd = self.base_weight_decay
+        if self.fixed_timescale and self.lr > 0:
+            wd *= self.kappa * self.base_lr / self.lr
+        resolve("weight_decay", wd)
+        decays = self.decoupled_decay and wd > 0 and self.lr > 0
+        resolve("timescale", 1 / (self.lr * wd) if decays else None)
 
     def batch_at(self, epoch: int) -> int:
         """The global batch of this epoch (it changes only under a batch-size schedule)."""
@@ -168,7 +201,16 @@ def effective(plan: BatchPlan, steps_per_epoch: int, num_train: int | None = Non
         "samples_per_step": plan.batch_size * plan.batch_augment,
         **schedule,
         **({"betas": list(plan.betas), "eps": plan.eps} if plan.adaptive else {}),
+        **({"weight_decay": plan.weight_decay} if plan.fixed_timescale else {}),
+        **(timescales(plan, steps_per_epoch, num_train) if plan.timescale else {}),
     }
+
+
+def timescales(plan: BatchPlan, steps_per_epoch: int, num_train: int | None) -> dict:
+    """AdamW's weights as an EMA (Wang & Aitchison 2024): its timescale in optimizer steps,
+    1 / (lr wd) at the peak lr, and in epochs, x B / N."""
+    per_epoch = num_train / plan.batch_size if num_train else steps_per_epoch
+    return {"timescale_steps": plan.timescale, "timescale_epochs": plan.timescale / per_epoch}
 
 
 def describe(plan: BatchPlan) -> str:
@@ -191,12 +233,22 @@ def describe(plan: BatchPlan) -> str:
     parts.append(f"lr {p.base_lr:g}{rule[p.lr_scaling]} = {p.lr:.4g}")
     if p.optimizer != "sgd":
         parts[-1] += f" ({p.optimizer})"
-    if p.adaptive and p.betas != p.base_betas:  # Malladi et al.'s sqrt rule
-        (b1, b2), (c1, c2) = p.base_betas, p.betas
+    rule = resolved_adam_rule(p.optimizer, p.lr_scaling, p.adam_rule) if p.adaptive else None
+    (b1, b2), (c1, c2) = p.base_betas, p.betas
+    if rule == "sde":  # Malladi et al.
         parts.append(
             f"betas 1 - {ratio} x (1 - ({b1:g}, {b2:g})) = ({c1:.4g}, {c2:.6g}), "
             f"eps {p.base_eps:g} / sqrt({ratio}) = {p.eps:.3g}"
         )
+    elif rule == "halflife":  # Marek et al.
+        parts.append(f"beta2 {b2:g} ** ({ratio}) = {c2:.6g} (half-life fixed in samples)")
+    if p.fixed_timescale:
+        parts.append(
+            f"weight decay {p.base_weight_decay:g} x {ratio} x {p.base_lr:g}/{p.lr:.4g} = "
+            f"{p.weight_decay:.4g} (timescale fixed in epochs)"
+        )
+    if p.timescale:
+        parts.append(f"timescale 1/(lr x wd) = {p.timescale:.4g} steps")
     if p.warmup:
         parts.append(f"warmup {p.warmup:g} {p.unit}s from lr {p.base_lr:g}")
     budget = [f"{p.epochs} epochs"] if p.epochs > 0 else []
@@ -265,6 +317,10 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         batch_augment=cfg.batch_augment,
         base_betas=tuple(optim.betas),
         base_eps=optim.eps,
+        adam_rule=optim.adam_rule,
+        base_weight_decay=optim.weight_decay,
+        fixed_timescale=optim.fixed_timescale,
+        decoupled_decay=OPTIMIZERS.facts[optim.optimizer]["decoupled_decay"],
     )
 
 
