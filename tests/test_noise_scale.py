@@ -168,3 +168,29 @@ def test_devices_mode_refuses_a_strategy_that_already_has_a_communication_hook(t
         with pytest.raises(ConfigError, match=r"granularity=devices: the DDP strategy already "
                            r"has a communication hook \(allreduce_hook\)"):  # fmt: skip
             NoiseScale().check_plan(plan, trainer)
+
+
+def test_the_pooled_estimates_bootstrap_interval_covers_the_exact_value(tmp_path, data_dir):
+    """Frozen weights, the default EMA decay (0.8), chunks of 8 (b = 4, B = 32): each single
+    measurement is noisy (its |G|^2 rests on one batch of 32, while B_simple ~ 190), so the
+    last EMA value, resting on its last few measurements, can miss by a quarter; the pooled
+    estimate over 500 measurements has an interval that holds the exact value."""
+    trainer = fit(
+        tmp_path, data_dir, "model=mlp", "model.norm=none", "optim.lr=0", "optim.weight_decay=0",
+        "trainer.max_epochs=4", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=0",
+        NOISE_SCALE, "+callbacks.noise_scale.every_n_steps=1", "+callbacks.noise_scale.chunks=8",
+        "+callbacks.noise_scale.ema_decay=0.8", "+callbacks.noise_scale.pool_last=1.0",
+    )  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    dm = trainer.datamodule
+    exact = exact_noise_scale(trainer.lightning_module.model, dm.x, dm.y)
+    pooled, last = summary["noise_scale/pooled_b_simple"], summary["noise_scale/b_simple"]
+    low, high = summary["noise_scale/pooled_low"], summary["noise_scale/pooled_high"]
+    print(f"exact {exact:.1f}, pooled {pooled:.1f} [{low:.1f}, {high:.1f}], last EMA {last:.1f}")
+    assert summary["noise_scale/pooled_measurements"] == 500
+    assert low < exact < high and high - low < 0.4 * exact
+    log = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["noise_scale/b_simple"])
+    singles = log[["noise_scale/grad_sq_single", "noise_scale/trace_sigma_single"]].dropna()
+    assert len(singles) == 500  # every measurement's own estimate reaches the loggers
+    grad_sq, trace = singles.mean()  # the ratio of the means, not the mean of the ratios
+    assert pooled == pytest.approx(trace / grad_sq, rel=1e-6)

@@ -13,6 +13,9 @@ variance of g_b tr(Sigma) (1/b - 1/N) instead; tr(Sigma) comes out unchanged and
 by tr(Sigma) / N, which `num_train` adds back (a few percent while B_simple << N, but a
 quarter of |G|^2 at B_simple = N / 4). Single estimates are noisy, so the two are averaged
 separately (an EMA each) and only then divided: the mean of ratios is biased.
+
+The EMA follows B_simple as training moves, so its last value rests on the last few
+measurements; `pooled` gives the run's estimate over a window of them, with its spread.
 """
 
 import torch
@@ -56,3 +59,18 @@ class DebiasedEMA:
     def load_state_dict(self, state: dict, device: torch.device) -> None:
         self.sums = None if state["sums"] is None else state["sums"].to(device)
         self.weight = state["weight"]
+
+
+def pooled(singles: list[tuple[float, float]], resamples: int = 2000) -> dict[str, float]:
+    """B_simple from many single measurements (|G|^2, tr(Sigma)): mean tr(Sigma) over mean
+    |G|^2, and a 95% percentile-bootstrap interval that resamples the measurements (taken
+    as independent: each rests on its own batch). Seeded: the same run, the same interval."""
+    values = torch.tensor(singles, dtype=torch.float64)  # [n, 2]
+    generator = torch.Generator().manual_seed(0)
+    picks = torch.randint(len(values), (resamples, len(values)), generator=generator)
+    means = values[picks].mean(1)  # [resamples, 2]
+    ratios = means[:, 1] / means[:, 0]
+    low, high = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    grad_sq, trace = values.mean(0)
+    return {"b_simple": float(trace / grad_sq), "low": float(low), "high": float(high),
+            "measurements": len(values)}  # fmt: skip

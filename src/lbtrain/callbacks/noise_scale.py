@@ -25,6 +25,7 @@ are then not independent draws, and the estimate mixes sample noise with augment
 Values stay on the device until `StepSeries` flushes them: no host sync per step.
 """
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -38,7 +39,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import ddp_comm_hook
-from lbtrain.noise_scale import DebiasedEMA, two_batch_estimates
+from lbtrain.noise_scale import DebiasedEMA, pooled, two_batch_estimates
 from lbtrain.steps import step_of_this_batch
 
 KEY = "callbacks.noise_scale"
@@ -53,6 +54,7 @@ class NoiseScale(StepSeries):
         chunks: int = 4,
         ema_decay: float = 0.8,
         granularity: str = "auto",
+        pool_last: float = 0.5,
         flush_every_n_steps: int = 10,
     ) -> None:
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
@@ -63,9 +65,14 @@ class NoiseScale(StepSeries):
             raise ValueError(f"chunks={chunks} must be >= 2 (two batch sizes)")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay={ema_decay} must be in [0, 1)")
-        self.chunks, self.granularity = chunks, granularity
+        if not 0 < pool_last <= 1:
+            raise ValueError(f"pool_last={pool_last} must be in (0, 1]")
+        self.chunks, self.granularity, self.pool_last = chunks, granularity, pool_last
         self.ema = DebiasedEMA(ema_decay)  # of [|G|^2, tr(Sigma)]
-        self.sub_names = ["trace_sigma", "grad_sq", "temperature"]
+        self._single: Tensor | None = None  # this step's [|G|^2, tr(Sigma)], before the EMA
+        self.singles: list[tuple[int, float, float]] = []  # (step, |G|^2, tr(Sigma)), host
+        self.sub_names = ["trace_sigma", "grad_sq", "temperature", "grad_sq_single",
+                          "trace_sigma_single"]  # fmt: skip
 
     def check_data(self, datamodule) -> None:
         if not hasattr(type(datamodule), "num_train_samples"):
@@ -110,17 +117,30 @@ class NoiseScale(StepSeries):
         if averages is None:  # nothing measured yet (a step that could not be split)
             averages = torch.full((2,), float("nan"), device=pl_module.device)
         grad_sq, trace = averages
-        return torch.stack([trace / grad_sq, trace, grad_sq, self._temperature])
+        single = self._single if self._single is not None else torch.full_like(averages, torch.nan)
+        self._single = None  # the last step's value is the EMA's alone (on_train_end)
+        return torch.stack([trace / grad_sq, trace, grad_sq, self._temperature, *single])
+
+    def received(self, step: int, row: list[float]) -> None:
+        if math.isfinite(row[4]) and math.isfinite(row[5]):
+            self.singles.append((step, row[4], row[5]))
 
     def summary_entries(self, pl_module: L.LightningModule) -> dict:
         entries = super().summary_entries(pl_module)
-        return entries | {"noise_scale/granularity": self.mode} if entries else entries
+        if not entries:
+            return entries
+        from_step = self.history[-1][0] * (1 - self.pool_last)
+        window = [(g, t) for step, g, t in self.singles if step > from_step]
+        pool = {f"noise_scale/pooled_{k}": v for k, v in pooled(window).items()} if window else {}
+        return entries | pool | {"noise_scale/pooled_after_step": from_step,
+                                 "noise_scale/granularity": self.mode}  # fmt: skip
 
     def extra_state(self) -> dict:
-        return {"ema": self.ema.state_dict()}
+        return {"ema": self.ema.state_dict(), "singles": list(self.singles)}
 
     def load_extra_state(self, state: dict) -> None:
         self._ema_state = state.get("ema")  # placed on the device when training starts
+        self.singles = list(state.get("singles", []))  # none in a checkpoint from before
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -152,7 +172,8 @@ class NoiseScale(StepSeries):
     def update(self, sq_small: Tensor, sq_big: Tensor, small: int, big: int) -> None:
         """One measurement: |g_b|^2 (averaged over the small batches) and |g_B|^2."""
         grad_sq, trace = two_batch_estimates(sq_small, sq_big, small, big, self.num_train)
-        self.ema.update(torch.stack([grad_sq, trace]).detach())
+        self._single = torch.stack([grad_sq, trace]).detach()
+        self.ema.update(self._single)
 
 
 class Granularity:

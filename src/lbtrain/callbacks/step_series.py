@@ -68,6 +68,10 @@ class StepSeries(L.Callback):
         for many steps in a row (FromInitialWeights)."""
         return measured
 
+    def received(self, step: int, row: list[float]) -> None:
+        """The values of step `step` on the host, as they join `history`: a measurement that
+        keeps more than its value (NoiseScale's single estimates) takes it here."""
+
     def extra_state(self) -> dict:
         """What the measurement needs beyond its history to resume (e.g. w_0)."""
         return {}
@@ -122,6 +126,7 @@ class StepSeries(L.Callback):
         self._pending.clear()
         for step, row in zip(steps, rows, strict=True):
             self.history.append((step, row[0]))
+            self.received(step, row)
             subs = zip(self.sub_names, row[1:], strict=True)
             prefix = self.sub_prefix or self.name
             metrics = {self.name: row[0]} | {f"{prefix}/{n}": v for n, v in subs}
