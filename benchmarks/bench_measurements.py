@@ -1,8 +1,9 @@
 """Overhead of each measurement, as a ratio to the same run without it (goals: weight and
-angular distance <= 1% of step time, noise scale <= 2%, sharpness <= 5%, each at its
-default cadence; a measurement that is off costs nothing: it is not a callback then).
+angular distance <= 1% of step time, noise scale <= 2%, sharpness and batch sharpness <= 5%,
+each at its default cadence; a measurement that is off costs nothing: it is not a callback
+then).
 
-    python benchmarks/bench_measurements.py [--repeats 3] [--steps 3750]
+    python benchmarks/bench_measurements.py [--repeats 3] [--steps 3750] [--only sharpness]
 
 The MNIST-1D default trains its whole budget (3750 steps, no validation) without a
 measurement and with each one alone, interleaved, `--repeats` times, and reports (a) the
@@ -22,6 +23,7 @@ import lightning as L
 import torch
 
 from lbtrain.callbacks.angular_distance import AngularDistance
+from lbtrain.callbacks.batch_sharpness import BatchSharpness
 from lbtrain.callbacks.noise_scale import NoiseScale
 from lbtrain.callbacks.sharpness import Sharpness
 from lbtrain.callbacks.weight_distance import WeightDistance
@@ -96,6 +98,7 @@ def fit_resnet44(tmp: str, steps: int, callbacks: list) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", help="the measurements whose name contains this")
     parser.add_argument(
         "--steps", type=int, default=3750, help="MNIST-1D steps (default: 30 epochs)"
     )
@@ -114,6 +117,7 @@ def main() -> None:
                 at_each_step(AngularDistance),
                 NoiseScale,
                 Sharpness,
+                BatchSharpness,
             ],
         ),
         "ResNet-44, batch 128": (fit_resnet44, 8, [WeightDistance]),
@@ -123,6 +127,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, (fit, steps, measurements) in cases.items():
+            measurements = [m for m in measurements if (args.only or "") in m.name]
+            if not measurements:
+                continue
             fit(tmp, 2, [])  # warm-up: data generation, first-call allocations
             base, runs = [], {m: ([], []) for m in measurements}
             for _ in range(args.repeats):  # interleaved: drifts in the machine hit all alike

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 
 from lbtrain.errors import ConfigError, unexpected_option
 from lbtrain.registry import Registry
+from lbtrain.stability import adam_threshold, sgd_threshold
 
 OPTIMIZERS = Registry("optim.optimizer")
 SGD_RULES = ("none", "linear", "sqrt")
@@ -29,17 +30,25 @@ ADAM_RULES = ("none", "sqrt")
 
 
 def register_optimizer(
-    name=None, *, lr_rules=SGD_RULES, adaptive=False, layerwise=False, decoupled_decay=False
+    name=None,
+    *,
+    lr_rules=SGD_RULES,
+    adaptive=False,
+    layerwise=False,
+    decoupled_decay=False,
+    threshold=None,
 ):
     """`lr_rules`: the `lr_scaling` values the optimizer has; `adaptive`: Adam-style moments
     (optim.betas, optim.eps and optim.adam_rule apply); `layerwise`: trust ratios
     (optim.exclude_norm_and_bias defaults to true); `decoupled_decay`: each step shrinks the
-    weights by lr x weight_decay, so they are an EMA of timescale 1 / (lr wd) (AdamW)."""
+    weights by lr x weight_decay, so they are an EMA of timescale 1 / (lr wd) (AdamW);
+    `threshold`: its edge of stability, a function of a param group (lbtrain/stability.py),
+    None where none is known."""
     return OPTIMIZERS.register(name, lr_rules=lr_rules, adaptive=adaptive, layerwise=layerwise,
-                               decoupled_decay=decoupled_decay)  # fmt: skip
+                               decoupled_decay=decoupled_decay, threshold=threshold)  # fmt: skip
 
 
-@register_optimizer
+@register_optimizer(threshold=sgd_threshold)
 def sgd(groups, lr, spec, **options):
     import torch
 
@@ -56,7 +65,9 @@ def lars(groups, lr, spec, **options):
 
 
 # lr_scaling=sqrt: Malladi et al. 2022's rule, lr, beta1, beta2 and eps (scaling.adam_sqrt_rule)
-@register_optimizer(lr_rules=ADAM_RULES, adaptive=True, decoupled_decay=True)
+@register_optimizer(
+    lr_rules=ADAM_RULES, adaptive=True, decoupled_decay=True, threshold=adam_threshold
+)
 def adamw(groups, lr, spec, **options):
     import torch
 

@@ -7,12 +7,21 @@ gradient's graph once; each product is one more backward through it. Lanczos con
 fewer products than power iteration, whose usual stopping rule (the estimate changed little)
 can stop short of the eigenvalue when the top two are close; a start vector near the answer
 (the previous measurement's eigenvector) saves more products.
+
+Adam's edge of stability concerns the preconditioned Hessian P^-1 H (lbtrain/stability.py);
+with `scale` = P^-1/2 the products are those of P^-1/2 H P^-1/2, symmetric and with the
+same eigenvalues. `batch_sharpness` is the curvature of one batch's loss along its own
+gradient, g^T H g / |g|^2: one product.
 """
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.modules.dropout import _DropoutNd
 
 
 def top_hessian_eigenvalue(
@@ -23,6 +32,7 @@ def top_hessian_eigenvalue(
     seed: int = 0,
     start: np.ndarray | None = None,
     krylov_dim: int = 4,
+    scale: Tensor | None = None,
 ) -> tuple[float, int, np.ndarray]:
     """(the largest eigenvalue of the Hessian of `loss` w.r.t. `params`, Hessian-vector
     products used, its eigenvector, flat). `tol`: ARPACK's relative accuracy of the
@@ -30,7 +40,8 @@ def top_hessian_eigenvalue(
     `start`: the first Lanczos vector; by default one drawn from a generator seeded by
     `seed`, so measuring never touches the training's random streams. `krylov_dim`: the
     Lanczos vectors kept between restarts (ARPACK's ncv; its default of 20 spends 20
-    products before the first check, even from a start that is already the answer)."""
+    products before the first check, even from a start that is already the answer).
+    `scale`: a flat vector d; the eigenvalue is then that of diag(d) H diag(d)."""
     grads = torch.autograd.grad(loss, params, create_graph=True)
     sizes = [p.numel() for p in params]
     products = 0
@@ -39,9 +50,11 @@ def top_hessian_eigenvalue(
         nonlocal products
         products += 1
         flat = torch.from_numpy(np.asarray(v, dtype=np.float32).ravel()).to(params[0].device)
+        flat = flat if scale is None else flat * scale
         vs = [u.view_as(p) for u, p in zip(flat.split(sizes), params, strict=True)]
         hv = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
-        return torch.cat([h.reshape(-1) for h in hv]).double().cpu().numpy()
+        hv = torch.cat([h.reshape(-1) for h in hv])
+        return (hv if scale is None else hv * scale).double().cpu().numpy()
 
     n = sum(sizes)
     if start is None:
@@ -54,3 +67,35 @@ def top_hessian_eigenvalue(
     except ArpackNoConvergence:
         return float("nan"), products, start
     return float(values[0]), products, vectors[:, 0]
+
+
+def batch_sharpness(loss: Tensor, params: list[Tensor]) -> Tensor:
+    """g^T H g / |g|^2 for the gradient g and Hessian H of `loss`: the curvature along the
+    step this batch asks for (a device scalar: no host sync)."""
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    g = [d.detach() for d in grads]
+    hg = torch.autograd.grad(grads, params, grad_outputs=g)
+    curvature = sum((a * b).sum() for a, b in zip(g, hg, strict=True))
+    return curvature / sum(a.square().sum() for a in g)
+
+
+@contextmanager
+def measuring_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
+    """The model as measured: BatchNorm (Ghost BN too) in `bn_mode` ("train": each batch's
+    own statistics, the loss training descends; "eval": the running statistics, the network
+    at test time), dropout off (a Hessian of a random function is no Hessian), and after it
+    every buffer (BatchNorm's running statistics) and mode as they were."""
+    buffers = [b.clone() for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    model.train(bn_mode == "train")
+    for m in model.modules():
+        if isinstance(m, _DropoutNd):
+            m.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers, strict=True):
+                b.copy_(saved)

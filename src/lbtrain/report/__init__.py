@@ -8,7 +8,13 @@ import pandas as pd
 
 from lbtrain.critical_batch import Target
 from lbtrain.report.critical import write_critical_batch
-from lbtrain.report.figures import plot_angular_distance, plot_val_error, plot_weight_distance
+from lbtrain.report.figures import (
+    plot_angular_distance,
+    plot_batch_sharpness,
+    plot_sharpness,
+    plot_val_error,
+    plot_weight_distance,
+)
 from lbtrain.report.runs import Run, find_runs, load_run, read_metrics, row_names
 from lbtrain.report.table1 import table
 
@@ -35,6 +41,7 @@ def write_report(paths: list[Path], out: Path, target: Target | None = None) -> 
     (out / "table.md").write_text("\n".join(lines) + "\n")
     figures = [plot_weight_distance(runs, out), plot_angular_distance(runs, out)]
     figures.append(plot_val_error(runs, out))
+    figures += [plot_sharpness(runs, out), plot_batch_sharpness(runs, out)]
     print("\n".join(lines))
     if target:
         print("\n".join(["", *write_critical_batch(runs, target, out)]))
