@@ -6,7 +6,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test lint format bench bench-gpu table1 table1-beyond critical-batch adam-rules \
-	slurm-up slurm-down notebook clean
+	edge-of-stability slurm-up slurm-down notebook clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -92,6 +92,16 @@ adam-rules: SWEEP_DIR = $(ADAM_RULES_DIR)
 adam-rules: REPORT = $(ADAM_RULES_REPORT)
 adam-rules: REPORT_ARGS = --target val/acc=0.9
 adam-rules: $(STAMP) ## AdamW batch sweep, SDE vs half-life beta rule (16 runs, ~10 min on 2 CPU cores)
+	$(sweep_and_report)
+
+# The edge of stability: full-batch GD on MNIST-1D at two LRs, sharpness every 10 steps against
+# 2 / lr. `make edge-of-stability EOS_REPORT=docs/edge_of_stability` rewrites the README's.
+EOS_DIR := logs/edge_of_stability/$(NOW)
+EOS_REPORT ?= $(EOS_DIR)/report
+edge-of-stability: SWEEP = experiment=mnist1d_edge_of_stability optim.lr=0.25,0.5
+edge-of-stability: SWEEP_DIR = $(EOS_DIR)
+edge-of-stability: REPORT = $(EOS_REPORT)
+edge-of-stability: $(STAMP) ## full-batch GD: sharpness rises to 2/lr and hovers (2 runs, ~7 min on 2 CPU cores)
 	$(sweep_and_report)
 
 notebook: $(STAMP) ## open the notebook in JupyterLab (after: .venv/bin/pip install -e '.[notebook]')

@@ -172,7 +172,27 @@ CASES = [
     (["optim.optimizer=lamb", "optim.betas=[0.9]"], "optim.betas=[0.9]: must be two values"),
     (["optim.max_grad_norm=0"], "optim.max_grad_norm=0: must be > 0 or null"),
     (["batch_augment=0"], "batch_augment=0: must be an integer >= 1"),
-    (["batch_schedule=double"], "batch_schedule=double: use none, grow"),
+    (["batch_schedule=double"], "batch_schedule=double: use none, grow, warmup"),
+    (
+        ["batch_schedule=warmup"],
+        "batch_schedule_points=[]: are what batch_schedule=warmup follows, and only it",
+    ),
+    (
+        ["batch_schedule=warmup", "batch_schedule_points=[[0,64],[0,128]]"],
+        "batch_schedule_points=[[0, 64], [0, 128]]: must be [[epoch, batch], ...] with increas",
+    ),
+    (
+        ["batch_schedule=warmup", "batch_schedule_points=[[2,16]]"],
+        "batch_schedule_points=[[2, 16]]: must be [[epoch, batch], ...] with increasing epochs",
+    ),
+    (
+        ["branch.base_run=nowhere", "branch.step=5", "branch.samples=64"],
+        "branch.base_run=nowhere: no lbtrain run there (no config.yaml)",
+    ),
+    (
+        ["branch.base_run=nowhere", "branch.step=0", "branch.samples=64"],
+        "branch.step=0: must be the optimizer step of a checkpoint the base run saved",
+    ),
     (
         ["batch_schedule=grow", "batch_schedule_cap=10000", "data.num_samples=2000"],
         "batch_schedule=grow: the batch grows to 3200 at epoch 25, more than the 1600 training",

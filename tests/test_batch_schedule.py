@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from lbtrain.batch_schedule import grow_phases
+from lbtrain.batch_schedule import grow_phases, warmup_phases
 
 # 1000 training samples, milestones at epochs 2 and 4 of 5, batch 32 growing x10 up to 512
 SMALL = ("data.num_samples=1250", "trainer.max_epochs=5", "optim.milestones=[2,4]",
@@ -51,3 +51,26 @@ def test_under_ddp_every_rank_grows_its_share_alike(cli, tmp_path):
     assert summary["global_step"] == 74  # the same global batches as on one device
     assert summary["samples_seen"] == 5 * 1000
     assert summary["plan"]["per_device_batch"] == 16
+
+
+def test_a_warmup_follows_its_points_with_the_lr_rule_and_decays_at_the_milestones():
+    phases = warmup_phases(32, [[1, 64], [3, 256]], [2, 4], [0.1, 0.5], lr_power=1.0)
+    assert [(p.start_epoch, p.batch_size) for p in phases] == [
+        (0, 32), (1, 64), (2, 64), (3, 256), (4, 256)]  # fmt: skip
+    assert [p.lr_factor for p in phases] == pytest.approx([1, 2, 0.2, 0.8, 0.4])
+
+
+def test_a_warmup_run_grows_its_batch_at_the_given_epochs(cli_in_process, tmp_path):
+    result = cli_in_process(
+        "data.num_samples=1250", "trainer.max_epochs=3", "optim.milestones=[]",
+        "batch_schedule=warmup", "batch_schedule_points=[[1,64],[2,256]]", "lr_scaling=linear",
+        "logger=csv", "trainer.log_every_n_steps=1", "hydra.run.dir=run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    rows = summary["plan"]["batch_schedule"]
+    assert [(r["batch_size"], r["steps"]) for r in rows] == [(32, 32), (64, 16), (256, 4)]
+    assert summary["global_step"] == 52 and summary["samples_seen"] == 3 * 1000
+    lr = pd.read_csv(tmp_path / "run" / "csv" / "metrics.csv").dropna(subset=["lr-SGD"])
+    lr = lr.set_index("step")["lr-SGD"]
+    assert (lr[32], lr[33], lr[48], lr[49]) == pytest.approx((0.05, 0.1, 0.1, 0.4))  # linear

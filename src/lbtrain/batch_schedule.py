@@ -1,5 +1,8 @@
-"""Batch-size schedules (Smith et al. 2018, "Don't decay the learning rate, increase the batch
-size"): at each LR milestone, grow the batch by 1/gamma instead of cutting the LR by gamma.
+"""Batch-size schedules. `grow` (Smith et al. 2018, "Don't decay the learning rate, increase
+the batch size"): at each LR milestone, grow the batch by 1/gamma instead of cutting the LR by
+gamma. `warmup` (Merrill et al. 2025): the batch from each epoch on as given, e.g. along the
+critical batch size measured by branching (make critical-batch-online), the LR following it by
+the run's LR scaling rule and the milestones decaying it as usual.
 
 SGD's noise scale is about lr N / B, so either move lowers it by the same factor; the grown
 batch takes 1/gamma times fewer steps per epoch. Once the batch reaches the cap, the rest of
@@ -8,6 +11,7 @@ LR schedule, with lr' / B' = gamma lr / B. Batches change at epoch boundaries, s
 milestones must be whole epochs; the batches are real, larger ones, never accumulated.
 """
 
+import math
 from dataclasses import dataclass
 
 from lbtrain.errors import ConfigError
@@ -58,12 +62,33 @@ def grow_phases(
     return tuple(phases)
 
 
-def check_fits(phases: tuple[Phase, ...], num_train: int) -> None:
+def warmup_phases(
+    batch_size: int, points: list[list[int]], milestones: list[float], gammas: list[float],
+    lr_power: float,
+) -> tuple[Phase, ...]:  # fmt: skip
+    """The phases of batch_schedule=warmup: from epoch e of each [e, batch] of `points` on, that
+    batch (batch_size before the first), the LR x (batch / batch_size) ** lr_power (the LR
+    scaling rule) x gamma at each milestone passed."""
+    if any(m != int(m) for m in milestones):
+        raise ConfigError(
+            f"batch_schedule=warmup: the milestones {list(milestones)} must be whole epochs (the "
+            "phases change between epochs); use integer optim.milestones and regime stretch"
+        )
+    starts = sorted({0, *(e for e, _ in points), *(int(m) for m in milestones)})
+    phases = []
+    for start in starts:
+        batch = ([b for e, b in points if e <= start] or [batch_size])[-1]
+        decay = math.prod(g for m, g in zip(milestones, gammas, strict=True) if m <= start)
+        phases.append(Phase(start, batch, (batch / batch_size) ** lr_power * decay))
+    return tuple(phases)
+
+
+def check_fits(phases: tuple[Phase, ...], num_train: int, key: str) -> None:
     """No phase's batch may exceed the training set."""
     for phase in phases:
         if phase.batch_size > num_train:
             raise ConfigError(
-                f"batch_schedule=grow: the batch grows to {phase.batch_size} at epoch "
+                f"{key}: the batch grows to {phase.batch_size} at epoch "
                 f"{phase.start_epoch}, more than the {num_train} training samples; lower "
                 "batch_schedule_cap"
             )

@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from lbtrain.errors import ConfigError
@@ -185,6 +185,8 @@ class RunSchema:
     callbacks: Any = MISSING
     paths: Any = MISSING
     report: Any = MISSING
+    branch: Any = MISSING
+    batch_schedule_points: Any = MISSING
 
 
 def _is_int(value: Any) -> bool:
@@ -232,8 +234,22 @@ def validate(cfg: DictConfig) -> None:
     if "eval_batch_size" in d:
         _check(_is_int(d.eval_batch_size) and d.eval_batch_size > 0, "data.eval_batch_size",
                d.eval_batch_size, "must be a positive integer")  # fmt: skip
-    schedules = ("none", "grow")
-    _check(cfg.batch_schedule in schedules, "batch_schedule", cfg.batch_schedule, "use none, grow")
+    schedules = ("none", "grow", "warmup")
+    _check(cfg.batch_schedule in schedules, "batch_schedule", cfg.batch_schedule,
+           f"use {', '.join(schedules)}")  # fmt: skip
+    points = cfg.batch_schedule_points
+    pairs = OmegaConf.to_container(points) if isinstance(points, ListConfig) else points
+    _check(
+        isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2
+                                        and all(_is_int(v) for v in p) for p in pairs)
+        and all(e >= 0 for e, _ in pairs) and all(b >= cfg.batch_size for _, b in pairs)
+        and [e for e, _ in pairs] == sorted({e for e, _ in pairs}),
+        "batch_schedule_points", pairs,
+        f"must be [[epoch, batch], ...] with increasing epochs >= 0 and batches >= batch_size "
+        f"({cfg.batch_size})",
+    )  # fmt: skip
+    _check(bool(pairs) == (cfg.batch_schedule == "warmup"), "batch_schedule_points", pairs,
+           "are what batch_schedule=warmup follows, and only it: give both or neither")  # fmt: skip
     all_rules = ", ".join(LR_SCALING_POWERS)
     _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {all_rules}")
     _check(cfg.regime in REGIMES, "regime", cfg.regime, f"use {', '.join(REGIMES)}")
@@ -345,6 +361,14 @@ def validate(cfg: DictConfig) -> None:
            report, "must be {label: <text or null>, order: <int or null>}")  # fmt: skip
     _check(report.order is None or _is_int(report.order), "report.order", report.order,
            "must be an integer or null (rows sort by it)")  # fmt: skip
+    b = cfg.branch
+    _check(isinstance(b, DictConfig) and set(b) == {"base_run", "step", "samples"}, "branch", b,
+           "must be {base_run: <run dir or null>, step: <int>, samples: <int>}")  # fmt: skip
+    if b.base_run is not None:
+        _check(_is_int(b.step) and b.step > 0, "branch.step", b.step,
+               "must be the optimizer step of a checkpoint the base run saved")  # fmt: skip
+        _check(_is_int(b.samples) and b.samples > 0, "branch.samples", b.samples,
+               "must be a positive number of training samples")  # fmt: skip
     wandb = (cfg.get("logger") or {}).get("wandb")
     if wandb is not None and "mode" in wandb:
         modes = ("online", "offline", "disabled")

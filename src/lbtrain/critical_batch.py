@@ -102,3 +102,29 @@ def noise_scale_until(metrics: pd.DataFrame, until: float) -> float:
         return math.nan
     trace, grad_sq = NOISE_COLUMNS
     return float(rows[trace].mean() / rows[grad_sq].mean())
+
+
+def branch_cbs(losses: dict[int, float], base_batch: int, tolerance: float) -> int:
+    """The critical batch at one checkpoint from its branches (Merrill et al. 2025): the
+    largest branch batch B' such that every branch up to it ends within `tolerance` of the
+    m = 1 branch, loss(B'') <= (1 + tolerance) loss(base_batch) for all B'' <= B'. `losses`:
+    each branch batch's loss after the same number of samples."""
+    limit = (1 + tolerance) * losses[base_batch]
+    cbs = base_batch
+    for batch in sorted(b for b in losses if b > base_batch):
+        if not losses[batch] <= limit:  # NaN (a diverged branch) fails too
+            break
+        cbs = batch
+    return cbs
+
+
+def noise_scale_near(metrics: pd.DataFrame, step: int) -> float:
+    """B_simple around `step`: the mean tr(Sigma) over the mean |G|^2 of the single
+    measurements within a factor sqrt(2) of it (checkpoints a factor 2 apart get windows of
+    their own), from NoiseScale's `*_single` series."""
+    columns = ["noise_scale/trace_sigma_single", "noise_scale/grad_sq_single"]
+    if not set(columns) <= set(metrics.columns):
+        return math.nan
+    rows = metrics.dropna(subset=columns)
+    rows = rows[(rows["step"] >= step / math.sqrt(2)) & (rows["step"] <= step * math.sqrt(2))]
+    return float(rows[columns[0]].mean() / rows[columns[1]].mean()) if len(rows) else math.nan

@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lbtrain.branch import load_moments
 from lbtrain.optimizers import OptimizerSpec
 from lbtrain.scaling import BatchPlan, make_scheduler
 from lbtrain.steps import step_done, step_of_this_batch
@@ -36,6 +37,7 @@ class Classifier(L.LightningModule):
         self.model = model
         self.plan = plan
         self.optimizer_spec = optimizer
+        self.optimizer_state: dict | None = None  # a branch's start (lbtrain/branch.py)
         # logger=False: the loggers get the whole resolved config (run.py), not this subset
         self.save_hyperparameters(ignore=["model", "plan", "optimizer"], logger=False)
         # validate_args=False: the argument checks read tensor values on the host every step
@@ -142,6 +144,8 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_spec.build(self.model, self.plan.lr)
+        if self.optimizer_state is not None:
+            load_moments(optimizer, self.optimizer_state)
         # optimizer steps per epoch, after limit_train_batches and gradient accumulation (the
         # estimate loads the train dataloader, which sets num_training_batches); a schedule
         # in steps does not need it

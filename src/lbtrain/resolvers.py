@@ -73,3 +73,6 @@ def register() -> None:
     OmegaConf.register_new_resolver("lbtrain.wandb_id", wandb_id, replace=True)
     OmegaConf.register_new_resolver("lbtrain.job_name", job_name, replace=True)
     OmegaConf.register_new_resolver("lbtrain.sweep_name", sweep_name, replace=True)
+    # the optimizer steps that take `samples` samples at `batch` (a branch's length)
+    steps_for = lambda samples, batch: -(-int(samples) // int(batch))  # noqa: E731
+    OmegaConf.register_new_resolver("lbtrain.steps_for", steps_for, replace=True)

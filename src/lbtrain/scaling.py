@@ -7,7 +7,7 @@ The paper's fixes +LR and +RA are two pure functions here (`scaled_lr`, `regime_
 import math
 from dataclasses import dataclass, field
 
-from lbtrain.batch_schedule import Phase, grow_phases
+from lbtrain.batch_schedule import Phase, grow_phases, warmup_phases
 from lbtrain.errors import ConfigError
 from lbtrain.optimizers import OPTIMIZERS
 
@@ -296,6 +296,16 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
             )
         stretched = [m * stretch for m in milestones]
         phases = grow_phases(batch, cfg.batch_schedule_cap, stretched, per_milestone, world_size)
+    elif cfg.batch_schedule == "warmup":
+        if accumulate > 1 or optim.schedule_unit != "epoch":
+            raise ConfigError(
+                "batch_schedule=warmup: needs real batches changing between epochs "
+                "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
+            )
+        points = [list(p) for p in cfg.batch_schedule_points]
+        power = LR_SCALING_POWERS[cfg.lr_scaling]
+        stretched = [m * stretch for m in milestones]
+        phases = warmup_phases(batch, points, stretched, per_milestone, power)
     return BatchPlan(
         batch_size=batch,
         world_size=world_size,

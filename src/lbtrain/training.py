@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lbtrain import distributed
 from lbtrain.batch_schedule import check_fits
+from lbtrain.branch import check_branch, start_from
 from lbtrain.callbacks.preemption import Preemption
 from lbtrain.callbacks.step_series import MeasurementLog, StepSeries
 from lbtrain.callbacks.summary import RunSummary
@@ -139,6 +140,7 @@ def build(
     checked its values); `check_data` and `check_model` check what only built things can
     tell, each as soon as its things are built, before anything trains or is written."""
     check_registered(cfg)
+    branch_from = check_branch(cfg)
     run_dir = Path(run_dir)
     trainer = build_trainer(cfg, run_dir)
     plan = make_plan(cfg, trainer.world_size)
@@ -164,6 +166,8 @@ def build(
         model = model.to(memory_format=torch.channels_last)
     model = torch.compile(model) if cfg.compile else model
     module = Classifier(model, plan, datamodule.num_classes, optimizer)
+    if branch_from:
+        start_from(module, branch_from)
     return trainer, module, datamodule
 
 
@@ -179,13 +183,13 @@ def check_data(cfg: DictConfig, plan: BatchPlan, trainer: L.Trainer, datamodule)
     if hasattr(datamodule, "check"):  # its files on disk
         datamodule.check()
     if plan.phases:
-        key = f"batch_schedule=grow with data={cfg.data.name}"
+        key = f"batch_schedule={cfg.batch_schedule} with data={cfg.data.name}"
         if not isinstance(datamodule, InMemoryDataModule):
             raise ConfigError(f"{key}: needs an in-memory data set (mnist1d, mnist, cifar10/100)")
         if cfg.trainer.get("limit_train_batches") is not None:
             raise ConfigError(f"{key}: trainer.limit_train_batches would cut its epochs; use null")
         datamodule.setup("fit")  # the number of training samples
-        check_fits(plan.phases, datamodule.num_train_samples)
+        check_fits(plan.phases, datamodule.num_train_samples, key.split(" ")[0])
     for callback in trainer.callbacks:
         if isinstance(callback, StepSeries):  # a measurement: this data, plan and trainer
             callback.check_data(datamodule)

@@ -15,6 +15,7 @@ from lbtrain.report.figures import (
     plot_val_error,
     plot_weight_distance,
 )
+from lbtrain.report.online import write_online_cbs
 from lbtrain.report.runs import Run, find_runs, load_run, read_metrics, row_names
 from lbtrain.report.table1 import table
 
@@ -22,7 +23,9 @@ __all__ = ["Run", "find_runs", "load_run", "plot_angular_distance", "plot_val_er
            "plot_weight_distance", "read_metrics", "table", "write_report"]  # fmt: skip
 
 
-def write_report(paths: list[Path], out: Path, target: Target | None = None) -> pd.DataFrame:
+def write_report(
+    paths: list[Path], out: Path, target: Target | None = None, branch_tolerance: float = 0.05
+) -> pd.DataFrame:
     runs = find_runs(paths)
     out.mkdir(parents=True, exist_ok=True)
     df = table(runs)
@@ -46,6 +49,9 @@ def write_report(paths: list[Path], out: Path, target: Target | None = None) -> 
     if target:
         print("\n".join(["", *write_critical_batch(runs, target, out)]))
         figures.append(out / "critical_batch.png")
+    if branched := write_online_cbs(runs, out, branch_tolerance):
+        print("\n".join(["", *branched]))
+        figures.append(out / "cbs_online.png")
     written = ", ".join(p.name for p in figures if p)
     print(f"\nwrote {out}/table.md, table.csv, {written}")
     return df

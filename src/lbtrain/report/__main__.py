@@ -17,6 +17,11 @@ With --target (e.g. val/acc=0.85), also critical_batch.md, .csv and .png: the st
 examples each configuration took to reach it, the fit S = S_min (1 + B_crit / B) over each
 batch size's best configuration, and the noise scale measured on the way
 (`lbtrain/critical_batch.py`).
+
+Where PATH holds branch runs (lbtrain/branch.py, `make critical-batch-online`), also
+cbs_online.md, .csv and .png: the critical batch size at each base-run checkpoint, from the
+branches' final val/loss within --branch-tolerance (default 0.05) of the m = 1 branch's, with
+B_simple(t) of the base run, and warmup_points.txt, the batch_schedule_points that follow it.
 """
 
 import argparse
@@ -38,12 +43,19 @@ def main(argv: list[str] | None = None) -> None:
         help="e.g. val/acc=0.9 or train/loss<=0.3: steps to it per batch size, the critical "
         "batch size (critical_batch.md, .csv, .png)",
     )
+    parser.add_argument(
+        "--branch-tolerance", type=float, default=0.05,
+        help="branch runs: a batch is within the CBS while its loss is at most (1 + this) "
+        "x the m = 1 branch's (default 0.05)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if not args.branch_tolerance >= 0:
+        parser.error(f"--branch-tolerance {args.branch_tolerance}: must be >= 0")
     try:
         target = Target.parse(args.target) if args.target else None
     except ValueError as e:
         parser.error(str(e))
-    write_report(args.paths, args.out or args.paths[0] / "report", target)
+    write_report(args.paths, args.out or args.paths[0] / "report", target, args.branch_tolerance)
 
 
 if __name__ == "__main__":

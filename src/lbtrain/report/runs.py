@@ -20,6 +20,13 @@ NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "da
                 "trainer.enable_progress_bar", "report")  # fmt: skip
 
 
+# Keys added to conf/train.yaml after runs were written, with the value that does what those
+# runs did: a run whose config lacks one reads as having it, and pools with new runs
+ADDED_KEYS = {"optim.adam_rule": None, "optim.fixed_timescale": False, "branch.base_run": None,
+              "branch.step": None, "branch.samples": None,
+              "batch_schedule_points": []}  # fmt: skip
+
+
 def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
     flat = {}
     for key, value in config.items():
@@ -69,7 +76,7 @@ class Run:
     def identity(self) -> tuple[tuple[str, str], ...]:
         """The resolved config without NOT_IDENTITY: runs pool into one row only when these
         are equal, i.e. when their configs differ in the seed alone."""
-        flat = _flatten(self.config)
+        flat = {k: json.dumps(v) for k, v in ADDED_KEYS.items()} | _flatten(self.config)
         skip = [(n, f"{n}.") for n in NOT_IDENTITY]
         return tuple(sorted((k, v) for k, v in flat.items() if not any(
             k == n or k.startswith(dotted) for n, dotted in skip)))  # fmt: skip

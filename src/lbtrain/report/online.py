@@ -1,0 +1,118 @@
+"""The critical batch size over training, from branch runs (lbtrain/branch.py): for each
+base-run checkpoint, each branch batch's final val/loss per seed, the CBS of the seeds' mean
+losses and of each seed's own, B_simple(t) of the base run beside it, the table and figure,
+and the batch-size warmup that follows the CBS (`batch_schedule_points`)."""
+
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lbtrain.critical_batch import branch_cbs, noise_scale_near
+from lbtrain.report.runs import Run, load_run
+
+LOSS = "val/loss"  # each branch's loss: validated once, after its last step
+
+
+def branch_table(runs: list[Run], tolerance: float) -> pd.DataFrame:
+    """One row per checkpoint of each base run: its step and samples, the CBS (seeds'
+    mean losses), the per-seed CBS range, B_simple(t), and each batch's mean loss."""
+    by_point: dict[tuple[str, int], dict[int, dict[int, float]]] = {}
+    for run in runs:
+        branch = run.config.get("branch") or {}
+        if branch.get("base_run") is None or not run.summary:
+            continue
+        losses = by_point.setdefault((branch["base_run"], branch["step"]), {})
+        losses.setdefault(run.config["batch_size"], {})[run.config["seed"]] = run.summary[LOSS]
+    rows = []
+    for (base, step), losses in sorted(by_point.items()):
+        base_run = load_run(Path(base))
+        base_batch = base_run.config["batch_size"]
+        if base_batch not in losses:
+            continue  # no m = 1 branch: nothing to compare with
+        seeds = sorted(set.intersection(*(set(v) for v in losses.values())))
+        mean = {b: statistics.fmean(v[s] for s in seeds) for b, v in losses.items()}
+        per_seed = [branch_cbs({b: v[s] for b, v in losses.items()}, base_batch, tolerance)
+                    for s in seeds]  # fmt: skip
+        rows.append({
+            "base run": base, "step": step, "samples": step * base_batch,
+            "CBS": branch_cbs(mean, base_batch, tolerance),
+            "CBS per seed": "/".join(str(c) for c in per_seed), "seeds": len(seeds),
+            "B_simple(t)": noise_scale_near(base_run.metrics, step),
+            **{f"loss at {b}": mean[b] for b in sorted(mean)},
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def warmup_points(table: pd.DataFrame, base_batch: int, num_train: int) -> list[list[int]]:
+    """batch_schedule_points that follow the measured CBS: from each epoch on, the CBS of the
+    last checkpoint at or before that epoch's first sample (the base batch before the first),
+    never shrinking (a warmup: the running maximum)."""
+    points, batch = [], base_batch
+    epochs = math.ceil(table["samples"].max() / num_train) + 1
+    for epoch in range(epochs):
+        passed = table[table["samples"] <= epoch * num_train]
+        if len(passed):
+            batch = max(batch, int(passed["CBS"].iloc[-1]))
+        if not points or batch != points[-1][1]:
+            points.append([epoch, batch])
+    return [p for p in points if p[1] > base_batch] or [[0, base_batch]]
+
+
+def plot_cbs(table: pd.DataFrame, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    seeds = [[int(c) for c in s.split("/")] for s in table["CBS per seed"]]
+    low = table["CBS"] - np.array([min(s) for s in seeds])
+    high = np.array([max(s) for s in seeds]) - table["CBS"]
+    ax.errorbar(
+        table["samples"],
+        table["CBS"],
+        yerr=[low.clip(0), high.clip(0)],
+        marker="o",
+        capsize=3,
+        label="CBS by branching (seeds' mean loss; bars: per-seed range)",
+    )
+    ax.plot(table["samples"], table["B_simple(t)"], marker="s", ls="--",
+            label="B_simple(t) of the base run (noise scale)")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="samples seen by the base run at the checkpoint",
+        ylabel="batch size",
+        title="The critical batch size over training (branching)",
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / "cbs_online.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_online_cbs(runs: list[Run], out: Path, tolerance: float) -> list[str]:
+    """cbs_online.md / .csv / .png and warmup_points.txt; the lines to print."""
+    table = branch_table(runs, tolerance)
+    if table.empty:
+        return []
+    table.to_csv(out / "cbs_online.csv", index=False)
+    base = load_run(Path(table["base run"].iloc[0]))
+    num_train = base.summary["plan"]["steps_per_epoch"] * base.config["batch_size"]
+    points = warmup_points(table, base.config["batch_size"], num_train)
+    (out / "warmup_points.txt").write_text(str(points).replace(" ", "") + "\n")
+    shown = table.drop(columns=["base run"]).to_markdown(index=False, floatfmt=".4g")
+    lines = [
+        f"The critical batch size by branching, tolerance {tolerance:g}: the largest branch "
+        f"batch whose {LOSS} after the same samples is within {tolerance:.0%} of the m = 1 "
+        "branch's (and every smaller one's too).", "", shown, "",
+        f"batch_schedule_points={str(points).replace(' ', '')} (warmup_points.txt)",
+    ]  # fmt: skip
+    (out / "cbs_online.md").write_text("\n".join(lines) + "\n")
+    plot_cbs(table, out)
+    return lines
