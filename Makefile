@@ -6,7 +6,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test lint format bench bench-gpu table1 table1-beyond critical-batch adam-rules \
-	edge-of-stability slurm-up slurm-down notebook clean
+	critical-batch-online edge-of-stability slurm-up slurm-down notebook clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -80,6 +80,30 @@ critical-batch: REPORT = $(CRITICAL_BATCH_REPORT)
 critical-batch: REPORT_ARGS = --target val/acc=0.85
 critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise scale (~4 min on 2 CPU cores)
 	$(sweep_and_report)
+
+# The critical batch size over training by branching (Merrill et al. 2025): the base run (SB at
+# a constant LR, checkpoints at 8 log-spaced steps, noise scale every 10 steps), 3 seeds of
+# branches at 1-32x its batch from each checkpoint, their report (CBS(t), B_simple(t), the
+# warmup points), then the warmup that follows the CBS against SB, +RA and the grow schedule,
+# 3 seeds each, and their report with steps to val/acc 0.95.
+# `make critical-batch-online CBS_ONLINE_REPORT=docs/critical_batch_online` rewrites the README's.
+CBS_ONLINE_DIR := $(abspath logs/critical_batch_online/$(NOW))
+CBS_ONLINE_REPORT ?= $(CBS_ONLINE_DIR)/report
+JOBS = hydra/launcher=joblib hydra.launcher.n_jobs=$(TABLE1_JOBS) hydra.launcher.batch_size=1
+critical-batch-online: $(STAMP) ## CBS(t) by branching; the warmup that follows it vs SB, +RA, grow (~15 min on 2 CPU cores)
+	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run experiment=mnist1d_cbs_base logger=csv \
+		hydra.run.dir=$(CBS_ONLINE_DIR)/base $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m experiment=mnist1d_cbs_branch logger=csv $(JOBS) \
+		branch.base_run=$(CBS_ONLINE_DIR)/base branch.step=25,50,100,200,400,800,1600,3200 \
+		batch_size=1024,512,256,128,64,32 seed=1,2,3 hydra.sweep.dir=$(CBS_ONLINE_DIR)/branches $(ARGS)
+	$(PY) -m lbtrain.report $(CBS_ONLINE_DIR)/branches --out $(CBS_ONLINE_REPORT)/branches
+	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m experiment=mnist1d_table1 logger=csv $(JOBS) \
+		recipe=lb_lr_gbn_ra,sb,grow seed=0,1,2 hydra.sweep.dir=$(CBS_ONLINE_DIR)/comparison/anchors $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m experiment=mnist1d_table1 logger=csv $(JOBS) \
+		recipe=warmup batch_schedule_points=$$(cat $(CBS_ONLINE_REPORT)/branches/warmup_points.txt) \
+		seed=0,1,2 hydra.sweep.dir=$(CBS_ONLINE_DIR)/comparison/warmup $(ARGS)
+	$(PY) -m lbtrain.report $(CBS_ONLINE_DIR)/comparison --out $(CBS_ONLINE_REPORT)/comparison \
+		--target val/acc=0.95
 
 # Adam's betas as the batch grows: Malladi et al.'s SDE rule against Marek et al.'s beta2
 # half-life rule, AdamW on MNIST-1D, 2 seeds. `make adam-rules ADAM_RULES_REPORT=docs/adam_rules`

@@ -118,3 +118,23 @@ def test_a_branch_starts_from_its_checkpoints_weights_and_momentum_with_its_own_
     for buffer, started in zip(buffers, first.buffers, strict=True):
         assert torch.equal(buffer, started)
     assert first.lr == pytest.approx(0.05 * 2)  # the sqrt rule at 4 x 32: the branch's own
+
+
+def test_a_branch_below_the_base_batch_or_from_a_step_never_saved_is_refused_in_one_line(
+    tmp_path, cli_in_process
+):
+    base = tmp_path / "base"
+    checkpoint_path(base, 5).parent.mkdir(parents=True)
+    checkpoint_path(base, 5).touch()
+    (base / "config.yaml").write_text("batch_size: 32\n")
+    given = ("experiment=mnist1d_cbs_branch", f"branch.base_run={base}")
+    refused = cli_in_process(*given, "branch.step=7", "batch_size=64")
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "lbtrain: error: branch.step=7: the base run saved no checkpoint at that step; it saved "
+        "[5] (callbacks.branch_points.steps)")  # fmt: skip
+    refused = cli_in_process(*given, "branch.step=5", "batch_size=16")
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "lbtrain: error: batch_size=16: a branch's batch is m x the base run's 32, m >= 1 "
+        "(here m = 0.5)")  # fmt: skip
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").rglob("summary.json"))

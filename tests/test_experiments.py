@@ -15,13 +15,16 @@ RECIPES = group_options("recipe")
 RECIPE_BATCHES = {"sb": ("base", None), "lb": ("large", None), "lb_lr": ("large", None),
                   "lb_lr_gbn": ("large", "base"), "lb_lr_gbn_ra": ("large", "base"),
                   "lars": ("large", None), "grow": ("base", None),
-                  "batch_aug": ("large", "base")}  # fmt: skip
+                  "batch_aug": ("large", "base"), "warmup": ("base", "base")}  # fmt: skip
+# what a recipe needs besides: the warmup's points (make critical-batch-online measures them)
+RECIPE_NEEDS = {"warmup": ["batch_schedule_points=[[1,${large_batch_size}]]"]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_experiment_composes_with_every_recipe(experiment, recipe, tmp_path):
-    cfg = compose_config([f"experiment={experiment}", f"recipe={recipe}"], str(tmp_path))
+    overrides = [f"experiment={experiment}", f"recipe={recipe}", *RECIPE_NEEDS.get(recipe, [])]
+    cfg = compose_config(overrides, str(tmp_path))
     validate(cfg)
     sizes = {"base": cfg.optim.base_batch_size, "large": cfg.large_batch_size, None: None}
     batch, ghost = RECIPE_BATCHES[recipe]
