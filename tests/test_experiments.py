@@ -17,7 +17,7 @@ RECIPE_BATCHES = {"sb": ("base", None), "lb": ("large", None), "lb_lr": ("large"
                   "lars": ("large", None), "grow": ("base", None),
                   "batch_aug": ("large", "base"), "warmup": ("base", "base")}  # fmt: skip
 # what a recipe needs besides: the warmup's points (make critical-batch-online measures them)
-RECIPE_NEEDS = {"warmup": ["batch_schedule_points=[[1,${large_batch_size}]]"]}
+RECIPE_NEEDS = {"warmup": ["batch_schedule_points=[[1,1024]]"]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

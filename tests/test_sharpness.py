@@ -168,7 +168,7 @@ def test_the_report_draws_both_sharpnesses_against_the_runs_threshold(
     assert summary["sharpness/threshold"] == threshold  # heavy ball: 2 (1 + 0.9) / 0.05
     table = report.write_report([tmp_path / "runs"], tmp_path / "report")
     if optimizer == "sgd":
-        ratio = f"{summary['sharpness/stability_ratio']:.2f}"
+        ratio = f"{summary['sharpness/stability_ratio']:.3f}"
         assert table["final sharpness / threshold"].iloc[0] == ratio
     else:  # no threshold, no column
         assert "final sharpness / threshold" not in table

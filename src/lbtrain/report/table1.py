@@ -51,8 +51,8 @@ MEASURED_COLUMNS = {
     "train time (s)": ("train_seconds", 1),
     "angular slope": ("angular_diffusion_slope", 3),
     "final sharpness": ("sharpness/lambda_max", 2),
-    "final sharpness / threshold": ("sharpness/stability_ratio", 2),
-    "batch sharpness / threshold": ("batch_sharpness/stability_ratio_mean_last_half", 2),
+    "final sharpness / threshold": ("sharpness/stability_ratio", 3),
+    "batch sharpness / threshold": ("batch_sharpness/stability_ratio_mean_last_half", 3),
     "final B_simple": ("noise_scale/b_simple", 0),
 }
 
