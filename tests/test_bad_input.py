@@ -227,6 +227,18 @@ CASES = [
         "callbacks.sharpness: num_samples=0 must be >= 1",
     ),
     (
+        ["callbacks=all", "callbacks.sharpness.bn_mode=test"],
+        "callbacks.sharpness: bn_mode='test' is not one of train, eval",
+    ),
+    (
+        ["callbacks=all", "callbacks.batch_sharpness.every_n_steps=0"],
+        "callbacks.batch_sharpness: every_n_steps=0 must be >= 1",
+    ),
+    (
+        ["callbacks=all", "callbacks.noise_scale.pool_last=0"],
+        "callbacks.noise_scale: pool_last=0 must be in (0, 1]",
+    ),
+    (
         ["callbacks=all", "callbacks.sharpness.krylov_dim=1"],
         "callbacks.sharpness: krylov_dim=1 must be >= 2",
     ),
