@@ -6,6 +6,7 @@ optimizer state with its own batch and LR; the warmup schedule follows the point
 import math
 
 import lightning as L
+import pandas as pd
 import pytest
 import torch
 from test_weight_distance import fit
@@ -13,6 +14,7 @@ from test_weight_distance import fit
 from lbtrain.branch import checkpoint_path
 from lbtrain.config import compose_config
 from lbtrain.critical_batch import branch_cbs
+from lbtrain.report.online import warmup_points
 from lbtrain.training import build
 
 # The noisy quadratic model (Zhang et al. 2019): L(w) = sum h_i w_i^2 / 2, a per-sample gradient
@@ -138,3 +140,13 @@ def test_a_branch_below_the_base_batch_or_from_a_step_never_saved_is_refused_in_
         "lbtrain: error: batch_size=16: a branch's batch is m x the base run's 32, m >= 1 "
         "(here m = 0.5)")  # fmt: skip
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").rglob("summary.json"))
+
+
+def test_the_warmup_doubles_the_batch_once_an_epoch_while_the_cbs_is_above_twice_it():
+    """Merrill et al.'s rule on a measured CBS(t): 4000 training samples, base batch 32."""
+    table = pd.DataFrame({"samples": [800, 3200, 6400, 12800, 25600],
+                          "CBS": [32, 128, 1024, 1024, 96]})  # fmt: skip
+    # epoch 1 (sample 4000) sees CBS 128 > 64: 64; epoch 2 sees 1024: 128, epoch 3: 256 (one
+    # doubling an epoch), epoch 4 (12800 passed at 16000): 512; epoch 7: CBS 96, no change
+    assert warmup_points(table, 32, 4000) == [[1, 64], [2, 128], [3, 256], [4, 512]]
+    assert warmup_points(table.assign(CBS=[32] * 5), 32, 4000) == [[0, 32]]  # never grows

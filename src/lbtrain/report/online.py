@@ -47,18 +47,17 @@ def branch_table(runs: list[Run], tolerance: float) -> pd.DataFrame:
 
 
 def warmup_points(table: pd.DataFrame, base_batch: int, num_train: int) -> list[list[int]]:
-    """batch_schedule_points that follow the measured CBS: from each epoch on, the CBS of the
-    last checkpoint at or before that epoch's first sample (the base batch before the first),
-    never shrinking (a warmup: the running maximum)."""
+    """batch_schedule_points by Merrill et al.'s warmup rule: the batch doubles at the first
+    epoch whose last checkpoint before it measured a CBS above twice the batch, once per
+    epoch (the LR follows by the run's rule: x sqrt(2) under sqrt). The batch so stays at
+    most half the measured CBS, and never shrinks."""
     points, batch = [], base_batch
-    epochs = math.ceil(table["samples"].max() / num_train) + 1
-    for epoch in range(epochs):
+    for epoch in range(math.ceil(table["samples"].max() / num_train) + 1):
         passed = table[table["samples"] <= epoch * num_train]
-        if len(passed):
-            batch = max(batch, int(passed["CBS"].iloc[-1]))
-        if not points or batch != points[-1][1]:
+        if len(passed) and passed["CBS"].iloc[-1] > 2 * batch:
+            batch *= 2
             points.append([epoch, batch])
-    return [p for p in points if p[1] > base_batch] or [[0, base_batch]]
+    return points or [[0, base_batch]]
 
 
 def plot_cbs(table: pd.DataFrame, out: Path) -> Path:
