@@ -190,6 +190,10 @@ CASES = [
         "branch.base_run=nowhere: no lbtrain run there (no config.yaml)",
     ),
     (
+        ["experiment=mnist1d_cbs_branch", "branch.step=5"],
+        "branch.base_run=None: a branch (branch.step, branch.samples) starts from a base run",
+    ),
+    (
         ["branch.base_run=nowhere", "branch.step=0", "branch.samples=64"],
         "branch.step=0: must be the optimizer step of a checkpoint the base run saved",
     ),

@@ -17,7 +17,11 @@ def compose_run(overrides: list[str], tmp_path) -> DictConfig:
 
 
 # what an option needs besides: the warmup's points (make critical-batch-online measures them)
-NEEDS = {("recipe", "warmup"): ["batch_schedule_points=[[1,64]]"]}
+# and a branch's base run (its files are checked as the run is built)
+NEEDS = {
+    ("recipe", "warmup"): ["batch_schedule_points=[[1,64]]"],
+    ("experiment", "mnist1d_cbs_branch"): ["branch.base_run=base", "branch.step=25"],
+}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

@@ -364,6 +364,9 @@ def validate(cfg: DictConfig) -> None:
     b = cfg.branch
     _check(isinstance(b, DictConfig) and set(b) == {"base_run", "step", "samples"}, "branch", b,
            "must be {base_run: <run dir or null>, step: <int>, samples: <int>}")  # fmt: skip
+    _check(b.base_run is not None or (b.step is None and b.samples is None), "branch.base_run",
+           None, "a branch (branch.step, branch.samples) starts from a base run: give its "
+           "dir")  # fmt: skip
     if b.base_run is not None:
         _check(_is_int(b.step) and b.step > 0, "branch.step", b.step,
                "must be the optimizer step of a checkpoint the base run saved")  # fmt: skip
