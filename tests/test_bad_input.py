@@ -190,6 +190,23 @@ CASES = [
         "branch.base_run=nowhere: no lbtrain run there (no config.yaml)",
     ),
     (
+        ["batch_schedule=warmup", "batch_schedule_points=[[40,64]]"],
+        "batch_schedule_points: [40, 64] must start within the run's 30 epochs with a batch",
+    ),
+    (
+        ["optim.optimizer=adamw", "optim.adam_rule=halflife", "batch_schedule=grow"],
+        "optim.adam_rule=halflife: follows one batch; under batch_schedule=grow the batch",
+    ),
+    (
+        [
+            "experiment=mnist1d_cbs_branch",
+            "branch.base_run=b",
+            "branch.step=5",
+            "branch.samples=null",
+        ],
+        "branch.samples=None: must be a positive number of training samples",
+    ),  # fmt: skip
+    (
         ["experiment=mnist1d_cbs_branch", "branch.step=5"],
         "branch.base_run=None: a branch (branch.step, branch.samples) starts from a base run",
     ),

@@ -91,7 +91,9 @@ def test_a_branch_starts_from_its_checkpoints_weights_and_momentum_with_its_own_
 ):
     base = tmp_path / "base"
     base.mkdir()
-    (base / "config.yaml").write_text("batch_size: 32\n")
+    (base / "config.yaml").write_text(  # what the branch reads of it (fit() writes none)
+        "batch_size: 32\noptim: {optimizer: sgd, exclude_norm_and_bias: null}\n"
+    )
     points = "+callbacks.branch_points"
     fit(base, data_dir, "trainer.max_epochs=1", "ghost_batch_size=32",
         f"{points}._target_=lbtrain.callbacks.branch_points.BranchPoints",
@@ -128,7 +130,9 @@ def test_a_branch_below_the_base_batch_or_from_a_step_never_saved_is_refused_in_
     base = tmp_path / "base"
     checkpoint_path(base, 5).parent.mkdir(parents=True)
     checkpoint_path(base, 5).touch()
-    (base / "config.yaml").write_text("batch_size: 32\n")
+    (base / "config.yaml").write_text(
+        "batch_size: 32\noptim: {optimizer: sgd, exclude_norm_and_bias: null}\n"
+    )
     given = ("experiment=mnist1d_cbs_branch", f"branch.base_run={base}")
     refused = cli_in_process(*given, "branch.step=7", "batch_size=64")
     assert refused.returncode != 0
@@ -139,6 +143,10 @@ def test_a_branch_below_the_base_batch_or_from_a_step_never_saved_is_refused_in_
     assert refused.stderr.strip().splitlines()[-1] == (
         "lbtrain: error: batch_size=16: a branch's batch is m x the base run's 32, m >= 1 "
         "(here m = 0.5)")  # fmt: skip
+    refused = cli_in_process(*given, "branch.step=5", "optim.optimizer=adamw")
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"lbtrain: error: optim.optimizer=adamw: the base run {base} trained with "
+        "optim.optimizer=sgd; a branch continues its optimizer")  # fmt: skip
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").rglob("summary.json"))
 
 

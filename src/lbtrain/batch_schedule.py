@@ -90,5 +90,5 @@ def check_fits(phases: tuple[Phase, ...], num_train: int, key: str) -> None:
             raise ConfigError(
                 f"{key}: the batch grows to {phase.batch_size} at epoch "
                 f"{phase.start_epoch}, more than the {num_train} training samples; lower "
-                "batch_schedule_cap"
+                + ("batch_schedule_cap" if key.endswith("grow") else "batch_schedule_points")
             )

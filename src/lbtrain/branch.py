@@ -45,7 +45,13 @@ def check_branch(cfg) -> Path | None:
             f"branch.step={b.step}: the base run saved no checkpoint at that step; it saved "
             f"{steps or 'none'} (callbacks.branch_points.steps)"
         )
-    base_batch = OmegaConf.load(base / "config.yaml").batch_size
+    base_config = OmegaConf.load(base / "config.yaml")
+    for key in ("optim.optimizer", "optim.exclude_norm_and_bias"):
+        theirs, ours = OmegaConf.select(base_config, key), OmegaConf.select(cfg, key)
+        if theirs != ours:  # its optimizer state would not fit this run's optimizer
+            raise ConfigError(f"{key}={ours}: the base run {base} trained with {key}={theirs}; "
+                              "a branch continues its optimizer")  # fmt: skip
+    base_batch = base_config.batch_size
     if cfg.batch_size < base_batch:
         raise ConfigError(
             f"batch_size={cfg.batch_size}: a branch's batch is m x the base run's "
@@ -60,8 +66,8 @@ def start_from(module, path: Path) -> None:
     import torch
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
-             if k.startswith("model.")}  # fmt: skip
+    state = {k.removeprefix("model.").removeprefix("_orig_mod."): v  # a compiled base run's too
+             for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}  # fmt: skip
     model = getattr(module.model, "_orig_mod", module.model)
     try:
         model.load_state_dict(state)

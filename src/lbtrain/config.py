@@ -311,6 +311,14 @@ def validate(cfg: DictConfig) -> None:
             f"optim.betas={betas} below 0; use a base batch within "
             f"{min(1 / (1 - b) for b in betas):g}x of batch_size",
         )
+    for key, value in (
+        ("optim.adam_rule", o.adam_rule),
+        ("optim.fixed_timescale", o.fixed_timescale),
+    ):
+        _check(not value or cfg.batch_schedule == "none", key, value,
+               f"follows one batch; under batch_schedule={cfg.batch_schedule} the batch "
+               "changes each phase and it would keep the first phase's values; use one or "
+               "the other")  # fmt: skip
     decoupled = ", ".join(n for n in OPTIMIZERS if OPTIMIZERS.facts[n]["decoupled_decay"])
     _check(not o.fixed_timescale or facts["decoupled_decay"], "optim.fixed_timescale",
            o.fixed_timescale, f"optim.optimizer={o.optimizer} does not shrink the weights by "
@@ -337,6 +345,17 @@ def validate(cfg: DictConfig) -> None:
         list(o.milestones),
         f"must be increasing positive {o.schedule_unit}s (optim.schedule_unit)",
     )
+    b = cfg.branch
+    _check(isinstance(b, DictConfig) and set(b) == {"base_run", "step", "samples"}, "branch", b,
+           "must be {base_run: <run dir or null>, step: <int>, samples: <int>}")  # fmt: skip
+    _check(b.base_run is not None or (b.step is None and b.samples is None), "branch.base_run",
+           None, "a branch (branch.step, branch.samples) starts from a base run: give its "
+           "dir")  # fmt: skip
+    if b.base_run is not None:
+        _check(_is_int(b.step) and b.step > 0, "branch.step", b.step,
+               "must be the optimizer step of a checkpoint the base run saved")  # fmt: skip
+        _check(_is_int(b.samples) and b.samples > 0, "branch.samples", b.samples,
+               "must be a positive number of training samples")  # fmt: skip
     t = cfg.trainer
     accumulate = t.accumulate_grad_batches
     _check(_is_int(accumulate) and accumulate >= 1, "trainer.accumulate_grad_batches",
@@ -361,17 +380,6 @@ def validate(cfg: DictConfig) -> None:
            report, "must be {label: <text or null>, order: <int or null>}")  # fmt: skip
     _check(report.order is None or _is_int(report.order), "report.order", report.order,
            "must be an integer or null (rows sort by it)")  # fmt: skip
-    b = cfg.branch
-    _check(isinstance(b, DictConfig) and set(b) == {"base_run", "step", "samples"}, "branch", b,
-           "must be {base_run: <run dir or null>, step: <int>, samples: <int>}")  # fmt: skip
-    _check(b.base_run is not None or (b.step is None and b.samples is None), "branch.base_run",
-           None, "a branch (branch.step, branch.samples) starts from a base run: give its "
-           "dir")  # fmt: skip
-    if b.base_run is not None:
-        _check(_is_int(b.step) and b.step > 0, "branch.step", b.step,
-               "must be the optimizer step of a checkpoint the base run saved")  # fmt: skip
-        _check(_is_int(b.samples) and b.samples > 0, "branch.samples", b.samples,
-               "must be a positive number of training samples")  # fmt: skip
     wandb = (cfg.get("logger") or {}).get("wandb")
     if wandb is not None and "mode" in wandb:
         modes = ("online", "offline", "disabled")

@@ -146,6 +146,7 @@ class Classifier(L.LightningModule):
         optimizer = self.optimizer_spec.build(self.model, self.plan.lr)
         if self.optimizer_state is not None:
             load_moments(optimizer, self.optimizer_state)
+            self.optimizer_state = None  # loaded: not kept beside the optimizer's own
         # optimizer steps per epoch, after limit_train_batches and gradient accumulation (the
         # estimate loads the train dataloader, which sets num_training_batches); a schedule
         # in steps does not need it

@@ -67,9 +67,11 @@ def pooled(singles: list[tuple[float, float]], resamples: int = 2000) -> dict[st
     as independent: each rests on its own batch). Seeded: the same run, the same interval."""
     values = torch.tensor(singles, dtype=torch.float64)  # [n, 2]
     generator = torch.Generator().manual_seed(0)
-    picks = torch.randint(len(values), (resamples, len(values)), generator=generator)
-    means = values[picks].mean(1)  # [resamples, 2]
-    ratios = means[:, 1] / means[:, 0]
+    ratios = []
+    for _ in range(0, resamples, 100):  # 100 resamples at a time: memory 100 x n, not 2000 x n
+        means = values[torch.randint(len(values), (100, len(values)), generator=generator)].mean(1)
+        ratios.append(means[:, 1] / means[:, 0])
+    ratios = torch.cat(ratios)[:resamples]
     low, high = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64))
     grad_sq, trace = values.mean(0)
     return {"b_simple": float(trace / grad_sq), "low": float(low), "high": float(high),

@@ -73,6 +73,12 @@ def register() -> None:
     OmegaConf.register_new_resolver("lbtrain.wandb_id", wandb_id, replace=True)
     OmegaConf.register_new_resolver("lbtrain.job_name", job_name, replace=True)
     OmegaConf.register_new_resolver("lbtrain.sweep_name", sweep_name, replace=True)
-    # the optimizer steps that take `samples` samples at `batch` (a branch's length)
-    steps_for = lambda samples, batch: -(-int(samples) // int(batch))  # noqa: E731
+
+    # the optimizer steps that take `samples` samples at `batch` (a branch's length); -1 for
+    # what is no number of samples: config.validate refuses it in one line (branch.samples)
+    def steps_for(samples, batch):
+        numbers = all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                      for v in (samples, batch))  # fmt: skip
+        return -(-samples // batch) if numbers else -1
+
     OmegaConf.register_new_resolver("lbtrain.steps_for", steps_for, replace=True)

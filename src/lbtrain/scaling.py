@@ -303,6 +303,13 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
                 "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
             )
         points = [list(p) for p in cfg.batch_schedule_points]
+        epochs = math.ceil(cfg.trainer.max_epochs * stretch - 1e-9)
+        for epoch, grown in points:
+            if grown % world_size or epoch >= epochs:
+                raise ConfigError(
+                    f"batch_schedule_points: [{epoch}, {grown}] must start within the run's "
+                    f"{epochs} epochs with a batch that divides across its {world_size} devices"
+                )
         power = LR_SCALING_POWERS[cfg.lr_scaling]
         stretched = [m * stretch for m in milestones]
         phases = warmup_phases(batch, points, stretched, per_milestone, power)

@@ -26,7 +26,7 @@ from torch import Tensor
 from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
 from lbtrain.optimizers import OPTIMIZERS
-from lbtrain.sharpness import measuring_mode, top_hessian_eigenvalue
+from lbtrain.sharpness import check_train_mode, measuring_mode, top_hessian_eigenvalue
 
 BN_MODES = ("train", "eval")
 
@@ -69,6 +69,8 @@ class Sharpness(StepSeries):
         self.check_data(trainer.datamodule)
         x, y = trainer.datamodule.measurement_set(self.num_samples)
         self.x, self.y = x.to(pl_module.device), y.to(pl_module.device)
+        if self.bn_mode == "train":
+            check_train_mode(pl_module.model, trainer.world_size, "callbacks.sharpness")
         self.optimizer = trainer.optimizers[0]
         self.threshold = OPTIMIZERS.facts[pl_module.plan.optimizer]["threshold"]
         self.optimizer_name = pl_module.plan.optimizer
@@ -125,7 +127,8 @@ class Sharpness(StepSeries):
         entries = super().summary_entries(pl_module)
         if not entries:
             return entries
-        final = {f"sharpness/{k}": self.last[k] for k in self.sub_names if k != "products"}
+        final = {f"sharpness/{k}": self.last[k] for k in self.sub_names
+                 if k != "products" and k in self.last}  # fmt: skip
         if not self.threshold:  # LARS, LAMB, yours
             final["sharpness/threshold"] = f"none known for {self.optimizer_name}"
         return entries | final | {"sharpness/bn_mode": self.bn_mode}

@@ -33,6 +33,8 @@ def branch_table(runs: list[Run], tolerance: float) -> pd.DataFrame:
         if base_batch not in losses:
             continue  # no m = 1 branch: nothing to compare with
         seeds = sorted(set.intersection(*(set(v) for v in losses.values())))
+        if not seeds:
+            continue  # no seed ran every batch of this checkpoint
         mean = {b: statistics.fmean(v[s] for s in seeds) for b, v in losses.items()}
         per_seed = [branch_cbs({b: v[s] for b, v in losses.items()}, base_batch, tolerance)
                     for s in seeds]  # fmt: skip
