@@ -64,3 +64,17 @@ def test_cpu_benchmarks_run(tmp_path, script, args, expected):
                             cwd=tmp_path, timeout=600, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert expected in result.stdout
+
+
+def test_suite_time_counts_the_interpreters_each_test_starts():
+    """benchmarks/suite_time.py on two tests (one worker): the one that runs `lbtrain.run`
+    in a fresh interpreter is listed with it; the one that runs in the test process is not."""
+    starts = "tests/test_startup.py::test_config_errors_and_help_import_no_torch"
+    stays = "tests/test_steps.py"
+    script = BENCH.with_name("suite_time.py")
+    result = subprocess.run([sys.executable, str(script), starts, stays, "-n", "0"],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| tests/")]
+    assert [(row[0], row[1]) for row in rows] == [(f"| {starts}", "1")]
+    assert "1 tests start 1 interpreters (0 import Lightning)" in result.stdout
