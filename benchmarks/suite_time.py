@@ -8,9 +8,9 @@ build machine), how many, and how much of the suite's time those tests take.
 It runs pytest (2 workers, one torch thread each, as `make test`; `-m 'not slurm'` unless
 arguments are given) with a `sitecustomize` on PYTHONPATH that makes every interpreter a test
 starts write, at exit, the test it came from (pytest's PYTEST_CURRENT_TEST, which children
-inherit) and how long it lived; interpreters killed by a signal write nothing. Each test's
-time (setup, call and teardown) comes from pytest's own reports. Not part of `make bench`:
-it runs the whole suite.
+inherit) and how long it lived (it shadows a sitecustomize of the Python install, if any);
+interpreters killed by a signal write nothing. Each test's time (setup, call and teardown)
+comes from pytest's own reports. Not part of `make bench`: it runs the whole suite.
 """
 
 import json
