@@ -4,6 +4,7 @@ CBS agrees with the exact one; a branch run starts from its checkpoint's weights
 optimizer state with its own batch and LR; the warmup schedule follows the points."""
 
 import math
+import shutil
 
 import lightning as L
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 import torch
 from test_weight_distance import fit
 
+from lbtrain import report
 from lbtrain.branch import checkpoint_path
 from lbtrain.config import compose_config
 from lbtrain.critical_batch import branch_cbs
@@ -158,3 +160,43 @@ def test_the_warmup_doubles_the_batch_once_an_epoch_while_the_cbs_is_above_twice
     # doubling an epoch), epoch 4 (12800 passed at 16000): 512; epoch 7: CBS 96, no change
     assert warmup_points(table, 32, 4000) == [[1, 64], [2, 128], [3, 256], [4, 512]]
     assert warmup_points(table.assign(CBS=[32] * 5), 32, 4000) == [[0, 32]]  # never grows
+
+
+def test_the_report_reads_the_cbs_off_branches_whose_base_run_is_unfinished_or_gone(
+    cli_in_process, tmp_path, capsys
+):
+    """Branches need only the base run's checkpoints: the report reads them while the base
+    run still trains (no summary.json yet), and leaves out, in one line, those whose base
+    run was moved away, writing the rest of the report."""
+    base, branches = tmp_path / "base", tmp_path / "branches"
+    ran = cli_in_process("experiment=mnist1d_cbs_base", "trainer.max_epochs=1", "logger=csv",
+                         "callbacks.branch_points.steps=[25,50]",
+                         f"hydra.run.dir={base}")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    ran = cli_in_process("-m", "experiment=mnist1d_cbs_branch", f"branch.base_run={base}",
+                         "branch.step=25,50", "batch_size=32,128", "seed=1,2", "branch.samples=256",
+                         "logger=csv", f"hydra.sweep.dir={branches}")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    (base / "summary.json").unlink()  # the base run, still training
+
+    report.write_report([branches], tmp_path / "report")
+    table = pd.read_csv(tmp_path / "report" / "cbs_online.csv")
+    assert list(table["step"]) == [25, 50] and list(table["samples"]) == [800, 1600]
+    assert (table["seeds"] == 2).all() and table["CBS"].isin([32, 128]).all()
+    assert table["B_simple(t)"].notna().all()  # from the base run's noise-scale series
+    # a tolerance every branch meets: CBS 128 at both checkpoints (samples 800, 1600), above
+    # twice 32, so the batch doubles at the first epoch past them: epoch 1 (4000 samples)
+    report.write_report([branches], tmp_path / "tolerant", branch_tolerance=10.0)
+    assert pd.read_csv(tmp_path / "tolerant" / "cbs_online.csv")["CBS"].tolist() == [128, 128]
+    assert (tmp_path / "tolerant" / "warmup_points.txt").read_text() == "[[1,64]]\n"
+
+    capsys.readouterr()
+    shutil.move(base, tmp_path / "moved")
+    report.write_report([branches], tmp_path / "report_after_move")
+    said = capsys.readouterr().err.splitlines()  # among the report's notes on missing figures
+    assert said.count(
+        f"lbtrain.report: no base run at {base} (moved or deleted?); its branches are left out "
+        "of cbs_online"
+    ) == 1 and "Traceback" not in "".join(said)
+    assert (tmp_path / "report_after_move" / "table.csv").exists()
+    assert not (tmp_path / "report_after_move" / "cbs_online.csv").exists()

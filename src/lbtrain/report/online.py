@@ -5,6 +5,7 @@ and the batch-size warmup that follows the CBS (`batch_schedule_points`)."""
 
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,12 @@ from lbtrain.report.runs import Run, load_run
 LOSS = "val/loss"  # each branch's loss: validated once, after its last step
 
 
-def branch_table(runs: list[Run], tolerance: float) -> pd.DataFrame:
+def branch_table(
+    runs: list[Run], tolerance: float, bases: dict[str, Run | None] | None = None
+) -> pd.DataFrame:
     """One row per checkpoint of each base run: its step and samples, the CBS (seeds'
-    mean losses), the per-seed CBS range, B_simple(t), and each batch's mean loss."""
+    mean losses), the per-seed CBS range, B_simple(t), and each batch's mean loss. `bases`
+    gets each base run, read once (None: not there)."""
     by_point: dict[tuple[str, int], dict[int, dict[int, float]]] = {}
     for run in runs:
         branch = run.config.get("branch") or {}
@@ -26,9 +30,13 @@ def branch_table(runs: list[Run], tolerance: float) -> pd.DataFrame:
             continue
         losses = by_point.setdefault((branch["base_run"], branch["step"]), {})
         losses.setdefault(run.config["batch_size"], {})[run.config["seed"]] = run.summary[LOSS]
+    bases = {} if bases is None else bases
     rows = []
     for (base, step), losses in sorted(by_point.items()):
-        base_run = load_run(Path(base))
+        if base not in bases:
+            bases[base] = _base_run(Path(base))
+        if (base_run := bases[base]) is None:
+            continue
         base_batch = base_run.config["batch_size"]
         if base_batch not in losses:
             continue  # no m = 1 branch: nothing to compare with
@@ -46,6 +54,15 @@ def branch_table(runs: list[Run], tolerance: float) -> pd.DataFrame:
             **{f"loss at {b}": mean[b] for b in sorted(mean)},
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _base_run(path: Path) -> Run | None:
+    """The base run the branches name; None, and a line on stderr, if it is not there."""
+    if not (path / "config.yaml").is_file():
+        print(f"lbtrain.report: no base run at {path} (moved or deleted?); its branches are "
+              "left out of cbs_online", file=sys.stderr)  # fmt: skip
+        return None
+    return load_run(path)
 
 
 def warmup_points(table: pd.DataFrame, base_batch: int, num_train: int) -> list[list[int]]:
@@ -99,12 +116,14 @@ def plot_cbs(table: pd.DataFrame, out: Path) -> Path:
 
 def write_online_cbs(runs: list[Run], out: Path, tolerance: float) -> list[str]:
     """cbs_online.md / .csv / .png and warmup_points.txt; the lines to print."""
-    table = branch_table(runs, tolerance)
+    bases: dict[str, Run | None] = {}
+    table = branch_table(runs, tolerance, bases)
     if table.empty:
         return []
     table.to_csv(out / "cbs_online.csv", index=False)
-    base = load_run(Path(table["base run"].iloc[0]))
-    num_train = base.summary["plan"]["steps_per_epoch"] * base.config["batch_size"]
+    base = bases[table["base run"].iloc[0]]
+    # config.yaml's plan is written as training starts: the base run may still be training
+    num_train = base.config["plan"]["steps_per_epoch"] * base.config["batch_size"]
     points = warmup_points(table, base.config["batch_size"], num_train)
     (out / "warmup_points.txt").write_text(str(points).replace(" ", "") + "\n")
     shown = table.drop(columns=["base run"]).to_markdown(index=False, floatfmt=".4g")
