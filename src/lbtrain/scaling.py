@@ -288,20 +288,15 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
     per_milestone = [gamma] * len(milestones) if isinstance(gamma, int | float) else list(gamma)
     stretch = regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size)
     phases = ()
+    stretched = [m * stretch for m in milestones]
+    if cfg.batch_schedule != "none" and (accumulate > 1 or optim.schedule_unit != "epoch"):
+        raise ConfigError(
+            f"batch_schedule={cfg.batch_schedule}: needs real batches changing between epochs "
+            "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
+        )
     if cfg.batch_schedule == "grow":
-        if accumulate > 1 or optim.schedule_unit != "epoch":
-            raise ConfigError(
-                "batch_schedule=grow: needs real batches changing between epochs "
-                "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
-            )
-        stretched = [m * stretch for m in milestones]
         phases = grow_phases(batch, cfg.batch_schedule_cap, stretched, per_milestone, world_size)
     elif cfg.batch_schedule == "warmup":
-        if accumulate > 1 or optim.schedule_unit != "epoch":
-            raise ConfigError(
-                "batch_schedule=warmup: needs real batches changing between epochs "
-                "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
-            )
         points = [list(p) for p in cfg.batch_schedule_points]
         epochs = math.ceil(cfg.trainer.max_epochs * stretch - 1e-9)
         for epoch, grown in points:
@@ -311,7 +306,6 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
                     f"{epochs} epochs with a batch that divides across its {world_size} devices"
                 )
         power = LR_SCALING_POWERS[cfg.lr_scaling]
-        stretched = [m * stretch for m in milestones]
         phases = warmup_phases(batch, points, stretched, per_milestone, power)
     return BatchPlan(
         batch_size=batch,
