@@ -55,6 +55,8 @@ def test_report_writes_table1_and_figures(sweep, tmp_path):
     assert table["diffusion slope"].str.match(r"-?\d+\.\d+").all()
     md = (out / "table.md").read_text()
     assert "Failed or unfinished jobs" in md and f"{jobs[-1].name} (+RA)" in md
+    tables = [line for line in md.splitlines() if line.startswith("|")]
+    assert "## Table 1" in md and "## Measurements" in md and max(map(len, tables)) <= 100
     assert table["angular slope"].str.match(r"-?\d+\.\d+").all()
     for png in ("weight_distance.png", "angular_distance.png", "val_error.png"):
         assert (out / png).stat().st_size > 10_000
@@ -196,14 +198,27 @@ def test_a_recipe_from_the_users_config_dir_is_compared_with_sb(tmp_path):
     assert float(table.loc["mylars", "gap to SB (points)"]) == pytest.approx(-5.0)
 
 
-def write_run(run_dir: Path, seed: int, summary: dict | None, batch: int = 32) -> None:
-    """A run dir as lbtrain writes it, with only what the report reads."""
+def write_run(
+    run_dir: Path,
+    seed: int,
+    summary: dict | None,
+    batch: int = 32,
+    label: str | None = None,
+    metrics: dict[str, list] | None = None,
+) -> None:
+    """A run dir as lbtrain writes it, with only what the report reads: its row's label
+    (the `report` key a recipe sets) and its logged series (csv/metrics.csv), if given."""
     (run_dir / ".hydra").mkdir(parents=True)
     config = {"batch_size": batch, "seed": seed, "optim": {"optimizer": "sgd", "lr": 0.1}}
+    if label:
+        config["report"] = {"label": label}
     for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
         path.write_text(yaml.safe_dump(config))
     if summary is not None:
         (run_dir / "summary.json").write_text(json.dumps(summary))
+    if metrics is not None:
+        (run_dir / "csv").mkdir()
+        pd.DataFrame(metrics).to_csv(run_dir / "csv" / "metrics.csv", index=False)
 
 
 def test_repeats_of_a_config_and_seed_count_once(tmp_path, capsys):
@@ -274,3 +289,155 @@ def test_a_run_from_before_optim_options_and_report_pools_with_a_new_one(sweep, 
     (old / "config.yaml").write_text(yaml.safe_dump(config))
     table = report.table(report.find_runs([new, old])).set_index("run")
     assert table.loc["+RA", "seeds"] == 2
+
+
+# Every value a finished run's summary.json can give the table, the measured ones included
+FULL_SUMMARY = {
+    "val/acc": 0.9663, "global_step": 3750, "weight_distance": 20.89, "diffusion_slope": 4.44,
+    "samples_seen": 3_840_000, "train_seconds": 120.3, "angular_diffusion_slope": 0.160,
+    "sharpness/lambda_max": 189.57, "sharpness/stability_ratio": 0.4312,
+    "batch_sharpness/stability_ratio_mean_last_half": 0.0123, "noise_scale/b_simple": 1234.5,
+}  # fmt: skip
+
+
+def test_table_md_is_table1_then_the_measurements_each_within_100_columns(tmp_path):
+    """Long row names (a user's own labels) and every measured column: table.md still reads in
+    a 100-column terminal, as the paper's table and a measurements table, and drops nothing
+    that table.csv holds."""
+    labels = {
+        32: "SB",
+        1024: "+GBN, batch augmentation x4",
+        4096: "BS schedule (32 -> 320 -> 1024)",
+    }
+    for batch, label in labels.items():
+        for seed in (0, 1):
+            summary = {**FULL_SUMMARY, "val/acc": FULL_SUMMARY["val/acc"] - 0.01 * seed}
+            write_run(tmp_path / "sweep" / f"{batch}_{seed}", seed, summary, batch, label)
+    report.write_report([tmp_path / "sweep"], tmp_path / "report")
+    md = (tmp_path / "report" / "table.md").read_text()
+    too_wide = [line for line in md.splitlines() if len(line) > 100]
+    assert not too_wide, "\n".join(too_wide)
+    assert md.index("Table 1") < md.index("Measurements")
+    csv = pd.read_csv(tmp_path / "report" / "table.csv")
+    assert set(report.table1.MEASURED_COLUMNS) <= set(csv.columns)  # each measurement kept
+    headers = [line for line in md.splitlines() if line.startswith("| run ")]
+    cells = [cell.strip() for line in headers for cell in line.strip("|").split("|")]
+    assert len(cells) - len(headers) == len(csv.columns) - 1  # each column once, beside `run`
+    for label in labels.values():  # every table holds every row
+        assert md.count(f"| {label} ") == len(headers)
+
+
+def test_a_tiny_ratio_is_printed_with_its_significant_digits(tmp_path):
+    """A sharpness 2000 times below its threshold reads as such, not as 0.000 +- 0.000."""
+    ratios, accuracies = {0: 0.000431, 1: 0.000452}, {0: 0.9663, 1: 0.9563}
+    for seed, ratio in ratios.items():
+        summary = {**FULL_SUMMARY, "sharpness/stability_ratio": ratio, "val/acc": accuracies[seed]}
+        write_run(tmp_path / "sweep" / str(seed), seed, summary)
+    table = report.table(report.find_runs([tmp_path / "sweep"]))
+    mean, std = table.loc[0, "final sharpness / threshold"].split(" +- ")
+    ratio = pd.Series(list(ratios.values()))
+    assert float(mean) == pytest.approx(ratio.mean(), rel=0.01)
+    assert float(std) == pytest.approx(ratio.std(), rel=0.05)
+    acc = pd.Series(list(accuracies.values())) * 100  # where 2 decimals suffice, 2 as before
+    assert table.loc[0, "val acc % (final)"] == f"{acc.mean():.2f} +- {acc.std():.2f}"
+
+
+@pytest.fixture
+def saved_figures(monkeypatch) -> dict:
+    """The matplotlib figures the report saves, by file name, as they were saved."""
+    from matplotlib.figure import Figure
+
+    saved, savefig = {}, Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        saved[Path(path).name] = fig
+        return savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved
+
+
+def sharpness_runs(root: Path, threshold: float, points: dict[int, int]) -> list[report.Run]:
+    """Runs of `points[batch]` sharpness measurements (between 1 and 3, rising), each against
+    a constant `threshold`, for sharpness and batch sharpness alike."""
+    for batch, n in points.items():
+        steps = [10 * (k + 1) for k in range(n)]
+        sharpness = [1 + 2 * k / max(n - 1, 1) for k in range(n)]
+        metrics = {"step": steps}
+        for prefix in ("sharpness/lambda_max", "batch_sharpness"):
+            metrics |= {prefix: sharpness, f"{prefix.split('/')[0]}/threshold": [threshold] * n}
+        write_run(root / str(batch), 0, {"val/acc": 0.9, "global_step": steps[-1]}, batch,
+                  metrics=metrics)  # fmt: skip
+    return report.find_runs([root])
+
+
+def data_lines(fig, column: str, runs: list[report.Run]) -> list:
+    """The figure's curve of each run (not its dashed threshold), in the runs' order."""
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() != "--"]
+    assert len(lines) == len(runs)
+    for line, run in zip(lines, sorted(runs, key=lambda r: r.order), strict=True):
+        assert list(line.get_ydata()) == list(run.logged(column)[column])
+    return lines
+
+
+def test_a_one_point_series_is_drawn_with_a_marker(tmp_path, saved_figures):
+    """A 5-epoch sweep measures sharpness once per run: that point shows; a long series stays
+    a plain line."""
+    runs = sharpness_runs(tmp_path / "sweep", threshold=4.0, points={32: 1, 64: 100})
+    report.figures.plot_sharpness(runs, tmp_path)
+    one, long = data_lines(saved_figures["sharpness.png"], "sharpness/lambda_max", runs)
+    assert one.get_marker() not in ("None", None, "", " ") and one.get_markersize() > 0
+    assert long.get_marker() in ("None", None, "", " ")
+
+
+@pytest.mark.parametrize(
+    ("plot", "column"),
+    [("plot_sharpness", "sharpness/lambda_max"), ("plot_batch_sharpness", "batch_sharpness")],
+)
+@pytest.mark.parametrize("threshold", [8000.0, 2.5])
+def test_the_sharpness_axis_fits_the_data_and_still_shows_the_threshold(
+    tmp_path, saved_figures, plot, column, threshold
+):
+    """A threshold thousands of times above the data (2/lr at a small lr) does not flatten the
+    curves at 0: the y-axis fits the data and the threshold is named at its top edge. One
+    within the data's range is drawn dashed on the axis as before."""
+    runs = sharpness_runs(tmp_path / "sweep", threshold, points={32: 30})
+    path = getattr(report.figures, plot)(runs, tmp_path)
+    ax = saved_figures[path.name].axes[0]
+    (curve,) = data_lines(saved_figures[path.name], column, runs)
+    low, high = curve.get_ydata().min(), curve.get_ydata().max()
+    bottom, top = ax.get_ylim()
+    assert bottom <= low and high <= top  # all of the data shows
+    notes = " ".join(t.get_text() for t in ax.texts)
+    if threshold > 2 * high:
+        assert top - bottom < 2 * (high - low)  # fitted to the data, not stretched to 8000
+        assert "above" in notes and f"{threshold:,.0f}" in notes
+    else:
+        assert bottom < threshold < top and "above" not in notes
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert [list(ln.get_ydata()) for ln in dashed] == [[threshold] * 30]
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [(1, 5), (100, 100), (50, 250), (300, 3000), (2000, 20_000), (20_000, 300_000), (10, 30_000)],
+)
+def test_the_step_axis_labels_never_overlap(tmp_path, saved_figures, steps):
+    """Step ranges of short and long sweeps: the x tick labels shown are apart."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    first, last = steps
+    write_run(tmp_path / "run", 0, {"val/acc": 0.9, "global_step": last},
+              metrics={"step": [first, last], "weight_distance": [1.0, 2.0]})  # fmt: skip
+    report.plot_weight_distance(report.find_runs([tmp_path / "run"]), tmp_path)
+    fig = saved_figures["weight_distance.png"]
+    canvas = FigureCanvasAgg(fig)  # drawn as it was saved
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t for t in ax.get_xticklabels(which="both") if t.get_visible() and t.get_text()]
+    boxes = sorted((t.get_window_extent(renderer).x0, t.get_window_extent(renderer).x1,
+                    t.get_text()) for t in labels)  # fmt: skip
+    assert len(boxes) >= 2
+    for (_, right, text), (left, _, following) in zip(boxes, boxes[1:], strict=False):
+        assert right < left, f"{text!r} overlaps {following!r}: {[b[2] for b in boxes]}"

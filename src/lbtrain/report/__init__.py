@@ -17,7 +17,7 @@ from lbtrain.report.figures import (
 )
 from lbtrain.report.online import write_online_cbs
 from lbtrain.report.runs import Run, find_runs, load_run, read_metrics, row_names
-from lbtrain.report.table1 import table
+from lbtrain.report.table1 import markdown, table
 
 __all__ = ["Run", "find_runs", "load_run", "plot_angular_distance", "plot_val_error",
            "plot_weight_distance", "read_metrics", "table", "write_report"]  # fmt: skip
@@ -31,12 +31,7 @@ def write_report(
     df = table(runs)
     df.to_csv(out / "table.csv", index=False)
     unfinished = [r for r in runs if not r.summary]
-    lines = [
-        df.to_markdown(index=False, disable_numparse=True)
-        if not df.empty
-        else "(no finished runs)",
-        "",
-    ]
+    lines = markdown(df) if not df.empty else ["(no finished runs)", ""]
     if unfinished:
         lines += ["Failed or unfinished jobs (no complete summary.json):", ""]
         names = row_names(runs)

@@ -8,7 +8,8 @@ configuration, pooling only runs whose resolved configs differ in the seed alone
 share a label name the keys that differ; final and best validation accuracy, mean +- std
 over seeds, the gap to SB, optimizer steps, final weight distance, diffusion slope, and
 where runs measured them the angular distance's slope, the final sharpness and noise
-scale), weight_distance.png (Figure 2:
+scale; table.md in two parts, Table 1 and the measurements, within 100 columns under short
+headers with a legend), weight_distance.png (Figure 2:
 ||w_t - w_0|| against log t), angular_distance.png (the same for the angle of the
 BatchNorm-fed weights) and val_error.png (Figures 1 and 3: validation error against epoch).
 Jobs that failed or did not finish are listed, never dropped silently.

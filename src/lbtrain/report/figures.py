@@ -2,10 +2,14 @@
 against log t (Figure 2), validation error against epoch (Figures 1 and 3); and the edge of
 stability: sharpness and batch sharpness against their optimizer's threshold (dashed)."""
 
+import math
 import sys
 from pathlib import Path
 
 from lbtrain.report.runs import Run, row_names
+
+FEW_POINTS = 20  # a series with fewer is drawn with markers: a single measurement shows
+NEAR = 2.0  # a threshold up to this many times the data's height above its bottom is on the axis
 
 
 def _plot(
@@ -19,16 +23,17 @@ def _plot(
 ) -> Path | None:
     """One line per run of `curve(metrics rows with column) -> (x, y)`, one colour and one
     legend entry per recipe / configuration, log-x axis; `dashed(rows) -> (x, y)`, where
-    the rows have it, a dashed line of the run's colour (a threshold). Without runs that
-    logged `column` no figure is drawn, and said so unless the measurement is `optional`."""
+    the rows have it, a dashed line of the run's colour (a threshold, `_thresholds`). Without
+    runs that logged `column` no figure is drawn, and said so unless the measurement is
+    `optional`."""
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours: dict[str, str] = {}
+    bounds = []  # (x, y, colour, row name) of each run's threshold
     names = row_names(runs)
     for run in sorted(runs, key=lambda r: r.order):
         if column not in run.metrics:
@@ -37,10 +42,12 @@ def _plot(
         x, y = curve(rows)
         name = names[run.identity]
         label = name if name not in colours else None
-        (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(name))
+        marker = "o" if len(x) < FEW_POINTS else None
+        (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(name),
+                          marker=marker, ms=4)  # fmt: skip
         colours.setdefault(name, line.get_color())
         if dashed and (bound := dashed(rows)) is not None:
-            ax.plot(*bound, lw=1, ls="--", color=line.get_color())
+            bounds.append((*bound, line.get_color(), name))
     if not colours:  # no run logged this series: no figure rather than a blank one
         plt.close(fig)
         if not optional:
@@ -48,10 +55,8 @@ def _plot(
                   file=sys.stderr)  # fmt: skip
         return None
     ax.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1, 2, 10: not 2x10^0
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain if ax.get_xlim()[1] / ax.get_xlim()[0] < 30 else
-                                 matplotlib.ticker.NullFormatter())  # fmt: skip
+    _thresholds(ax, bounds)
+    _log_ticks(ax)
     ax.set(xlabel=labels["x"], ylabel=labels["y"], title=labels["title"])
     ax.grid(True, which="both", alpha=0.3)
     # below the axes: long run labels (a user's own experiments) never cover the curves
@@ -60,6 +65,58 @@ def _plot(
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _thresholds(ax, bounds: list[tuple]) -> None:
+    """Each run's threshold dashed in its colour, on a y-axis fitted to the data. A threshold
+    within NEAR times the data's height widens the axis to take it in; one further up (2/lr =
+    7600 over sharpness near 1) would flatten every curve at 0, so the axis ends at the data and
+    a note at its top edge gives the threshold's value there. A log y-axis would show both, but
+    squeezes the data's own rise into a sliver: the rise towards the edge is what one reads."""
+    bottom, top = ax.get_ylim()  # autoscaled to the data alone
+    reach, margin = bottom + NEAR * (top - bottom), 0.05 * (top - bottom)
+    for x, y, colour, _ in bounds:
+        ax.plot(x, y, lw=1, ls="--", color=colour, marker="_" if len(x) < FEW_POINTS else None,
+                ms=12, scalex=False, scaley=False)  # fmt: skip
+        if y.max() <= reach:
+            bottom, top = min(bottom, y.min() - margin), max(top, y.max() + margin)
+    above: dict[str, list[tuple[str, str]]] = {}  # the values above the axis: the runs there
+    for _, y, colour, name in bounds:
+        if (y > top).any():
+            above.setdefault(_span(y[y > top]), []).append((name, colour))
+    ax.set_ylim(bottom, top + 0.09 * len(above) * (top - bottom))  # the notes cover no data
+    for k, (value, runs) in enumerate(above.items()):
+        note = f"\u2191 dashed threshold above the axis: {value} ({', '.join(n for n, _ in runs)})"
+        colour = runs[0][1] if len(runs) == 1 else "dimgray"
+        ax.text(0.01, 0.98 - 0.07 * k, note, transform=ax.transAxes, va="top", fontsize=8,
+                color=colour)  # fmt: skip
+
+
+def _span(values) -> str:
+    """7,600; 950 to 9,500 (a threshold that rises as the LR decays); 38.5."""
+    low, high = (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" for v in (values.min(), values.max()))
+    return low if low == high else f"{low} to {high}"
+
+
+def _compact(value: float) -> str:
+    """A tick's label: 20, 500, 2k, 10k, 1.5M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _log_ticks(ax) -> None:
+    """x ticks that never crowd: every 1..9 of a decade while the axis spans under one, 1-2-5
+    up to three decades, decades beyond; labels compact (300, 2k, 50k), minor ticks bare."""
+    import matplotlib.ticker as ticker
+
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low)
+    subs = range(1, 10) if decades < 1 else (1, 2, 5) if decades < 3 else (1,)
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _compact(v)))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plot_weight_distance(runs: list[Run], out: Path) -> Path | None:

@@ -9,13 +9,21 @@ import pandas as pd
 from lbtrain.report.runs import Run, _flatten, recipe_config, row_names
 
 
+def _number(value: float, digits: int) -> str:
+    """`digits` decimals where they show at least two significant digits (96.63, 0.160);
+    below that three significant ones, so 0.00043 does not read as 0.000."""
+    if value == 0 or abs(value) >= 10 ** (1 - digits):
+        return f"{value:.{digits}f}"
+    return f"{value:.3g}"
+
+
 def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     s = pd.Series(values, dtype=float).dropna() * scale
     if s.empty:
         return "-"
     if len(s) == 1:
-        return f"{s.iloc[0]:.{digits}f}"
-    return f"{s.mean():.{digits}f} +- {s.std(ddof=1):.{digits}f}"
+        return _number(s.iloc[0], digits)
+    return f"{_number(s.mean(), digits)} +- {_number(s.std(ddof=1), digits)}"
 
 
 def best_val_acc(run: Run) -> float:
@@ -107,3 +115,78 @@ def table(runs: list[Run]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     unmeasured = [c for c in MEASURED_COLUMNS if (df[c] == "-").all()]
     return df.drop(columns=unmeasured)  # measurements no run of this report switched on
+
+
+WIDTH = 100  # table.md reads in a 100-column terminal
+TABLE1_COLUMNS = ("batch size", "seeds", "val acc % (final)", "val acc % (best)",
+                  "gap to SB (points)", "optimizer steps")  # fmt: skip
+# table.md's header of a column and what the legend under its table says of it; table.csv keeps
+# the full names. A column not named here keeps its full name in table.md too.
+HEADERS = {
+    "batch size": ("B", "global batch size"),
+    "val acc % (final)": ("final acc %", "validation accuracy at the end"),
+    "val acc % (best)": ("best acc %", "at its best epoch"),
+    "gap to SB (points)": ("vs SB", "final acc minus its SB row's, in points"),
+    "optimizer steps": ("steps", "optimizer steps"),
+    "weight distance": ("w dist", "final ||w_t - w_0||"),
+    "diffusion slope": ("diff slope", "slope of w dist against log t (Figure 2)"),
+    "samples processed": ("samples", "training examples drawn"),
+    "train time (s)": ("time (s)", "training wall time"),
+    "angular slope": ("ang slope", "the same for angle(w_t, w_0), BatchNorm-fed weights"),
+    "final sharpness": ("sharpness", "final lambda_max (Adam: of P^-1 H)"),
+    "final sharpness / threshold": ("sharp/edge", "final sharpness / its edge of stability"),
+    "batch sharpness / threshold": ("batch/edge", "batch sharpness / its edge, last half's mean"),
+    "final B_simple": ("B_simple", "final gradient noise scale"),
+}
+
+
+def markdown(df: pd.DataFrame) -> list[str]:
+    """table.md's lines: Table 1, then the measurements, mean +- std over seeds, each in as
+    many tables (each with the run column) as keep every line within WIDTH."""
+    paper = [c for c in df.columns if c in TABLE1_COLUMNS]
+    measured = [c for c in df.columns if c not in ("run", *TABLE1_COLUMNS)]
+    return [
+        "## Table 1: validation accuracy (%) and steps, mean +- std over seeds", "",
+        *_tables(df, paper),
+        "## Measurements at the end of training, mean +- std over seeds", "",
+        *_tables(df, measured),
+    ]  # fmt: skip
+
+
+def _tables(df: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The columns in order, a new table (with its own legend) where the next would be too wide."""
+    chunks: list[list[str]] = [[]]
+    for column in columns:
+        if chunks[-1] and len(_render(df, [*chunks[-1], column])[0]) > WIDTH:
+            chunks.append([])
+        chunks[-1].append(column)
+    lines = []
+    for chunk in chunks:
+        meanings = [f"{HEADERS[c][0]}: {HEADERS[c][1]}" for c in chunk if c in HEADERS]
+        lines += [*_render(df, chunk), "", *_legend(meanings), ""]
+    return lines
+
+
+def _render(df: pd.DataFrame, columns: list[str]) -> list[str]:
+    """A markdown table as wide as its cells: run names left-aligned, numbers right-aligned."""
+    header = ["run", *(HEADERS.get(c, (c,))[0] for c in columns)]
+    rows = [header, *([str(v) for v in row] for row in df[["run", *columns]].values)]
+    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        rest = (cell.rjust(w) for cell, w in zip(cells[1:], widths[1:], strict=True))
+        return "| " + " | ".join([cells[0].ljust(widths[0]), *rest]) + " |"
+
+    rule = "|:" + "-" * (widths[0] + 1) + "|" + "".join("-" * (w + 1) + ":|" for w in widths[1:])
+    return [line(header), rule, *map(line, rows[1:])]
+
+
+def _legend(meanings: list[str]) -> list[str]:
+    """`header: meaning` entries joined by "; ", each line within WIDTH, no entry broken."""
+    lines: list[str] = []
+    for meaning in meanings:
+        if lines and len(lines[-1]) + len(meaning) + 2 < WIDTH:  # < : room for a closing ";"
+            lines[-1] += f"; {meaning}"
+        else:
+            lines[-1:] = [f"{lines[-1]};", meaning] if lines else [meaning]
+    return lines
