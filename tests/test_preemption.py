@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import assert_same_run
 
 # 3 epochs of 125 steps, the LR decayed at step 250: the signal lands mid-epoch, 90 steps
 # after a weight_distance flush and inside the diffusion fit's range, so the checkpoint must
@@ -139,3 +140,28 @@ def test_with_gradient_accumulation_the_job_stops_between_optimizer_steps(tmp_pa
     ckpt = torch.load(tmp_path / "checkpoints" / "requeue.ckpt", weights_only=False)
     progress = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
     assert (ckpt["global_step"], progress["completed"]) == (3, 6)  # windows 0-1, 2-3, 4-5
+
+
+@pytest.mark.xdist_group("preemption")
+@pytest.mark.parametrize("every", [None, 50])
+def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint_exactly(
+    tmp_path, data_dir, uninterrupted, every
+):
+    """kill -9 at step 230, mid epoch 2, with the CSV log flushed every 10 steps (rows past
+    the checkpoint on disk): the run loses at most one checkpoint interval (an epoch; or
+    `every` steps), and the resume from last.ckpt ends like a run that never stopped
+    (weights, every CSV curve, summary.json but wall time)."""
+    interval = [f"callbacks.last_checkpoint.every_n_steps={every}"] if every else []
+    kill = ("+callbacks.kill._target_=helpers.SignalAtStep", "+callbacks.kill.step=230",
+            "+callbacks.kill.signal=SIGKILL")  # fmt: skip
+    interval.append("logger.csv.flush_logs_every_n_steps=10")
+    job = start(tmp_path, data_dir, "job", *interval, *kill)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == -signal.SIGKILL, err[-3000:]
+    last = tmp_path / "job" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == (200 if every else 125)
+
+    resumed = start(tmp_path, data_dir, "job", *interval, f"ckpt_path={last}")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert_same_run(tmp_path / "job", uninterrupted)

@@ -1,10 +1,14 @@
 """Lightning's loggers, each with one change (conf/logger/):
 
 - `ResumableCSVLogger`: a run resumed in its own directory (a requeued job, `ckpt_path=` into
-  the same run dir) appends to its metrics.csv instead of deleting it;
+  the same run dir) appends to its metrics.csv instead of deleting it, after dropping the
+  rows of steps past its checkpoint (`forget_after`: logged after the checkpoint was saved);
 - `WandbLogger`: does not pass wandb.init `anonymous=None`, which wandb >= 0.19 answers with
   "The anonymous setting has no effect" on every run.
 """
+
+import csv
+from pathlib import Path
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch import loggers
@@ -25,3 +29,21 @@ class WandbLogger(loggers.WandbLogger):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         drop_unset_wandb_init_arg(self, "anonymous")
+
+
+def forget_after(loggers, step: int) -> None:
+    """A run resumes from its checkpoint after `step` updates: the CSV rows of later steps
+    (written before a kill -9 or a crash) go, as the resumed run logs those steps anew."""
+    for logger in loggers:
+        path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not isinstance(logger, ResumableCSVLogger) or not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        keep = [row for row in rows if not row["step"] or float(row["step"]) <= step]
+        if len(keep) < len(rows):
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=reader.fieldnames)
+                writer.writeheader()
+                writer.writerows(keep)

@@ -29,6 +29,7 @@ from lbtrain.data import DATAMODULES
 from lbtrain.data.in_memory import InMemoryDataModule
 from lbtrain.errors import ConfigError, one_line, unexpected_option
 from lbtrain.gbn import GhostBatchNorm, convert_to_ghost_batchnorm
+from lbtrain.loggers import forget_after
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
 from lbtrain.notices import FILE_ONLY
@@ -281,6 +282,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             print(f"lbtrain: {origin} already finished at step {checkpoint['global_step']}; "
                   "nothing to resume")  # fmt: skip
             return {}
+        if rank_zero_only.rank == 0:  # rows logged after the checkpoint: logged again
+            forget_after(trainer.loggers, checkpoint["global_step"])
         if rank_zero_only.rank == 0 and (kept := keep_run_record(run_dir)):
             log.info("this resume's config and overrides: %s (the run's own stay in .hydra/)", kept)
 

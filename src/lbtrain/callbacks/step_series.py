@@ -198,6 +198,8 @@ class MeasurementLog(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint) -> None:
         self.write(trainer)
+        for logger in trainer.loggers:  # on disk: a run resumed from it lacks no row
+            logger.save()
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         self.write(trainer)

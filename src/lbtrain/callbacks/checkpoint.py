@@ -1,0 +1,62 @@
+"""`checkpoints/last.ckpt` while a run trains, so that a kill -9 or a crash loses at most one
+interval: at the start of every epoch after the first, and optionally every N optimizer steps
+or M minutes. Lightning's `ModelCheckpoint` (conf/callbacks/default.yaml) writes the final
+one when training ends.
+
+Each is saved where the preemption checkpoint is (callbacks/preemption.py): at a step
+boundary, before a batch, with everything of the steps before it logged and on disk. A run
+resumed from it (`ckpt_path=`) drops the log rows of later steps (`loggers.forget_after`)
+and continues exactly as if it had never stopped. Lightning saves through `_atomic_save`: a
+kill during a save leaves the previous file whole (tests/test_lightning_internals.py).
+"""
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+class LastCheckpoint(L.Callback):
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_steps: int | None,
+        every_n_minutes: float | None,
+        ddp_check_every_n_steps: int,
+    ) -> None:
+        self.path = Path(dirpath) / LAST_CHECKPOINT
+        self.every_n_steps = every_n_steps
+        self.seconds = None if every_n_minutes is None else 60 * every_n_minutes
+        # under DDP the ranks agree on the time through a collective: not every step
+        self.ddp_check_every_n_steps = ddp_check_every_n_steps
+        self._saved_at = time.monotonic()
+        self._first_step = -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._saved_at = time.monotonic()
+        self._first_step = trainer.global_step  # a resumed run's checkpoint is on disk
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx % trainer.accumulate_grad_batches:  # between micro-batches of one step
+            return
+        step = trainer.global_step  # the updates done: the checkpoint holds all of them
+        if step == self._first_step:
+            return
+        due = batch_idx == 0 or (self.every_n_steps and step % self.every_n_steps == 0)
+        if self.seconds is not None and not due:
+            due = self._time_is_up(trainer, step)
+        if due:
+            trainer.save_checkpoint(self.path)
+            self._saved_at = time.monotonic()
+
+    def _time_is_up(self, trainer: L.Trainer, step: int) -> bool:
+        up = time.monotonic() - self._saved_at >= self.seconds
+        if trainer.world_size == 1:
+            return up
+        if step % self.ddp_check_every_n_steps:
+            return False
+        mine = torch.tensor(int(up), device=trainer.strategy.root_device)
+        return bool(trainer.strategy.broadcast(mine, src=0))  # rank 0's clock decides
