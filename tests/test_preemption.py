@@ -29,7 +29,7 @@ def start(tmp_path, data_dir, run_dir: str, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "lbtrain.run", *RUN, *extra, f"paths.data_dir={data_dir}",
             f"hydra.run.dir={run_dir}"]  # fmt: skip
     return subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
@@ -38,13 +38,13 @@ def uninterrupted(tmp_path_factory, data_dir) -> Path:
     """The run both signals' jobs must end like, run once (one worker: the xdist group)."""
     where = tmp_path_factory.mktemp("reference")
     full = start(where, data_dir, "uninterrupted")
-    _, err = full.communicate(timeout=300)
+    err, _ = full.communicate(timeout=300)
     assert full.returncode == 0, err[-3000:]
     return where / "uninterrupted"
 
 
 @pytest.mark.xdist_group("preemption")
-@pytest.mark.parametrize("signame", ["SIGUSR1", "SIGTERM"])
+@pytest.mark.parametrize("signame", ["SIGUSR1", "SIGTERM", "SIGINT"])
 def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(
     tmp_path, data_dir, signame, uninterrupted
 ):
@@ -54,17 +54,21 @@ def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_o
         f"+callbacks.signal.signal={signame}",
     )
     job = start(tmp_path, data_dir, "job", *signal_at)
-    _, err = job.communicate(timeout=300)
-    assert job.returncode == 124, err[-3000:]
+    err, _ = job.communicate(timeout=300)
+    assert job.returncode == (130 if signame == "SIGINT" else 124), err[-3000:]  # Ctrl-C: 130
+    # one line says how to continue, and names no file that is not there
+    how = [line for line in err.splitlines() if f"({signame}) at step {SIGNAL_STEP}" in line]
+    assert len(how) == 1 and "hydra.run.dir=job" in how[0], err[-3000:]
     requeue = tmp_path / "job" / "checkpoints" / "requeue.ckpt"
     assert torch.load(requeue, weights_only=False)["global_step"] == SIGNAL_STEP
     assert not (tmp_path / "job" / "summary.json").exists()  # not reported as finished
 
     resumed = start(tmp_path, data_dir, "job", *signal_at)  # the same command, run again
-    _, err = resumed.communicate(timeout=300)
+    err, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert "resuming the preempted run" in (tmp_path / "job" / "run.log").read_text()
     assert not requeue.exists()
+    assert "Detected KeyboardInterrupt" not in err  # Lightning's own Ctrl-C handling: unused
 
     runs = (tmp_path / "job", uninterrupted)
     a, b = (json.loads((d / "summary.json").read_text()) for d in runs)
@@ -156,12 +160,26 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint_exactly(
             "+callbacks.kill.signal=SIGKILL")  # fmt: skip
     interval.append("logger.csv.flush_logs_every_n_steps=10")
     job = start(tmp_path, data_dir, "job", *interval, *kill)
-    _, err = job.communicate(timeout=300)
+    err, _ = job.communicate(timeout=300)
     assert job.returncode == -signal.SIGKILL, err[-3000:]
     last = tmp_path / "job" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == (200 if every else 125)
 
     resumed = start(tmp_path, data_dir, "job", *interval, f"ckpt_path={last}")
-    _, err = resumed.communicate(timeout=300)
+    err, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert_same_run(tmp_path / "job", uninterrupted)
+
+
+@pytest.mark.xdist_group("preemption")
+def test_a_second_ctrl_c_exits_at_once(tmp_path, data_dir):
+    """Two SIGINTs in a row at step 20: the run stops without waiting for a step boundary or
+    writing a checkpoint, with a shell's Ctrl-C status."""
+    twice = ("+callbacks.c1._target_=helpers.SignalAtStep", "+callbacks.c1.step=20",
+             "+callbacks.c1.signal=SIGINT", "+callbacks.c2._target_=helpers.SignalAtStep",
+             "+callbacks.c2.step=20", "+callbacks.c2.signal=SIGINT")  # fmt: skip
+    job = start(tmp_path, data_dir, "job", *twice)
+    err, _ = job.communicate(timeout=300)
+    assert job.returncode == 130, err[-3000:]
+    assert "second Ctrl-C" in err
+    assert not (tmp_path / "job" / "checkpoints" / "requeue.ckpt").exists()

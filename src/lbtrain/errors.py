@@ -24,7 +24,7 @@ def unexpected_option(e: TypeError) -> str | None:
 
 class Preempted(Exception):
     """Raised inside fit() once the requeue checkpoint is on disk. `requeue`: whether this
-    process is the one to put the job back in the queue (global rank 0)."""
+    process is the one to put the job back in the queue (global rank 0; never for Ctrl-C)."""
 
     def __init__(self, path: Path, step: int, signum: int, requeue: bool) -> None:
         super().__init__(str(path))

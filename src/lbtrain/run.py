@@ -10,6 +10,7 @@ fraction of a second, and `lbtrain.training` pays for them once the config is kn
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -28,14 +29,13 @@ from lbtrain.config import (
 )
 from lbtrain.errors import ConfigError, NotRequeued, Preempted
 from lbtrain.notices import quiet
-from lbtrain.run_dir import REQUEUE_CHECKPOINT, check_run_dir
+from lbtrain.run_dir import REQUEUE_CHECKPOINT, check_run_dir, shown
 from lbtrain.run_dir import note as note_run_dir
 from lbtrain.run_dir import note_start as note_run_dir_start
 from lbtrain.run_dir import reset as reset_run_dirs
 from lbtrain.run_dir import restore as restore_run_dir
 
 log = logging.getLogger("lbtrain")
-EXIT_PREEMPTED = 124  # as `timeout` does: stopped early, resumable
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lbtrain.conf", config_name="train")
@@ -58,21 +58,31 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             restore_run_dir(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(2)
     except Preempted as e:
-        from lbtrain.callbacks.preemption import requeue_if_on_slurm
+        from lbtrain.callbacks.preemption import (
+            EXIT_INTERRUPTED,
+            EXIT_PREEMPTED,
+            requeue_if_on_slurm,
+        )
 
+        paused = e.signal == "SIGINT"  # Ctrl-C: nothing is requeued
         done = requeue_if_on_slurm() if e.requeue else None
-        then = f"{done}; it resumes from {e.path}" if done else (
-            "rank 0 requeues the job" if not e.requeue else
-            f"run the same command again in {e.path.parent.parent} to resume from {e.path}"
+        then = f"{done}; it resumes from {shown(e.path)}" if done else (
+            f"to continue, run: {resume_command()}" if paused or e.requeue else
+            "rank 0 requeues the job"
         )  # fmt: skip
-        log.warning(f"lbtrain: preempted ({e.signal}) at step {e.step}: {then}")  # console too
-        sys.exit(EXIT_PREEMPTED)
+        what = "paused" if paused else "preempted"
+        log.warning(f"lbtrain: {what} ({e.signal}) at step {e.step}: {then}")  # console too
+        sys.exit(EXIT_INTERRUPTED if paused else EXIT_PREEMPTED)
     except NotRequeued as e:
-        hydra = HydraConfig.get()
-        resume = " ".join(["python -m lbtrain.run", *hydra.overrides.task,
-                           f"hydra.run.dir={hydra.runtime.output_dir}"])  # fmt: skip
-        log.error(f"lbtrain: job {e}; resume it with: {resume}")  # console too
+        log.error(f"lbtrain: job {e}; resume it with: {resume_command()}")  # console too
         raise  # under submitit: the job is recorded as ended, and the sweep returns
+
+
+def resume_command() -> str:
+    """The command that continues this job in its own dir from its requeue checkpoint."""
+    hydra = HydraConfig.get()
+    run_dir = f"hydra.run.dir={shown(Path(hydra.runtime.output_dir))}"
+    return shlex.join(["python", "-m", "lbtrain.run", *hydra.overrides.task, run_dir])
 
 
 def global_rank() -> int:

@@ -1,4 +1,6 @@
-"""Preemption: on SIGUSR1 or SIGTERM, checkpoint to a fixed path, stop, and requeue.
+"""Preemption: on SIGUSR1 or SIGTERM, checkpoint to a fixed path, stop, and requeue; on
+SIGINT (Ctrl-C), the same checkpoint and stop, as a pause: nothing is requeued, and a second
+Ctrl-C exits at once.
 
 lbtrain owns the checkpoint (not Lightning's SLURM-only auto-requeue), so it works the same
 under SLURM, submitit and a plain shell. SLURM sends the signal ahead of a time limit or a
@@ -19,6 +21,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -29,13 +32,15 @@ from lbtrain.lightning_internals import set_updates_logged
 from lbtrain.run_dir import REQUEUE_CHECKPOINT
 
 log = logging.getLogger(__name__)
+EXIT_PREEMPTED = 124  # as `timeout` does: stopped early, resumable
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C: 128 + SIGINT
 
 
 class Preemption(L.Callback):
     def __init__(
         self,
         dirpath: str | Path,
-        signals: tuple[str, ...] = ("SIGUSR1", "SIGTERM"),
+        signals: tuple[str, ...] = ("SIGUSR1", "SIGTERM", "SIGINT"),
         ddp_check_every_n_steps: int = 20,
     ) -> None:
         self.path = Path(dirpath) / REQUEUE_CHECKPOINT
@@ -46,6 +51,12 @@ class Preemption(L.Callback):
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if self.received == signal.SIGINT:  # Ctrl-C twice: stop now, no checkpoint
+                sys.stderr.write("lbtrain: second Ctrl-C: stopped at once, no checkpoint\n")
+                os._exit(EXIT_INTERRUPTED)
+            sys.stderr.write("lbtrain: Ctrl-C: pausing at the next step, with a checkpoint to "
+                             "continue from (Ctrl-C again: stop at once)\n")  # fmt: skip
         self.received = signum  # act at the next step boundary, not inside the handler
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
@@ -80,7 +91,7 @@ class Preemption(L.Callback):
             # which broadcasts to ranks that may have exited (gloo: "Connection closed by
             # peer", seen in the 2-rank SLURM drill, inside submitit's requeue).
             self._previous = {}
-            if trainer.is_global_zero and _hands_over(previous):
+            if trainer.is_global_zero and signum != signal.SIGINT and _hands_over(previous):
                 try:  # submitit: requeues and exits, or refuses
                     previous(signum, None)
                 except Exception as e:
@@ -89,7 +100,8 @@ class Preemption(L.Callback):
                         f" and not requeued ({type(e).__name__}: {e}); its state is in "
                         f"{self.path}"
                     ) from None
-            raise Preempted(self.path, trainer.global_step, signum, trainer.is_global_zero)
+            requeue = trainer.is_global_zero and signum != signal.SIGINT  # Ctrl-C: a pause
+            raise Preempted(self.path, trainer.global_step, signum, requeue)
 
     def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         for signum, handler in self._previous.items():
