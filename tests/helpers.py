@@ -102,3 +102,16 @@ def assert_same_run(a: Path, b: Path) -> None:
         ca, cb = (log.dropna(subset=[column]) for log in (la, lb))
         assert list(ca["step"]) == list(cb["step"]), column
         assert list(ca[column]) == list(cb[column]), column
+
+
+class HoldAtStep(L.Callback):
+    """Holds the run still at optimizer step `step`: writes <run dir>/held, then sleeps, so a
+    test can act on a live run that writes nothing meanwhile."""
+
+    def __init__(self, step: int, seconds: float = 120) -> None:
+        self.step, self.seconds = step, seconds
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            (Path(trainer.default_root_dir) / "held").write_text(str(os.getpid()))
+            time.sleep(self.seconds)

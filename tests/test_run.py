@@ -2,7 +2,11 @@
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +280,45 @@ def test_a_run_without_loggers_still_trains_and_summarises(cli_in_process, tmp_p
     run_dir = only_run_dir(tmp_path)
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 3
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "csv").exists()
+
+
+def dir_state(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_a_second_run_into_a_live_dir_is_refused_and_touches_nothing(cli, tmp_path, data_dir):
+    """Run A holds still at step 3 (it writes nothing meanwhile); B, started into A's dir
+    with another seed, is refused in one line and leaves every file of A's as it was. Once
+    A is killed (kill -9), its lock is gone with it: C may use the dir."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(Path(__file__).parent)}
+    env.pop("LBTRAIN_RUN_ID", None)
+    run = [
+        "hydra.run.dir=shared",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        f"paths.data_dir={data_dir}",
+    ]
+    hold = ["+callbacks.hold._target_=helpers.HoldAtStep", "+callbacks.hold.step=3"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    a = subprocess.Popen([sys.executable, "-m", "lbtrain.run", *run, *hold, "seed=7"],
+                         cwd=tmp_path, env=env, **quiet)  # fmt: skip
+    shared = tmp_path / "shared"
+    try:
+        for _ in range(600):  # a sync point: A is live and holds still
+            if (shared / "held").exists() or a.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert a.poll() is None and (shared / "held").exists()
+        before = dir_state(shared)
+        b = cli(*run[:-1], "seed=8")
+        assert b.returncode == 2
+        assert b.stderr.strip() == (
+            f"lbtrain: error: hydra.run.dir=shared: another run is live in this dir (pid "
+            f"{a.pid}); wait for it to end, stop it (Ctrl-C pauses it), or pick a new dir"
+        )
+        assert dir_state(shared) == before  # not a byte of A's written, cut or added
+    finally:
+        a.kill()
+        a.wait()
+    c = cli(*run[:-1], "trainer.limit_train_batches=2")
+    assert c.returncode == 0, c.stderr[-2000:]  # the dir held no results: C trains in it

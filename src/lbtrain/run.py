@@ -30,10 +30,12 @@ from lbtrain.config import (
 from lbtrain.errors import ConfigError, NotRequeued, Preempted
 from lbtrain.notices import quiet
 from lbtrain.run_dir import REQUEUE_CHECKPOINT, check_run_dir, shown
+from lbtrain.run_dir import lock as lock_run_dir
 from lbtrain.run_dir import note as note_run_dir
 from lbtrain.run_dir import note_start as note_run_dir_start
 from lbtrain.run_dir import reset as reset_run_dirs
 from lbtrain.run_dir import restore as restore_run_dir
+from lbtrain.run_dir import unlock_all as unlock_run_dirs
 
 log = logging.getLogger("lbtrain")
 
@@ -45,6 +47,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     quiet()
     note_run_dir_start(Path(HydraConfig.get().runtime.output_dir))
     try:
+        if global_rank() == 0:  # a sweep's job, or a run in an automatic dir: held from here
+            lock_run_dir(Path(HydraConfig.get().runtime.output_dir))
         import_extensions(cfg.get("imports"))
         validate(cfg)
         from lbtrain import distributed, training  # torch, Lightning, W&B: the config is good
@@ -101,10 +105,13 @@ def check_explicit_dirs(overrides: list[str], multirun: bool) -> None:
     given = dict(o.split("=", 1) for o in overrides if "=" in o)
     if not multirun and "hydra.run.dir" in given:
         run_dir = Path(given["hydra.run.dir"].strip("'\""))
-        check_run_dir(run_dir, given.get("ckpt_path"), run_dir / "checkpoints" / REQUEUE_CHECKPOINT)
         note_run_dir(run_dir)  # before Hydra writes to it: a resume with nothing to do undoes that
+        if global_rank() == 0:  # DDP's other ranks run in rank 0's dir
+            lock_run_dir(run_dir)  # before any check: nothing of a live run is touched
+        check_run_dir(run_dir, given.get("ckpt_path"), run_dir / "checkpoints" / REQUEUE_CHECKPOINT)
     if multirun and "hydra.sweep.dir" in given:
         sweep = Path(given["hydra.sweep.dir"].strip("'\""))
+        lock_run_dir(sweep, "hydra.sweep.dir")
         if done := sorted(sweep.glob("*/summary.json")):
             raise ConfigError(
                 f"hydra.sweep.dir={sweep} already holds finished jobs ({done[0].parent.name}/"
@@ -147,7 +154,10 @@ def main() -> None:
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        unlock_run_dirs()
 
 
 if __name__ == "__main__":

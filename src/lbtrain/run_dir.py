@@ -8,6 +8,7 @@ code runs. `note` records what a run dir named on the command line held before H
 are put back, run.log is cut back to its old length, and a dir this invocation created goes.
 """
 
+import fcntl
 import logging
 import os
 import shutil
@@ -19,11 +20,43 @@ import yaml
 from lbtrain.errors import ConfigError
 
 REQUEUE_CHECKPOINT = "requeue.ckpt"  # in <run dir>/checkpoints/ while a preempted run waits
-HYDRA_WRITES = {".hydra", "run.log"}  # what a fresh run dir holds when lbtrain's code starts
+LOCK = ".lock"  # held (flock) by the live run in a run or sweep dir; it holds that run's pid
+HYDRA_WRITES = {".hydra", "run.log", LOCK}  # what a fresh run dir holds as lbtrain's code starts
+_locks: dict[Path, int] = {}  # dir -> the open file that holds its lock, for this process
 # run dir -> (its .hydra files, run.log's length), or None where the dir did not exist
 _found: dict[Path, tuple[dict[str, bytes], int | None] | None] = {}
 # run dir -> run.log's length when lbtrain's code started: lines older than this invocation
 _log_at_start: dict[Path, int] = {}
+
+
+def lock(run_dir: Path, key: str = "hydra.run.dir") -> None:
+    """Hold an OS lock on `run_dir` for as long as this process lives (or `unlock`): a second
+    run into a live dir is refused before it writes anything there. A killed run's lock dies
+    with it. Opening the lock file changes nothing in a dir that already has one."""
+    run_dir = run_dir.resolve()
+    if run_dir in _locks:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"{key}={shown(run_dir)}: another run is live in this dir (pid {holder}); wait for "
+            "it to end, stop it (Ctrl-C pauses it), or pick a new dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _locks[run_dir] = fd
+
+
+def unlock_all() -> None:
+    """Release this process's locks (an invocation ends; tests run several in one process)."""
+    for fd in _locks.values():
+        os.close(fd)
+    _locks.clear()
 
 
 def reset() -> None:
