@@ -304,14 +304,14 @@ def test_a_second_run_into_a_live_dir_is_refused_and_touches_nothing(cli, tmp_pa
                          cwd=tmp_path, env=env, **quiet)  # fmt: skip
     shared = tmp_path / "shared"
     try:
-        for _ in range(600):  # a sync point: A is live and holds still
+        for _ in range(1800):  # a sync point: A is live and holds still
             if (shared / "held").exists() or a.poll() is not None:
                 break
             time.sleep(0.1)
         assert a.poll() is None and (shared / "held").exists()
         before = dir_state(shared)
         b = cli(*run[:-1], "seed=8")
-        assert b.returncode == 2
+        assert b.returncode == 2, b.stderr
         assert b.stderr.strip() == (
             f"lbtrain: error: hydra.run.dir=shared: another run is live in this dir (pid "
             f"{a.pid}); wait for it to end, stop it (Ctrl-C pauses it), or pick a new dir"
@@ -322,3 +322,27 @@ def test_a_second_run_into_a_live_dir_is_refused_and_touches_nothing(cli, tmp_pa
         a.wait()
     c = cli(*run[:-1], "trainer.limit_train_batches=2")
     assert c.returncode == 0, c.stderr[-2000:]  # the dir held no results: C trains in it
+
+
+def test_a_resume_that_would_change_what_the_run_was_is_refused(cli_in_process, tmp_path):
+    """A finished batch-32 run resumed in place with batch_size=64 and more epochs: refused
+    in one line naming the key, and the run's record stays as it was. More epochs alone are
+    a resume, and config.yaml then says what ran: the longer budget, the same batch."""
+    first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine", "batch_size=32")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "logs" / "mine"
+    before = dir_state(run)
+    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    again = cli_in_process(*TINY[1:], "trainer.max_epochs=3", "logger=csv", "batch_size=64",
+                           "hydra.run.dir=logs/mine", ckpt)  # fmt: skip
+    assert again.returncode == 2
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith("lbtrain: error: batch_size=64 (the run: 32): a resume in logs/mine")
+    assert "leave out hydra.run.dir" in line
+    assert dir_state(run) == before
+    longer = cli_in_process(*TINY[1:], "trainer.max_epochs=3", "logger=csv", "batch_size=32",
+                            "hydra.run.dir=logs/mine", ckpt)  # fmt: skip
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert (config["batch_size"], config["trainer"]["max_epochs"]) == (32, 3)
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 18

@@ -178,6 +178,51 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None, requeue: Path) -> None:
         )
 
 
+# What an in-place resume may change (README, "Stop, continue, resume"): the step budget, how
+# it is logged, measured and checkpointed, where files are, how the model is compiled. Any
+# other key is part of what the run was, and its record (config.yaml, summary.json) says so.
+RESUME_MAY_CHANGE = (
+    "ckpt_path", "trainer.max_epochs", "trainer.max_steps", "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "logger", "callbacks",
+    "paths", "data.data_dir", "data.num_workers", "report", "imports", "compile",
+)  # fmt: skip
+
+
+def check_same_run(run_dir: Path, config: dict) -> None:
+    """An in-place resume continues the run that `run_dir` records (its config.yaml): a
+    value that would change what already ran is refused, naming each such key."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    recorded = yaml.safe_load(path.read_text()) or {}
+    recorded.pop("plan", None)  # what RunSummary derived: follows from the rest
+    recorded = _flat(recorded)
+    given = _flat(config)
+    changed = [
+        f"{k}={given.get(k, '<unset>')} (the run: {recorded.get(k, '<unset>')})"
+        for k in sorted(recorded.keys() | given.keys())
+        if recorded.get(k) != given.get(k)
+        and not any(k == m or k.startswith(f"{m}.") for m in RESUME_MAY_CHANGE)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)}: a resume in {shown(run_dir)} continues the run as it was "
+            "trained, and may change only the step budget, loggers, callbacks and paths; to "
+            "train on from its checkpoint with other values, leave out hydra.run.dir (a new dir)"
+        )
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def shown(path: Path) -> str:
     """A path as the user would type it: relative to the working dir when inside it."""
     path = Path(path).resolve()

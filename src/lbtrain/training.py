@@ -37,6 +37,7 @@ from lbtrain.optimizers import OptimizerSpec
 from lbtrain.run_dir import (
     REQUEUE_CHECKPOINT,
     check_run_dir,
+    check_same_run,
     keep_run_record,
     recorded_overrides,
     shown,
@@ -257,6 +258,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
     log.info(distributed.use_slurm_cpus())
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
         check_run_dir(run_dir, cfg.ckpt_path, requeue)
     trainer, module, datamodule = build(cfg, run_dir)
@@ -282,12 +284,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             print(f"lbtrain: {origin} already finished at step {checkpoint['global_step']}; "
                   "nothing to resume")  # fmt: skip
             return {}
+        check_same_run(run_dir, resolved)  # in place: the run it continues, as it was
         if rank_zero_only.rank == 0:  # rows logged after the checkpoint: logged again
             forget_after(trainer.loggers, checkpoint["global_step"])
         if rank_zero_only.rank == 0 and (kept := keep_run_record(run_dir)):
             log.info("this resume's config and overrides: %s (the run's own stay in .hydra/)", kept)
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     text = OmegaConf.to_yaml(resolved)
     config_hash = hashlib.sha1(text.encode()).hexdigest()[:12]
     log.info("config %s:\n%s", config_hash, text, extra=FILE_ONLY)  # run.log, not the console
