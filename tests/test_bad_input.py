@@ -264,6 +264,16 @@ CASES = [
         "callbacks.sharpness: krylov_dim=1 must be >= 2",
     ),
     (["callbacks=all", "callbacks.sharpness.tol=-1"], "callbacks.sharpness: tol=-1 must be >= 0"),
+    # a sweep is checked whole, before any job runs: one bad point refuses it, naming the point
+    (
+        ["-m", "batch_size=32,0", "seed=0,1"],
+        "batch_size=0: must be a positive integer (in the sweep's point batch_size=0 seed=0)",
+    ),
+    (
+        ["-m", "optim.lr=0.1,fast", "hydra/launcher=joblib"],
+        "optim.lr: Value 'fast' of type 'str' could not be converted to Float (in the sweep's "
+        "point optim.lr=fast)",
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ checkpoint) is checked in `lbtrain.run` right after building, still before train
 
 from dataclasses import dataclass, field
 from importlib.resources import files
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -69,31 +70,26 @@ def import_extensions(modules: list[str]) -> None:
 
 def check_overrides(overrides: list[str]) -> DictConfig | None:
     """Before Hydra starts, whose own messages span several lines: reject unknown group
-    options (`model=nope`, also inside sweeps: `model=cnn1d,nope`), then compose the
-    sweep's first point as Hydra will, so that a misspelt key (`batchsize=5`) fails too.
-    Returns that point's config (None for a command line only Hydra can parse)."""
-    from hydra import compose, initialize_config_module
+    options (`model=nope`, also inside sweeps: `model=cnn1d,nope`), then compose and
+    validate every point of a sweep as its job will, so that a misspelt key (`batchsize=5`)
+    or one bad value (`-m batch_size=32,0`) refuses the whole sweep before any job runs or
+    is submitted. Returns the first point's config (None for a command line only Hydra can
+    parse)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import ConfigCompositionException
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # malformed: Hydra reports it in its own words
         return None
     config_dirs = _config_dirs(parsed)
-    first = []  # the sweep's first point
+    axes = []  # each override's values on the command line: the sweep is their product
     for override in parsed:
         if override.key_or_group == "hydra.searchpath":
-            first.append(override.input_line)  # your config dirs: compose as Hydra will
+            axes.append([override.input_line])  # your config dirs: compose as Hydra will
         if override.key_or_group.startswith("hydra"):
             continue
-        try:
-            values = (
-                list(override.sweep_string_iterator())
-                if override.is_sweep_override()
-                else [override.get_value_element_as_str()]
-            )
-        except Exception:  # e.g. an Optuna interval: no points to check
+        values = _values(override)
+        if values is None:  # no points to check (a sweeper's own syntax)
             continue
         group = override.key_or_group
         if group in GROUPS and not override.is_delete() and not override.package:
@@ -105,17 +101,57 @@ def check_overrides(overrides: list[str]) -> DictConfig | None:
                         + ", ".join(options)
                     )
         if override.is_sweep_override():
-            first.append(f"{override.get_key_element()}={values[0]}")
+            axes.append([f"{override.get_key_element()}={v}" for v in values])
         else:
-            first.append(override.input_line)
+            axes.append([override.input_line])
+    points = [list(point) for point in product(*axes)]
+    first = _compose(points[0])
+    swept = [i for i, values in enumerate(axes) if len(values) > 1]
+    for point in points:
+        try:
+            cfg = compose_config(point, "<run dir>")
+        except OmegaConfBaseException:  # needs what only the job's Hydra knows: its check
+            continue
+        try:
+            import_extensions(cfg.get("imports"))
+            validate(cfg)
+        except ConfigError as e:
+            if not swept:
+                raise
+            where = " ".join(point[i] for i in swept)
+            raise ConfigError(f"{e} (in the sweep's point {where})") from None
+    return first
+
+
+def _values(override) -> list[str] | None:
+    """An override's values: one, a sweep's list, or an interval's two bounds (Optuna: the
+    values in between are drawn as the sweep runs); None where none can be known."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    if not override.is_sweep_override():
+        return [override.get_value_element_as_str()]
+    try:
+        return list(override.sweep_string_iterator())
+    except Exception:
+        value = override.value()
+        if isinstance(value, IntervalSweep):
+            return [str(value.start), str(value.end)]
+        return None
+
+
+def _compose(point: list[str]) -> DictConfig:
+    """One point's config as Hydra composes it; a key that is not there in one line."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException
+
     try:
         with initialize_config_module("lbtrain.conf", version_base="1.3"):
-            return compose("train", overrides=first)
+            return compose("train", overrides=point)
     except ConfigCompositionException as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         if lines[0].startswith("Could not override '"):
             key = lines[0].split("'")[1]
-            given = next((o for o in first if o.split("=", 1)[0] == key), key)
+            given = next((o for o in point if o.split("=", 1)[0] == key), key)
             raise ConfigError(
                 f"{given}: no such key in the config (check the spelling; a new key needs a "
                 f"leading +, as in +{given})"
