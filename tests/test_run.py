@@ -346,3 +346,21 @@ def test_a_resume_that_would_change_what_the_run_was_is_refused(cli_in_process, 
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["batch_size"], config["trainer"]["max_epochs"]) == (32, 3)
     assert json.loads((run / "summary.json").read_text())["global_step"] == 18
+
+
+def test_a_diverged_run_stops_and_says_so(cli_in_process, tmp_path):
+    """lr=1000: the loss is NaN within the first epoch. The run stops at the next check
+    (every log_every_n_steps) instead of training its 375 steps, says at which step it
+    diverged, and records it; with stop_on_divergence=false it trains on and records it."""
+    run = ("optim.lr=1000", "trainer.max_epochs=3", "logger=csv")
+    stopped = cli_in_process(*run, "hydra.run.dir=logs/stopped")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    summary = json.loads((tmp_path / "logs" / "stopped" / "summary.json").read_text())
+    step = summary["diverged_at_step"]
+    assert 0 < step <= summary["global_step"] <= step + 25 < 375
+    said = stopped.stdout + stopped.stderr
+    assert f"lbtrain: diverged at step {step}: train loss nan; stopping" in said
+    assert "final val/acc" not in said
+    on = cli_in_process(*run, "stop_on_divergence=false", "hydra.run.dir=logs/on")
+    summary = json.loads((tmp_path / "logs" / "on" / "summary.json").read_text())
+    assert (summary["diverged_at_step"], summary["global_step"]) == (step, 375)

@@ -212,6 +212,7 @@ class RunSchema:
     ckpt_path: str | None = MISSING
     imports: list[str] = MISSING
     compile: bool = MISSING
+    stop_on_divergence: bool = MISSING
     channels_last: bool = MISSING
     optim: OptimSchema = field(default_factory=OptimSchema)  # structure, no values
     trainer: TrainerSchema = field(default_factory=TrainerSchema)

@@ -13,7 +13,7 @@ def fit_diffusion(steps, distances, until_step: int | None = None) -> dict[str, 
     """Least-squares fits over the points with 2 <= t <= until_step (log t > 0)."""
     t = np.asarray(steps, dtype=float)
     d = np.asarray(distances, dtype=float)
-    keep = (t >= 2) & (d > 0) & (t <= (until_step if until_step else np.inf))
+    keep = (t >= 2) & (d > 0) & np.isfinite(d) & (t <= (until_step if until_step else np.inf))
     t, d = t[keep], d[keep]
     if len(t) < 3:
         return {}

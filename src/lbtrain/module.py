@@ -9,6 +9,7 @@ that made update t; epoch metrics sit at the epoch's last update. Lightning woul
 these one step early (its counter is raised after the logging), so `step` is logged too.
 """
 
+import logging
 import math
 import time
 
@@ -24,6 +25,8 @@ from lbtrain.optimizers import OptimizerSpec
 from lbtrain.scaling import BatchPlan, make_scheduler
 from lbtrain.steps import step_done, step_of_this_batch
 
+log = logging.getLogger("lbtrain")
+
 
 class Classifier(L.LightningModule):
     def __init__(
@@ -32,6 +35,7 @@ class Classifier(L.LightningModule):
         plan: BatchPlan,
         num_classes: int,
         optimizer: OptimizerSpec,
+        stop_on_divergence: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
@@ -58,6 +62,12 @@ class Classifier(L.LightningModule):
         self.samples_seen = 0
         self.seconds_before = 0.0  # training wall time of earlier sessions (a resumed run)
         self._started = time.perf_counter()
+        # Divergence: the first update whose loss is not finite, kept on the device (-1: none
+        # yet) and read on the host only every log_every_n_steps (`_check_divergence`)
+        self.stop_on_divergence = stop_on_divergence
+        self._first_nonfinite: torch.Tensor | None = None
+        self.diverged_at_step: int | None = None
+        self._diverged_loss = float("nan")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -76,7 +86,38 @@ class Classifier(L.LightningModule):
         update = step_of_this_batch(self.trainer)
         if every and update % every == 0:
             self.log_dict({"train/loss_step": loss, "step": float(update)})
+        self._watch(loss.detach(), update)
         return loss
+
+    def _watch(self, loss: torch.Tensor, update: int) -> None:
+        """Remember, on the device, the first update whose loss is not finite, and that loss."""
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._nonfinite_loss = torch.zeros((), device=loss.device)
+        first = self._first_nonfinite
+        new = ~torch.isfinite(loss) & (first < 0)
+        self._first_nonfinite = torch.where(new, update, first)
+        self._nonfinite_loss = torch.where(new, loss.float(), self._nonfinite_loss)
+        if update % self.trainer.log_every_n_steps == 0:  # the loss goes to the host anyway
+            self._check_divergence()
+
+    def _check_divergence(self) -> None:
+        """On the host: stop at the first non-finite loss (every rank), unless
+        `stop_on_divergence` is off, for who studies divergence itself."""
+        if self.diverged_at_step is not None or self._first_nonfinite is None:
+            return
+        first = int(self._first_nonfinite)
+        if not self.trainer.strategy.reduce_boolean_decision(first >= 0, all=False):
+            return
+        self.diverged_at_step = first if first >= 0 else step_of_this_batch(self.trainer)
+        then = "stopping" if self.stop_on_divergence else "training on (stop_on_divergence=false)"
+        if self.trainer.is_global_zero:
+            log.warning(
+                "lbtrain: diverged at step %d: train loss %s; %s",
+                self.diverged_at_step, float(self._nonfinite_loss), then,
+            )  # fmt: skip
+        if self.stop_on_divergence:
+            self.trainer.should_stop = True
 
     def on_train_epoch_start(self) -> None:
         # A new epoch (not called when a run resumes mid-epoch): start the sums afresh, also
@@ -88,6 +129,7 @@ class Classifier(L.LightningModule):
         return {"step": float(step_done(self.trainer)), "epoch": float(self.current_epoch)}
 
     def on_train_epoch_end(self) -> None:
+        self._check_divergence()  # in the epoch's last steps, since the last check
         self.log_dict({"train/loss_epoch": self.train_loss, "train/acc": self.train_acc})
         self.log_dict(self._at_this_step())
 
@@ -116,6 +158,7 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["samples_seen"] = self.samples_seen
+        checkpoint["diverged_at_step"] = self.diverged_at_step
         checkpoint["train_seconds"] = self.train_seconds()
         # Under DDP each rank sums its own shard of the epoch, and torchmetrics adds the
         # ranks' sums only when it computes; the state_dict holds rank 0's. So the checkpoint
@@ -129,6 +172,7 @@ class Classifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.samples_seen = checkpoint.get("samples_seen", 0)
+        self.diverged_at_step = checkpoint.get("diverged_at_step")
         self.seconds_before = checkpoint.get("train_seconds", 0.0)
         # Each rank resumes its own sums; at another world size, rank 0 resumes with their
         # total and the other ranks from zero, which adds up to the same epoch metric.

@@ -167,7 +167,7 @@ def build(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = torch.compile(model) if cfg.compile else model
-    module = Classifier(model, plan, datamodule.num_classes, optimizer)
+    module = Classifier(model, plan, datamodule.num_classes, optimizer, cfg.stop_on_divergence)
     if branch_from:
         start_from(module, branch_from)
     return trainer, module, datamodule
@@ -318,7 +318,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return {}
     requeue.unlink(missing_ok=True)  # finished: last.ckpt holds the final state
     summary = json.loads((run_dir / "summary.json").read_text())  # see RunSummary
-    if "val/acc" in summary:
+    if "diverged_at_step" in summary:
+        log.info("diverged at step %d: no result (%d optimizer steps); its logs in %s",
+                 summary["diverged_at_step"], summary["global_step"], shown(run_dir))  # fmt: skip
+    elif "val/acc" in summary:
         log.info(
             "final val/acc = %.4f (%d optimizer steps); results in %s",
             summary["val/acc"], summary["global_step"], shown(run_dir),

@@ -68,6 +68,8 @@ def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]
     summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
     if hasattr(module, "samples_seen"):  # lbtrain's Classifier: what training processed
         summary.update(samples_seen=module.samples_seen, train_seconds=module.train_seconds())
+        if module.diverged_at_step is not None:  # the report gives it no accuracy
+            summary["diverged_at_step"] = module.diverged_at_step
     summary["plan"] = effective(module.plan, module.steps_per_epoch, module.num_train)
     for callback in trainer.callbacks:
         if isinstance(callback, StepSeries):
