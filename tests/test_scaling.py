@@ -210,3 +210,16 @@ def test_adams_sde_rule_is_the_default_under_sqrt_scaling_and_halflife_leaves_be
     assert half.betas == pytest.approx((0.9, 0.999**4)) and half.eps == 1e-8
     assert half.lr == pytest.approx(0.2)  # the lr follows lr_scaling alone
     assert plan(**adam, lr_scaling="none").betas == (0.9, 0.999)  # no rule: as given
+
+
+def test_the_plan_line_says_when_the_lr_never_decays():
+    """A short run (trainer.max_epochs=5 under 30-epoch milestones) keeps its milestones and
+    never decays: its plan line says so; a run that reaches them says nothing of it."""
+    short = describe(plan(base_epochs=5, base_milestones=(15.0, 25.0)))
+    assert short.endswith("5 epochs, lr decays at epochs [15.0, 25.0] (all past the run's "
+                          "end at epoch 5: never reached; shorten optim.milestones too)")  # fmt: skip
+    partly = describe(plan(base_epochs=20, base_milestones=(15.0, 25.0)))
+    assert partly.endswith("([25.0] past the run's end at epoch 20: never reached; shorten "
+                           "optim.milestones too)")  # fmt: skip
+    assert "never reached" not in describe(plan())
+    assert "regime x1: 1 epoch, lr" in describe(plan(base_epochs=1, base_milestones=(0.5,)))

@@ -251,8 +251,8 @@ def describe(plan: BatchPlan) -> str:
         parts.append(f"timescale 1/(lr x wd) = {p.timescale:.4g} steps")
     if p.warmup:
         parts.append(f"warmup {p.warmup:g} {p.unit}s from lr {p.base_lr:g}")
-    budget = [f"{p.epochs} epochs"] if p.epochs > 0 else []
-    budget += [f"{p.max_steps} steps"] if p.max_steps > 0 else []
+    budget = [plural(p.epochs, "epoch")] if p.epochs > 0 else []
+    budget += [plural(p.max_steps, "step")] if p.max_steps > 0 else []
     if p.phases:  # Smith et al.: the milestones grow the batch instead
         grows = ", ".join(
             f"{ph.batch_size} from epoch {ph.start_epoch}"
@@ -265,7 +265,19 @@ def describe(plan: BatchPlan) -> str:
         f"regime x{p.stretch:g}: {' or '.join(budget)}, "
         f"lr decays at {p.unit}s {[round(m, 2) for m in p.milestones]}"
     )
+    end = p.epochs if p.unit == "epoch" else p.max_steps
+    if end > 0 and (past := [round(m, 2) for m in p.milestones if m >= end]):
+        which = "all" if len(past) == len(p.milestones) else f"{past}"
+        parts[-1] += (
+            f" ({which} past the run's end at {p.unit} {end}: never reached; shorten "
+            "optim.milestones too)"
+        )
     return "; ".join(parts)
+
+
+def plural(n: float, unit: str) -> str:
+    """`1 epoch`, `30 epochs`."""
+    return f"{n:g} {unit}{'' if n == 1 else 's'}"
 
 
 def make_plan(cfg, world_size: int) -> BatchPlan:
