@@ -365,3 +365,16 @@ def test_a_measurement_the_data_cannot_give_is_one_line(cli_in_process, tmp_path
     result = cli_in_process("data=imagenet", f"data.data_dir={imagenet_dir}", sharpness)
     message = "callbacks.sharpness: ImageNetDataModule offers no measurement set"
     assert_one_line_and_nothing_trained(result.returncode, result.stderr, message, tmp_path)
+
+
+def test_a_string_where_a_group_belongs_names_the_key_and_the_file(cli_in_process, tmp_path):
+    """`logger: csv` in a user's experiment file (a group picked as if it were a value)."""
+    (tmp_path / "my_conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "my_conf" / "experiment" / "slip.yaml").write_text(
+        "# @package _global_\nlogger: csv\n"
+    )
+    result = cli_in_process("hydra.searchpath=[file://my_conf]", "experiment=slip")
+    message = ("logger=csv (set in my_conf/experiment/slip.yaml): must be a mapping of logger "
+               "settings; to pick the logger config 'csv', write `- override /logger: csv` in "
+               "that file's defaults list")  # fmt: skip
+    assert_one_line_and_nothing_trained(result.returncode, result.stderr, message, tmp_path)

@@ -362,5 +362,6 @@ def test_a_diverged_run_stops_and_says_so(cli_in_process, tmp_path):
     assert f"lbtrain: diverged at step {step}: train loss nan; stopping" in said
     assert "final val/acc" not in said
     on = cli_in_process(*run, "stop_on_divergence=false", "hydra.run.dir=logs/on")
+    assert on.returncode == 0, on.stderr[-3000:]
     summary = json.loads((tmp_path / "logs" / "on" / "summary.json").read_text())
     assert (summary["diverged_at_step"], summary["global_step"]) == (step, 375)

@@ -216,8 +216,8 @@ def test_the_plan_line_says_when_the_lr_never_decays():
     """A short run (trainer.max_epochs=5 under 30-epoch milestones) keeps its milestones and
     never decays: its plan line says so; a run that reaches them says nothing of it."""
     short = describe(plan(base_epochs=5, base_milestones=(15.0, 25.0)))
-    assert short.endswith("5 epochs, lr decays at epochs [15.0, 25.0] (all past the run's "
-                          "end at epoch 5: never reached; shorten optim.milestones too)")  # fmt: skip
+    said = "(all past the run's end at epoch 5: never reached; shorten optim.milestones too)"
+    assert short.endswith(f"5 epochs, lr decays at epochs [15.0, 25.0] {said}")
     partly = describe(plan(base_epochs=20, base_milestones=(15.0, 25.0)))
     assert partly.endswith("([25.0] past the run's end at epoch 20: never reached; shorten "
                            "optim.milestones too)")  # fmt: skip

@@ -235,8 +235,47 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value}: {allowed}")
 
 
+MAPPINGS = ("data", "model", "optim", "trainer", "logger", "callbacks", "paths", "report", "branch")
+
+
+def check_mappings(cfg: DictConfig) -> None:
+    """A string where a mapping belongs (`logger: csv` in an experiment file: a config group
+    picked as if it were a value) in one line naming the key and, where known, the file."""
+    for key in MAPPINGS:
+        value = cfg.get(key)
+        if isinstance(value, DictConfig) or (value is None and key in ("logger", "callbacks")):
+            continue
+        where = f" (set in {file})" if (file := _file_setting(key)) else ""
+        pick = (f"; to pick the {key} config {value!r}, write `- override /{key}: {value}` in "
+                "that file's defaults list") if key in GROUPS else ""  # fmt: skip
+        raise ConfigError(f"{key}={value}{where}: must be a mapping of {key} settings{pick}")
+
+
+def _file_setting(key: str) -> str | None:
+    """The config file that sets top-level `key` to a plain value: the primary config, or
+    the chosen experiment or recipe (`# @package _global_`), in lbtrain's or your config
+    dirs. None outside a Hydra job or where no such file is found."""
+    import yaml
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    dirs = [files("lbtrain.conf"), *(Path(d.removeprefix("file://")) for d in hydra.searchpath)]
+    chosen = [(g, hydra.runtime.choices.get(g)) for g in ("experiment", "recipe")]
+    names = ["train.yaml"] + [f"{group}/{option}.yaml" for group, option in chosen if option]
+    for name in names:
+        for folder in dirs:
+            path = folder / name
+            if path.is_file() and not isinstance((yaml.safe_load(path.read_text()) or {})
+                                                 .get(key, {}), dict | list | None):  # fmt: skip
+                return str(path)
+    return None
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for the first bad value in a composed run config."""
+    check_mappings(cfg)
     schema = OmegaConf.structured(RunSchema)
     OmegaConf.set_struct(schema.trainer, False)  # Lightning's other arguments pass through
     try:
