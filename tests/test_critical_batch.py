@@ -134,3 +134,46 @@ def test_the_report_fits_each_seed_alone_to_show_how_far_b_crit_moves_with_the_s
     assert 100 < fit.b_crit < 400
     one_seed = df.assign(**{SEED_STEPS: [{0: a} for a in seed0]})
     assert not any("each seed" in line for line in critical_batch_summary(one_seed)[2])
+
+
+def test_a_value_that_is_not_finite_never_meets_the_target():
+    """A diverging run's NaN or inf is no measurement: a loss of -inf does not meet a loss
+    target, and a NaN between two measurements does not hide the crossing."""
+    steps = np.array([100, 200, 300])
+    acc = np.array([0.5, math.nan, 0.9])
+    assert steps_to_target(steps, acc, Target.parse("val/acc=0.8")) == pytest.approx(250)
+    loss = np.array([2.0, -math.inf, math.nan])
+    assert math.isnan(steps_to_target(steps, loss, Target.parse("train/loss=0.75")))
+    assert math.isnan(steps_to_target(steps, np.array([0.5, math.inf, 0.6]),
+                                      Target.parse("val/acc=0.8")))  # fmt: skip
+
+
+def test_a_diverged_run_reached_the_target_only_if_it_did_before_diverging(tmp_path, capsys):
+    """B=64 diverged at update 25 before reaching val/acc 0.85; what it logged after (here a
+    0.9, as a run with stop_on_divergence=false may) does not count: it never reached it,
+    and the report says it diverged. B=128 reached it at step 17.5, then diverged: it did."""
+    from test_report import write_run
+
+    def run(batch: int, acc: dict[int, float], diverged_at: int | None) -> None:
+        steps = sorted(acc)
+        summary = {"val/acc": acc[steps[-1]], "global_step": steps[-1]}
+        if diverged_at is not None:
+            summary["diverged_at_step"] = diverged_at
+        metrics = {"step": steps, "epoch": list(range(len(steps))),
+                   "val/acc": [acc[s] for s in steps],
+                   "train/loss_epoch": [math.nan if diverged_at and s >= diverged_at else 1.0
+                                        for s in steps]}  # fmt: skip
+        write_run(tmp_path / "sweep" / str(batch), 0, summary, batch, metrics=metrics)
+
+    run(32, {10: 0.5, 20: 0.7, 30: 0.9}, None)
+    run(64, {10: 0.5, 20: 0.6, 30: 0.9, 40: 0.102}, diverged_at=25)
+    run(128, {10: 0.7, 20: 0.9, 30: 0.102}, diverged_at=25)
+    out = tmp_path / "report"
+    write_report([tmp_path / "sweep"], out, Target.parse("val/acc=0.85"))
+    table = pd.read_csv(out / "critical_batch.csv").set_index("batch size")
+    assert table.loc[32, "steps to target"] == pytest.approx(27.5)
+    assert math.isnan(table.loc[64, "steps to target"]) and table.loc[64, "seeds reached"] == "0/1"
+    assert table.loc[128, "steps to target"] == pytest.approx(17.5)
+    never = (out / "critical_batch.md").read_text().split("Runs that never reached the target:")
+    assert never[1].strip() == f"- {tmp_path / 'sweep' / '64'} (B=64, seed 0): diverged at step 25"
+    assert "diverged at step 25" in capsys.readouterr().out

@@ -275,8 +275,9 @@ def test_the_report_reads_tensorboard_runs_and_never_draws_a_blank_figure(
 
 def test_a_run_from_before_optim_options_and_report_pools_with_a_new_one(sweep, tmp_path):
     """Old runs' configs lack `optim.options` (empty by default), `report`, and the keys added
-    since (`optim.adam_rule`, `optim.fixed_timescale`, `branch`, `batch_schedule_points`): the
-    same config, another seed, pools into the new run's row, and takes its recipe's label."""
+    since (`optim.adam_rule`, `optim.fixed_timescale`, `branch`, `batch_schedule_points`,
+    `stop_on_divergence`): the same config, another seed, pools into the new run's row, and
+    takes its recipe's label."""
     new = next(p for p in sweep.iterdir() if p.name.isdigit() and "recipe=lb_lr_gbn_ra" in (
         p / ".hydra" / "overrides.yaml").read_text())  # fmt: skip
     old = tmp_path / "old"
@@ -285,6 +286,7 @@ def test_a_run_from_before_optim_options_and_report_pools_with_a_new_one(sweep, 
     assert config["optim"].pop("options") == {} and config.pop("report")["label"] == "+RA"
     assert config["optim"].pop("adam_rule") is None and not config["optim"].pop("fixed_timescale")
     assert config.pop("branch")["base_run"] is None and config.pop("batch_schedule_points") == []
+    assert config.pop("stop_on_divergence") is True
     config["seed"] = 7
     (old / "config.yaml").write_text(yaml.safe_dump(config))
     table = report.table(report.find_runs([new, old])).set_index("run")
@@ -441,3 +443,73 @@ def test_the_step_axis_labels_never_overlap(tmp_path, saved_figures, steps):
     assert len(boxes) >= 2
     for (_, right, text), (left, _, following) in zip(boxes, boxes[1:], strict=False):
         assert right < left, f"{text!r} overlaps {following!r}: {[b[2] for b in boxes]}"
+
+
+def diverged_run(run_dir: Path, seed: int, batch: int, label: str, at: int) -> None:
+    """A run whose training loss went NaN at update `at`, as lbtrain writes it: it stopped a
+    few steps later, its weight distance reached 1e19 before going NaN, and its summary holds
+    `diverged_at_step`, a chance accuracy and NaN or absurd measurements."""
+    steps = list(range(1, at + 5))
+    distance = [10.0 ** min(s, 19) if s < at - 1 else float("nan") for s in steps]
+    summary = {"val/acc": 0.102, "global_step": at + 4, "diverged_at_step": at,
+               "weight_distance": float("nan"), "diffusion_slope": 4.3e18}  # fmt: skip
+    metrics = {"step": steps, "epoch": [0.0] * len(steps), "weight_distance": distance,
+               "val/acc": [float("nan")] * (len(steps) - 1) + [0.102]}  # fmt: skip
+    write_run(run_dir, seed, summary, batch, label, metrics)
+
+
+def healthy_run(run_dir: Path, seed: int, batch: int, label: str, acc: float) -> None:
+    steps = list(range(1, 51))
+    summary = {"val/acc": acc, "global_step": 50, "weight_distance": 7.0, "diffusion_slope": 2.0}
+    metrics = {"step": steps, "epoch": [s // 25 for s in steps],
+               "weight_distance": [s**0.5 for s in steps],
+               "val/acc": [acc if s % 25 == 0 else float("nan") for s in steps]}  # fmt: skip
+    write_run(run_dir, seed, summary, batch, label, metrics)
+
+
+def test_a_diverged_run_gives_no_accuracy_and_is_named(tmp_path, capsys, saved_figures):
+    """LB's seed 2 diverged: LB's accuracy and measurements are its other two seeds' and the
+    row says 1 of 3 diverged; every seed of +LR diverged: no accuracy, its cells say at which
+    steps. The report names each diverged run, and its curves (NaN after 1e19) leave the
+    others readable."""
+    sweep = tmp_path / "sweep"
+    healthy_run(sweep / "sb0", 0, 32, "SB", 0.95)
+    healthy_run(sweep / "sb1", 1, 32, "SB", 0.93)
+    healthy_run(sweep / "lb0", 0, 1024, "LB", 0.90)
+    healthy_run(sweep / "lb1", 1, 1024, "LB", 0.88)
+    diverged_run(sweep / "lb2", 2, 1024, "LB", at=21)
+    diverged_run(sweep / "lr0", 0, 2048, "+LR", at=21)
+    diverged_run(sweep / "lr1", 1, 2048, "+LR", at=40)
+    out = tmp_path / "report"
+    report.write_report([sweep], out)
+
+    table = pd.read_csv(out / "table.csv").set_index("run")
+    assert list(table["seeds"]) == [2, 3, 2] and list(table["diverged"]) == [0, 1, 2]
+    assert table.loc["LB", "val acc % (final)"] == "89.00 +- 1.41"  # 90 and 88, not 10
+    assert table.loc["LB", "val acc % (best)"] == "89.00 +- 1.41"
+    assert float(table.loc["LB", "gap to SB (points)"]) == pytest.approx(89 - 94)
+    assert table.loc["LB", "diffusion slope"] == "2.00 +- 0.00"  # not 4.3e18 / 3
+    assert table.loc["+LR", ["val acc % (final)", "val acc % (best)"]].isna().all()
+    assert table.loc["+LR", "gap to SB (points)"] == "-"
+    assert table.loc["+LR", "diverged at step"] == "21, 40"
+    assert table.loc["+LR", "optimizer steps"] == (25 + 44) // 2  # the steps they made
+
+    md = (out / "table.md").read_text()
+    tables = [line for line in md.splitlines() if line.startswith("|")]
+    assert max(map(len, tables)) <= 100 and "| steps |" in tables[0]  # Table 1 is one table
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in tables[2:5]}  # fmt: skip
+    assert cells["+LR"][2:5] == ["2 of 2", "diverged (steps 21, 40)", "diverged"]
+    assert cells["LB"][2:5] == ["1 of 3", "89.00 +- 1.41", "89.00 +- 1.41"]
+    assert cells["SB"][2] == "-"
+    printed = capsys.readouterr().out
+    for run, name, seed, at in (("lb2", "LB", 2, 21), ("lr0", "+LR", 0, 21), ("lr1", "+LR", 1, 40)):
+        line = f"- {sweep / run} ({name}, seed {seed}): diverged at step {at}"
+        assert line in printed and line in md
+    assert "Diverged runs" in printed
+
+    ax = saved_figures["weight_distance.png"].axes[0]
+    assert ax.get_ylim()[1] < 10  # fitted to sqrt(50) = 7.1, not 1e19
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":" and len(ln.get_xdata())]
+    assert len(dotted) == 3 and all(max(ln.get_xdata()) < 40 for ln in dotted)
+    assert all(pd.Series(ln.get_ydata()).between(1, 1e19).all() for ln in dotted)  # no NaN

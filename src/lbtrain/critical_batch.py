@@ -52,9 +52,13 @@ class Target:
 
 def steps_to_target(steps: np.ndarray, values: np.ndarray, target: Target) -> float:
     """The first step at which the metric meets the target, interpolated linearly between
-    the last logged point that missed it and the first that met it (NaN: never met)."""
+    the last logged point that missed it and the first that met it (NaN: never met). A value
+    that is not finite (a diverging run's NaN or inf loss) is no measurement: it never meets
+    the target, and the interpolation skips it."""
+    values = np.asarray(values, dtype=float)
+    steps = np.asarray(steps)[np.isfinite(values)]
     sign = -1.0 if target.lower_is_better else 1.0
-    margin = sign * (np.asarray(values, dtype=float) - target.value)  # >= 0: met
+    margin = sign * (values[np.isfinite(values)] - target.value)  # >= 0: met
     met = np.flatnonzero(margin >= 0)
     if len(met) == 0:
         return math.nan

@@ -30,11 +30,17 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     df = table(runs)
     df.to_csv(out / "table.csv", index=False)
+    names = row_names(runs)
     unfinished = [r for r in runs if not r.summary]
+    diverged = [r for r in runs if r.diverged_at_step is not None]
     lines = markdown(df) if not df.empty else ["(no finished runs)", ""]
+    if diverged:
+        lines += ["Diverged runs (training loss not finite; no accuracy, left out of the means):"]
+        lines += ["", *(f"- {r.path} ({names[r.identity]}, seed {r.config.get('seed')}): diverged "
+                        f"at step {r.diverged_at_step}" for r in diverged)]  # fmt: skip
     if unfinished:
+        lines += [""] if lines[-1] else []  # after the diverged runs' list
         lines += ["Failed or unfinished jobs (no complete summary.json):", ""]
-        names = row_names(runs)
         lines += [f"- {r.path} ({names[r.identity]})" for r in unfinished]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     figures = [plot_weight_distance(runs, out), plot_angular_distance(runs, out)]

@@ -12,7 +12,10 @@ scale; table.md in two parts, Table 1 and the measurements, within 100 columns u
 headers with a legend), weight_distance.png (Figure 2:
 ||w_t - w_0|| against log t), angular_distance.png (the same for the angle of the
 BatchNorm-fed weights) and val_error.png (Figures 1 and 3: validation error against epoch).
-Jobs that failed or did not finish are listed, never dropped silently.
+Jobs that failed or did not finish are listed, never dropped silently. A run that diverged
+(summary.json's diverged_at_step) has no result: its row's means are its other seeds', its
+cells say where it diverged (a `diverged` count, NaN accuracy in table.csv where all did), it
+is listed, its curves end there, and it reaches a --target only if it did before.
 
 With --target (e.g. val/acc=0.85), also critical_batch.md, .csv and .png: the steps and
 examples each configuration took to reach it, the fit S = S_min (1 + B_crit / B) over each

@@ -21,7 +21,9 @@ from lbtrain.report.runs import Run, row_names
 
 
 def run_steps_to_target(run: Run, target: Target) -> float:
-    """The step at which a run first met the target (NaN: never, or never logged it)."""
+    """The step at which a run first met the target (NaN: never, or never logged it). A
+    diverged run's values end before it diverged (`Run.logged`): one that met the target
+    before then met it there; one that had not, never does."""
     logged = run.logged(target.metric)
     if logged.empty:
         return math.nan
@@ -54,7 +56,9 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
             s = run_steps_to_target(run, target)
             by_seed[run.config.get("seed")] = s
             if math.isnan(s):
-                never.append(f"{run.path} ({names[key]}, seed {run.config.get('seed')})")
+                at = run.diverged_at_step
+                why = f": diverged at step {at}" if at is not None else ""
+                never.append(f"{run.path} ({names[key]}, seed {run.config.get('seed')}){why}")
             else:
                 reached.append(s)
             noise.append(noise_scale_until(run.logged(*NOISE_COLUMNS), s))

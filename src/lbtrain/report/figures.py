@@ -6,6 +6,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from lbtrain.report.runs import Run, row_names
 
 FEW_POINTS = 20  # a series with fewer is drawn with markers: a single measurement shows
@@ -34,20 +36,24 @@ def _plot(
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours: dict[str, str] = {}
     bounds = []  # (x, y, colour, row name) of each run's threshold
+    diverged = []  # the curves of diverged runs
     names = row_names(runs)
     for run in sorted(runs, key=lambda r: r.order):
         if column not in run.metrics:
             continue
         rows = run.logged(column)
-        x, y = curve(rows)
+        x, y = _finite(*curve(rows))
         name = names[run.identity]
         label = name if name not in colours else None
         marker = "o" if len(x) < FEW_POINTS else None
         (line,) = ax.plot(x, y, lw=1.2, alpha=0.85, label=label, color=colours.get(name),
                           marker=marker, ms=4)  # fmt: skip
         colours.setdefault(name, line.get_color())
+        if run.diverged_at_step is not None:
+            line.set_linestyle(":")
+            diverged.append(line)
         if dashed and (bound := dashed(rows)) is not None:
-            bounds.append((*bound, line.get_color(), name))
+            bounds.append((*_finite(*bound), line.get_color(), name))
     if not colours:  # no run logged this series: no figure rather than a blank one
         plt.close(fig)
         if not optional:
@@ -55,6 +61,7 @@ def _plot(
                   file=sys.stderr)  # fmt: skip
         return None
     ax.set_xscale("log")
+    _fit_to_the_rest(ax, diverged)
     _thresholds(ax, bounds)
     _log_ticks(ax)
     ax.set(xlabel=labels["x"], ylabel=labels["y"], title=labels["title"])
@@ -65,6 +72,34 @@ def _plot(
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _finite(x, y) -> tuple:
+    """The points of a curve that have a value: inf (an overflow as a run diverges) and NaN
+    dropped, so they neither break the line nor stretch the axis."""
+    keep = np.isfinite(np.asarray(x, dtype=float)) & np.isfinite(np.asarray(y, dtype=float))
+    return x[keep], y[keep]
+
+
+def _fit_to_the_rest(ax, diverged: list) -> None:
+    """The axis fitted to the curves of the runs that did not diverge: a diverging run's
+    weight distance reaches 1e19 before its loss is NaN, and would flatten every other curve
+    at 0. Its curve, dotted, runs off the axis; the legend says so."""
+    if not diverged:
+        return
+    rest = [line for line in ax.get_lines() if line not in diverged and len(line.get_xdata())]
+    note = "dotted: a diverged run, until it diverged (may leave the axis)"
+    ax.plot([], [], ls=":", c="0.4", label=note)
+    if not rest:
+        return  # every run diverged: the axis is fitted to them
+    ax.set_xlim(ax.get_xlim())  # the x-axis spans every run
+    for line in diverged:
+        line.set_visible(False)
+    ax.relim(visible_only=True)
+    ax.autoscale_view(scalex=False)
+    ax.set_ylim(ax.get_ylim())
+    for line in diverged:
+        line.set_visible(True)
 
 
 def _thresholds(ax, bounds: list[tuple]) -> None:

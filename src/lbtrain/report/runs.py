@@ -12,12 +12,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-# Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds)
-# and the plan (derived from the rest; runs from before it existed lack it)
-SUMMARY_KEYS = ("val/acc", "global_step")  # what every table row reads from a run's summary
+# What every table row reads from a run's summary (a diverged run's: global_step alone)
+SUMMARY_KEYS = ("val/acc", "global_step")
 
+# Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds),
+# the plan (derived from the rest; runs from before it existed lack it), and what a run does
+# once it diverged (a diverged run has no result either way)
 NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "data.data_dir",
-                "trainer.enable_progress_bar", "report")  # fmt: skip
+                "trainer.enable_progress_bar", "report", "stop_on_divergence")  # fmt: skip
 
 
 # Keys added to conf/train.yaml after runs were written, with the value that does what those
@@ -81,12 +83,22 @@ class Run:
         return tuple(sorted((k, v) for k, v in flat.items() if not any(
             k == n or k.startswith(dotted) for n, dotted in skip)))  # fmt: skip
 
+    @property
+    def diverged_at_step(self) -> int | None:
+        """The first update whose training loss was not finite (summary.json's key, written
+        as the run stopped); None: it did not diverge, or did not finish."""
+        return (self.summary or {}).get("diverged_at_step")
+
     def logged(self, *columns: str) -> pd.DataFrame:
         """The metrics rows that hold these columns, once per step: a run resumed from an
-        older checkpoint logs some steps twice, and the last one counts."""
+        older checkpoint logs some steps twice, and the last one counts. A diverged run's
+        rows end before the update that diverged: what it logged after is not a measurement."""
         if not set(columns) <= set(self.metrics.columns):
             return self.metrics.iloc[0:0]
-        return self.metrics.dropna(subset=list(columns)).drop_duplicates("step", keep="last")
+        rows = self.metrics.dropna(subset=list(columns)).drop_duplicates("step", keep="last")
+        if self.diverged_at_step is not None:
+            rows = rows[rows["step"] < self.diverged_at_step]
+        return rows
 
     @property
     def order(self) -> tuple:
@@ -175,7 +187,8 @@ def load_run(run_dir: Path) -> Run:
         )
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-    if summary is not None and (lacking := [k for k in SUMMARY_KEYS if k not in summary]):
+    needed = SUMMARY_KEYS if "diverged_at_step" not in (summary or {}) else ("global_step",)
+    if summary is not None and (lacking := [k for k in needed if k not in summary]):
         print(f"lbtrain.report: {run_dir}: summary.json lacks {', '.join(lacking)}; "
               "listed as unfinished", file=sys.stderr)  # fmt: skip
         summary = None

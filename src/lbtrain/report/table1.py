@@ -65,10 +65,16 @@ MEASURED_COLUMNS = {
 }
 
 
+DIVERGED, DIVERGED_AT = "diverged", "diverged at step"  # columns where some run diverged
+ACCURACY = ("val acc % (final)", "val acc % (best)")
+
+
 def table(runs: list[Run]) -> pd.DataFrame:
     """One row per configuration, mean +- std over its seeds (finished runs only). Each row's
     gap is to the SB row of the same experiment (equal but for the recipe's keys), else to
-    that experiment's smallest batch."""
+    that experiment's smallest batch. A diverged run has no result: its row's numbers are
+    its other seeds', DIVERGED counts it and DIVERGED_AT gives its step; a row whose seeds
+    all diverged has NaN accuracy and the steps its runs made."""
     done = sorted((r for r in runs if r.summary), key=lambda r: r.order)
     groups: dict[tuple, list[Run]] = {}
     for run in done:
@@ -77,8 +83,11 @@ def table(runs: list[Run]) -> pd.DataFrame:
         return pd.DataFrame()
     names = row_names(runs)  # as the figures and the unfinished list name them
 
+    def counted(group: list[Run]) -> list[Run]:
+        return [r for r in group if r.diverged_at_step is None]
+
     def mean_acc(group: list[Run]) -> float:
-        return pd.Series([r.summary["val/acc"] for r in group]).mean() * 100
+        return pd.Series([r.summary["val/acc"] for r in counted(group)], dtype=float).mean() * 100
 
     def reference(key: tuple) -> list[Run] | None:
         def keys(k: tuple) -> set[str]:
@@ -93,37 +102,47 @@ def table(runs: list[Run]) -> pd.DataFrame:
 
     rows = []
     for key, group in groups.items():
-        acc = [r.summary["val/acc"] for r in group]
+        kept = counted(group)
+        steps = [r.summary["global_step"] for r in kept or group]  # all diverged: theirs
+        diverged = [str(r.diverged_at_step) for r in group if r.diverged_at_step is not None]
         ref = reference(key)
+        gap = mean_acc(group) - mean_acc(ref) if ref else math.nan
         rows.append(
             {
                 "run": names[key],
                 "batch size": group[0].config["batch_size"],
                 "seeds": len(group),
-                "val acc % (final)": _mean_std(acc, 100),
-                "val acc % (best)": _mean_std([best_val_acc(r) for r in group], 100),
-                "gap to SB (points)": f"{mean_acc(group) - mean_acc(ref):+.2f}" if ref else "-",
-                "optimizer steps": int(pd.Series([r.summary["global_step"] for r in group]).mean()),
-                "weight distance": _mean_std([r.summary.get("weight_distance") for r in group]),
-                "diffusion slope": _mean_std([r.summary.get("diffusion_slope") for r in group]),
+                DIVERGED: len(diverged),
+                DIVERGED_AT: ", ".join(diverged),
+                "val acc % (final)": _mean_std([r.summary["val/acc"] for r in kept], 100),
+                "val acc % (best)": _mean_std([best_val_acc(r) for r in kept], 100),
+                "gap to SB (points)": "-" if math.isnan(gap) else f"{gap:+.2f}",
+                "optimizer steps": int(pd.Series(steps).mean()),
+                "weight distance": _mean_std([r.summary.get("weight_distance") for r in kept]),
+                "diffusion slope": _mean_std([r.summary.get("diffusion_slope") for r in kept]),
                 **{
-                    column: _mean_std([r.summary.get(key) for r in group], digits=digits)
+                    column: _mean_std([r.summary.get(key) for r in kept], digits=digits)
                     for column, (key, digits) in MEASURED_COLUMNS.items()
                 },
             }
         )
+        if not kept:  # no accuracy: NaN in table.csv, "diverged at step N" in table.md
+            rows[-1].update(dict.fromkeys(ACCURACY, math.nan))
     df = pd.DataFrame(rows)
     unmeasured = [c for c in MEASURED_COLUMNS if (df[c] == "-").all()]
+    if not df[DIVERGED].any():
+        unmeasured += [DIVERGED, DIVERGED_AT]
     return df.drop(columns=unmeasured)  # measurements no run of this report switched on
 
 
 WIDTH = 100  # table.md reads in a 100-column terminal
-TABLE1_COLUMNS = ("batch size", "seeds", "val acc % (final)", "val acc % (best)",
+TABLE1_COLUMNS = ("batch size", "seeds", DIVERGED, "val acc % (final)", "val acc % (best)",
                   "gap to SB (points)", "optimizer steps")  # fmt: skip
 # table.md's header of a column and what the legend under its table says of it; table.csv keeps
 # the full names. A column not named here keeps its full name in table.md too.
 HEADERS = {
     "batch size": ("B", "global batch size"),
+    DIVERGED: ("diverged", "seeds whose training loss went non-finite, left out of the means"),
     "val acc % (final)": ("final acc %", "validation accuracy at the end"),
     "val acc % (best)": ("best acc %", "at its best epoch"),
     "gap to SB (points)": ("vs SB", "final acc minus its SB row's, in points"),
@@ -143,6 +162,7 @@ HEADERS = {
 def markdown(df: pd.DataFrame) -> list[str]:
     """table.md's lines: Table 1, then the measurements, mean +- std over seeds, each in as
     many tables (each with the run column) as keep every line within WIDTH."""
+    df = _diverged_shown(df)
     paper = [c for c in df.columns if c in TABLE1_COLUMNS]
     measured = [c for c in df.columns if c not in ("run", *TABLE1_COLUMNS)]
     return [
@@ -151,6 +171,24 @@ def markdown(df: pd.DataFrame) -> list[str]:
         "## Measurements at the end of training, mean +- std over seeds", "",
         *_tables(df, measured),
     ]  # fmt: skip
+
+
+def _diverged_shown(df: pd.DataFrame) -> pd.DataFrame:
+    """table.md's cells for divergence: "1 of 3" diverged, and where every seed diverged,
+    "diverged at step 21" (or "diverged (steps 21, 40)") for the final accuracy and
+    "diverged" for the best, which keeps Table 1 within WIDTH."""
+    if DIVERGED not in df:
+        return df
+    shown = df.drop(columns=DIVERGED_AT).astype({column: object for column in ACCURACY})
+    count = zip(df[DIVERGED], df["seeds"], strict=True)
+    shown[DIVERGED] = [f"{d} of {n}" if d else "-" for d, n in count]
+    every = df[DIVERGED] == df["seeds"]
+    notes = [f"diverged (steps {at})" if "," in at else f"diverged at step {at}"
+             for at in df.loc[every, DIVERGED_AT]]  # fmt: skip
+    final, best = ACCURACY
+    shown.loc[every, final] = notes
+    shown.loc[every, best] = "diverged"
+    return shown
 
 
 def _tables(df: pd.DataFrame, columns: list[str]) -> list[str]:
