@@ -134,7 +134,8 @@ notebook: $(STAMP) ## open the notebook in JupyterLab (after: .venv/bin/pip inst
 
 # A one-node SLURM cluster on this machine, for testing and trying lbtrain's cluster path (not a
 # production setup): state, config and logs in .slurm/. `make test` runs the slurm tests on it.
-slurm-up: ## start a one-node SLURM test cluster (root; apt-installs slurm-wlm + munge if missing)
+# `make slurm-up` ends with the command of a sweep on it (hydra/launcher=slurm_test).
+slurm-up: ## start a one-node SLURM test cluster (root; apt-installs slurm-wlm + munge); prints a sweep's command
 	scripts/slurm-cluster.sh up
 
 slurm-down: ## stop the SLURM test cluster's daemons (by their pid files) and its jobs

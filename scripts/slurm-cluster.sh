@@ -13,10 +13,12 @@
 #
 # Everything it writes (config, munge key and socket, state, spool, logs, pid files) lives in
 # $SLURM_DIR (default: .slurm/ in the repository). Clients find the cluster through
-# SLURM_CONF=$SLURM_DIR/slurm.conf; `up` prints the export line.
+# SLURM_CONF=$SLURM_DIR/slurm.conf; `up` ends with the command of a sweep on it
+# (conf/hydra/launcher/slurm_test.yaml: the slurm launcher config with this cluster's values).
 set -euo pipefail
 
-DIR=$(realpath -m "${SLURM_DIR:-$(dirname "$0")/../.slurm}")
+ROOT=$(realpath "$(dirname "$0")/..")
+DIR=$(realpath -m "${SLURM_DIR:-$ROOT/.slurm}")
 CONF=$DIR/slurm.conf
 MUNGE_SOCKET=$DIR/munge/munge.socket
 HOST=$(hostname -s)
@@ -102,7 +104,11 @@ up() {
   done
   [ -z "$down" ] || fail "nodes did not come up ($(echo $down)); see $DIR/log/"
   echo "slurm-cluster: up: partition debug (1 node, $(nproc) CPUs) and twonodes; logs in $DIR/log"
-  echo "export SLURM_CONF=$CONF"
+  # the Python that has lbtrain (`make install`'s), so that the line runs as printed
+  local python=python
+  [ -x "$ROOT/.venv/bin/python" ] && python=$ROOT/.venv/bin/python
+  echo "slurm-cluster: a sweep on it (sinfo, squeue and scancel need SLURM_CONF=$CONF too):"
+  echo "SLURM_CONF=$CONF $python -m lbtrain.run -m hydra/launcher=slurm_test seed=0,1 trainer.max_epochs=1"
 }
 
 down() {

@@ -1,6 +1,7 @@
 """lbtrain's cluster path under a real SLURM scheduler: the one-node cluster that
-`make slurm-up` starts (scripts/slurm-cluster.sh), driven through `-m hydra/launcher=slurm`
-(submitit) as a user drives a real one. The drills stop jobs the ways SLURM and preempting
+`make slurm-up` starts (scripts/slurm-cluster.sh), driven through `-m hydra/launcher=slurm_test`
+(submitit; the slurm launcher config with the test cluster's values) as a user drives a real
+one. The drills stop jobs the ways SLURM and preempting
 schedulers do (a time limit's signal, `scontrol requeue`, SIGTERM, a signal to one rank) and
 check that the job is requeued once per signal and resumes exactly.
 
@@ -23,12 +24,15 @@ import pytest
 import torch
 from helpers import assert_same_run
 
+from lbtrain.run_dir import LOCK
+
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
-# SLURM's view of a CPU job; mem_gb=1: the test node's memory is the machine's, shared
-SLURM = ("hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.mem_gb=1",
-         "hydra.launcher.gpus_per_node=0", "hydra.launcher.setup=[]")  # fmt: skip
+# the test cluster's launcher config (conf/hydra/launcher/slurm_test.yaml), as a user selects it
+SLURM = ("hydra/launcher=slurm_test",)
+# the sweep that `make slurm-up` ends by printing, as printed (SLURM_CONF and the python aside)
+PRINTED = ("hydra/launcher=slurm_test", "seed=0,1", "trainer.max_epochs=1")
 # 5 epochs of MNIST-1D (625 steps), logged to CSV: the run every single-task drill stops
 RUN = ("trainer.max_epochs=5", "logger=csv", "trainer.deterministic=true")
 DONE = re.compile(r"rank (\d) of (\d) done, config (\w+)")
@@ -58,7 +62,7 @@ def slurm_env() -> dict[str, str]:
 
 
 class Sweep:
-    """One `python -m lbtrain.run -m hydra/launcher=slurm ...` in a test's tmp dir, its
+    """One `python -m lbtrain.run -m hydra/launcher=slurm_test ...` in a test's tmp dir, its
     jobs, and their clean-up."""
 
     def __init__(self, tmp_path: Path, env: dict, data_dir: Path, name: str = "sweep") -> None:
@@ -144,6 +148,12 @@ def sweeps(tmp_path, slurm_env, data_dir):
         sweep.cancel()
 
 
+def written(sweep_dir: Path) -> list[str]:
+    """What a sweep dir holds, but for the lock of the sweep that named it (hydra.sweep.dir)."""
+    names = {p.name for p in sweep_dir.iterdir()} if sweep_dir.exists() else set()
+    return sorted(names - {LOCK})
+
+
 def reference(tmp_path, data_dir, *overrides: str) -> Path:
     """The same run, uninterrupted, as a single run outside SLURM (one torch thread, as the
     drills' jobs have: SLURM_CPUS_PER_TASK=1)."""
@@ -167,7 +177,7 @@ def test_sweep_runs_one_job_per_point_each_on_two_ranks(sweeps):
     )  # fmt: skip
     code, out = sweep.wait()
     assert code == 0, out[-3000:]
-    assert sorted(p.name for p in sweep.dir.iterdir()) == [".submitit", "0", "1", "multirun.yaml"]
+    assert written(sweep.dir) == [".submitit", "0", "1", "multirun.yaml"]
     groups = set()
     for job, batch in (("0", 32), ("1", 64)):
         logs = (sweep.dir / job / "run.log").read_text()
@@ -233,6 +243,66 @@ def test_a_layout_that_contradicts_the_trainer_is_refused_before_submission(
         assert line.startswith("lbtrain: error: ") and wrong.split("=")[0] in line
     sweep = Sweep(tmp_path, slurm_env, tmp_path)
     assert sweep.jobs() == []  # nothing submitted
+
+
+def test_the_sweep_that_slurm_up_prints_runs_and_says_sacct_fails_once(sweeps, slurm_env):
+    """The command `make slurm-up` ends with, as printed: no override from these tests needed.
+    The test cluster keeps no accounting, so each of submitit's polls of sacct fails (at 0,
+    2, 4, 8 s ...); its warning about it is shown once, not three times a poll."""
+    script = (ROOT / "scripts" / "slurm-cluster.sh").read_text()
+    assert f"-m lbtrain.run -m {' '.join(PRINTED)}" in script
+    sweep = sweeps().start(launcher=PRINTED)
+    code, out = sweep.wait()
+    assert code == 0, out[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((sweep.dir / job / "summary.json").read_text())["global_step"] > 0
+    sacct_fails = subprocess.run(["sacct", "-n"], env=slurm_env, capture_output=True).returncode
+    assert out.count("Bypassing sacct error") == (1 if sacct_fails else 0), out[-3000:]
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("conf", ["missing", "unset"])
+def test_no_cluster_config_is_one_line_at_once_before_anything_is_written(
+    tmp_path, slurm_env, data_dir, conf
+):
+    """SLURM_CONF unset: sbatch finds no cluster (this machine has no default config), and
+    says so. SLURM_CONF naming a missing file: sbatch would retry reading it for 60 s, then
+    fail. Either is refused in one line at once, before anything is written in the sweep dir."""
+    sweep = Sweep(tmp_path, slurm_env, data_dir)  # not `sweeps`: its clean-up needs SLURM_CONF
+    if conf == "missing":
+        sweep.env["SLURM_CONF"] = str(tmp_path / "nowhere" / "slurm.conf")
+        said = f"lbtrain: error: SLURM_CONF={sweep.env['SLURM_CONF']}: no such file; "
+    else:
+        sweep.env.pop("SLURM_CONF")
+        said = "lbtrain: error: sbatch: Could not establish a configuration source; "
+        found = subprocess.run(["sbatch", "--version"], env=sweep.env, capture_output=True)
+        if found.returncode == 0:
+            pytest.skip("sbatch finds a cluster here without SLURM_CONF")
+    start = time.time()
+    code, out = sweep.start(launcher=PRINTED).wait(timeout=120)
+    assert code == 1 and "Traceback" not in out, out[-3000:]
+    (line,) = out.strip().splitlines()
+    assert line.startswith(said) and "set SLURM_CONF to the cluster's slurm.conf" in line, line
+    assert time.time() - start < 30
+    assert written(sweep.dir) == []
+    assert Sweep(tmp_path, slurm_env, data_dir).jobs() == []  # nothing submitted
+
+
+def test_a_job_that_sbatch_refuses_is_one_line_with_its_message(sweeps):
+    """slurm.yaml as shipped asks for a GPU on partition gpu; the test cluster has neither
+    and sbatch refuses the job array, with its own message. Only sbatch knows what a cluster
+    accepts, so this is said after submission; what the sweep wrote goes."""
+    sweep = sweeps().start("seed=0,1", launcher=("hydra/launcher=slurm",))
+    code, out = sweep.wait()
+    assert code == 1 and "Traceback" not in out, out[-3000:]
+    (line,) = [ln for ln in out.splitlines() if not ln.startswith("[")]  # Hydra's log lines
+    assert line.startswith(
+        "lbtrain: error: sbatch: Invalid generic resource (gres) specification (hydra.launcher "
+        "asked for partition=gpu, "
+    ), line
+    assert line.endswith("; on the test cluster: hydra/launcher=slurm_test"), line
+    assert written(sweep.dir) == []
+    assert sweep.jobs() == []
 
 
 def test_time_limit_signal_checkpoints_requeues_and_resumes_exactly(sweeps, tmp_path, data_dir):
