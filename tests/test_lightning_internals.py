@@ -126,3 +126,34 @@ def test_no_other_module_names_a_private_lightning_attribute():
         used |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
         used |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         assert not names & used, f"{path.relative_to(SRC)} names {names & used}"
+
+
+def test_last_ckpt_holds_each_epoch_and_lightning_adds_no_checkpoint(tmp_path, data_dir):
+    """What lbtrain's checkpointing relies on in Lightning (a Lightning upgrade once stopped
+    `ModelCheckpoint(save_last=True, save_top_k=0)` writing last.ckpt until the end, and no
+    test saw it): `trainer.save_checkpoint` before a batch, with `enable_checkpointing=false`
+    adding no checkpoint callback of Lightning's own; last.ckpt then holds each finished epoch
+    at the next one's first step, and the final state at the end, and is the only file."""
+    from lightning.pytorch.callbacks import Checkpoint
+
+    from lbtrain.config import compose_config
+    from lbtrain.training import build
+
+    seen = []
+
+    class AtFirstBatch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 0 and trainer.current_epoch > 0:
+                ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+                seen.append(ckpt["global_step"])
+
+    overrides = ["logger=csv", "trainer.max_epochs=3", "trainer.limit_train_batches=4",
+                 f"paths.data_dir={data_dir}"]  # fmt: skip
+    trainer, module, dm = build(compose_config(overrides, str(tmp_path)), tmp_path)
+    trainer.callbacks.append(AtFirstBatch())
+    assert not [c for c in trainer.callbacks if isinstance(c, Checkpoint)]
+    trainer.fit(module, datamodule=dm)
+    assert seen == [4, 8]  # epochs 1 and 2 start from epochs 0 and 1, saved
+    final = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == 12
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]

@@ -95,8 +95,8 @@ def test_resumed_run_continues_the_same_curve(tmp_path, data_dir):
     torch.use_deterministic_algorithms(True)
     try:
         fit(tmp_path / "full", data_dir, "trainer.max_epochs=2")
-        first = fit(tmp_path / "first", data_dir, "trainer.max_epochs=1")
-        ckpt = first.checkpoint_callback.last_model_path
+        fit(tmp_path / "first", data_dir, "trainer.max_epochs=1")
+        ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
         fit(tmp_path / "resumed", data_dir, "trainer.max_epochs=2", ckpt_path=ckpt)
     finally:
         torch.use_deterministic_algorithms(False)

@@ -95,7 +95,7 @@ def global_rank() -> int:
     rank = getattr(rank_zero_only, "rank", None)
     if rank is not None:
         return rank
-    keys = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+    keys = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "SUBMITIT_LOCAL_GLOBALID")
     return next((int(os.environ[k]) for k in keys if k in os.environ), 0)
 
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lbtrain import distributed
 from lbtrain.batch_schedule import check_fits
 from lbtrain.branch import check_branch, start_from
+from lbtrain.callbacks.checkpoint import LastCheckpoint
 from lbtrain.callbacks.preemption import Preemption
 from lbtrain.callbacks.step_series import MeasurementLog, StepSeries
 from lbtrain.callbacks.summary import RunSummary
@@ -115,8 +116,11 @@ def _instantiate_group(cfg: DictConfig, group: str) -> list:
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = _instantiate_group(cfg, "logger")
-    # Preemption first: a step it stops before must leave no trace in any logger
-    callbacks = [Preemption(run_dir / "checkpoints"), *_instantiate_group(cfg, "callbacks")]
+    # Preemption, then the last checkpoint, first: a step they save before must have left no
+    # trace in any logger or callback
+    configured = _instantiate_group(cfg, "callbacks")
+    configured.sort(key=lambda c: not isinstance(c, LastCheckpoint))  # stable: the rest in order
+    callbacks = [Preemption(run_dir / "checkpoints"), *configured]
     rows = MeasurementLog()  # the measurements' values of a step, in one row per step
     for series in callbacks:
         if isinstance(series, StepSeries):

@@ -1,15 +1,19 @@
 """`checkpoints/last.ckpt` while a run trains, so that a kill -9 or a crash loses at most one
-interval: at the start of every epoch after the first, and optionally every N optimizer steps
-or M minutes. Lightning's `ModelCheckpoint` (conf/callbacks/default.yaml) writes the final
-one when training ends.
+interval: at the start of every epoch after the first, optionally every N optimizer steps or
+M minutes, and when fit() ends.
 
-Each is saved where the preemption checkpoint is (callbacks/preemption.py): at a step
-boundary, before a batch, with everything of the steps before it logged and on disk. A run
-resumed from it (`ckpt_path=`) drops the log rows of later steps (`loggers.forget_after`)
-and continues exactly as if it had never stopped. Lightning saves through `_atomic_save`: a
-kill during a save leaves the previous file whole (tests/test_lightning_internals.py).
+Each mid-run one is saved where the preemption checkpoint is (callbacks/preemption.py): at a
+step boundary, before a batch, with everything of the steps before it logged and on disk. A
+run resumed from it (`ckpt_path=`) drops the log rows of later steps (`loggers.forget_after`)
+and continues exactly as if it had never stopped.
+
+Every file is written beside its final name and renamed over it (`save_atomically`): a kill
+during a save leaves the previous checkpoint whole. (Lightning's own save writes to the
+system's temp dir and moves the file, which is a copy, not a rename, where the run dir is on
+another file system, as on most clusters.)
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +23,19 @@ import torch
 LAST_CHECKPOINT = "last.ckpt"
 
 
+def save_atomically(trainer: L.Trainer, path: Path) -> None:
+    """`trainer.save_checkpoint` (every rank takes part; rank 0 writes), then a rename."""
+    partial = path.with_name(f".{path.name}.partial")
+    trainer.save_checkpoint(partial)
+    if trainer.is_global_zero:
+        os.replace(partial, path)
+
+
 class LastCheckpoint(L.Callback):
+    """Runs first in each batch (after `Preemption`: training.build_trainer places both), so
+    that no other callback has begun the step it saves before; the final save comes at fit
+    end, after every callback's end of training (the series' last values)."""
+
     def __init__(
         self,
         dirpath: str | Path,
@@ -49,8 +65,11 @@ class LastCheckpoint(L.Callback):
         if self.seconds is not None and not due:
             due = self._time_is_up(trainer, step)
         if due:
-            trainer.save_checkpoint(self.path)
+            save_atomically(trainer, self.path)
             self._saved_at = time.monotonic()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        save_atomically(trainer, self.path)  # the final state
 
     def _time_is_up(self, trainer: L.Trainer, step: int) -> bool:
         up = time.monotonic() - self._saved_at >= self.seconds

@@ -27,6 +27,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lbtrain.callbacks.checkpoint import save_atomically
 from lbtrain.errors import NotRequeued, Preempted
 from lbtrain.lightning_internals import set_updates_logged
 from lbtrain.run_dir import REQUEUE_CHECKPOINT
@@ -80,7 +81,7 @@ class Preemption(L.Callback):
             mine = torch.tensor(signum, device=trainer.strategy.root_device)  # NCCL: on the GPU
             signum = int(trainer.strategy.reduce(mine, reduce_op="max"))
         if signum:
-            trainer.save_checkpoint(self.path)
+            save_atomically(trainer, self.path)
             log.warning(
                 "%s: saved %s at step %d; stopping", signal.Signals(signum).name, self.path,
                 trainer.global_step,
