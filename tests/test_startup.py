@@ -65,3 +65,24 @@ def test_a_run_imports_torch_once_the_config_is_good(tmp_path):
     results, _, err = run_cases(tmp_path, [["data.data_dir=/nonexistent", "data=mnist"]])
     assert results == [(2, "lightning,torch")], err
     assert "data_dir" in err or "/nonexistent" in err
+
+
+def test_the_package_builds_without_warnings_and_ships_every_config(tmp_path):
+    """`pip install -e .` printed ten setuptools warnings, one per conf/ folder it was not
+    told of; the wheel must still carry every YAML file of conf/."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+         str(tmp_path), str(root)], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert "Warning" not in build.stdout + build.stderr, build.stderr[-3000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".yaml")}
+    expected = {
+        f"lbtrain/conf/{p.relative_to(root / 'conf')}" for p in (root / "conf").rglob("*.yaml")
+    }
+    assert shipped == expected

@@ -5,6 +5,11 @@ lines stay. LBTRAIN_SHOW_NOTICES=1 shows them again.
   any machine with SLURM's client tools, for every run started outside srun (a submitit job
   runs under srun; a local run is meant to run outside it).
 - Lightning's "Tip: For seamless cloud logging ... litlogger": an advertisement.
+- Lightning's own console handler on its `lightning` logger, which prints each of its lines a
+  second time beside Hydra's (`one_console`).
+- Lightning's "resuming from a checkpoint that ended before the epoch ended ... unreliable
+  results", for lbtrain's in-memory data (`training.train`): its loader skips the batches
+  already trained, so a mid-epoch resume is exact (tests/test_preemption.py).
 
 The resolved config goes to run.log and config.yaml, not the console (`FILE_ONLY`).
 """
@@ -43,3 +48,16 @@ def quiet() -> None:
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and _console_only not in handler.filters:
             handler.addFilter(_console_only)
+
+
+def one_console() -> None:
+    """Once Lightning is imported: its lines reach the console through Hydra's handler only."""
+    if os.environ.get("LBTRAIN_SHOW_NOTICES") == "1" or not logging.getLogger().handlers:
+        return
+    lightning = logging.getLogger("lightning")
+    for handler in list(lightning.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning.removeHandler(handler)
+
+
+MID_EPOCH_RESUME = "You're resuming from a checkpoint that ended before the epoch ended"

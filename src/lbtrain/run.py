@@ -28,7 +28,7 @@ from lbtrain.config import (
     validate,
 )
 from lbtrain.errors import ConfigError, NotRequeued, Preempted
-from lbtrain.notices import quiet
+from lbtrain.notices import one_console, quiet
 from lbtrain.run_dir import REQUEUE_CHECKPOINT, check_run_dir, shown
 from lbtrain.run_dir import lock as lock_run_dir
 from lbtrain.run_dir import note as note_run_dir
@@ -53,6 +53,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         validate(cfg)
         from lbtrain import distributed, training  # torch, Lightning, W&B: the config is good
 
+        one_console()
         distributed.install()
         with distributed.job_scope():
             return training.train(cfg).get("val/acc")

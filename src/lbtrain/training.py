@@ -33,7 +33,7 @@ from lbtrain.gbn import GhostBatchNorm, convert_to_ghost_batchnorm
 from lbtrain.loggers import forget_after
 from lbtrain.models import create_model
 from lbtrain.module import Classifier
-from lbtrain.notices import FILE_ONLY
+from lbtrain.notices import FILE_ONLY, MID_EPOCH_RESUME
 from lbtrain.optimizers import OptimizerSpec
 from lbtrain.run_dir import (
     REQUEUE_CHECKPOINT,
@@ -303,10 +303,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(resolved)
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             run = logger.experiment
-            log.info(
-                "W&B run %s (%s): name %s, group %s, tags %s",
-                run.id, run.settings.mode, run.name, run.group, list(run.tags),
-            )  # fmt: skip
+            group = f", group {run.group}" if run.group else ""
+            log.info("W&B run %s (%s): name %s%s, tags %s", run.id, run.settings.mode, run.name,
+                     group, list(run.tags))  # fmt: skip
+    if isinstance(datamodule, InMemoryDataModule):  # an exact mid-epoch resume (notices.py)
+        warnings.filterwarnings("ignore", message=MID_EPOCH_RESUME)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         log.info(
