@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install lbtrain with its dev extras
 
-train: $(STAMP) ## run the default experiment (MNIST-1D, offline); extra overrides via ARGS="..."
+train: $(STAMP) ## run the default experiment (MNIST-1D, offline; ~22 s on 2 CPU cores); extra overrides via ARGS="..."
 	$(PY) -m lbtrain.run $(ARGS)
 
 # One torch thread per test worker: two workers x two threads on two cores thrash.
@@ -78,7 +78,7 @@ critical-batch: SWEEP = experiment=mnist1d_critical_batch batch_size=2048,1024,5
 critical-batch: SWEEP_DIR = $(CRITICAL_BATCH_DIR)
 critical-batch: REPORT = $(CRITICAL_BATCH_REPORT)
 critical-batch: REPORT_ARGS = --target val/acc=0.85
-critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise scale (~4 min on 2 CPU cores)
+critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise scale (80 runs, ~8 min on 2 CPU cores)
 	$(sweep_and_report)
 
 # The critical batch size over training by branching (Merrill et al. 2025): the base run (SB at
@@ -90,7 +90,7 @@ critical-batch: $(STAMP) ## steps to target vs batch size, B_crit vs the noise s
 CBS_ONLINE_DIR := $(abspath logs/critical_batch_online/$(NOW))
 CBS_ONLINE_REPORT ?= $(CBS_ONLINE_DIR)/report
 JOBS = hydra/launcher=joblib hydra.launcher.n_jobs=$(TABLE1_JOBS) hydra.launcher.batch_size=1
-critical-batch-online: $(STAMP) ## CBS(t) by branching; the warmup that follows it vs SB, +RA, grow (~15 min on 2 CPU cores)
+critical-batch-online: $(STAMP) ## CBS(t) by branching; the warmup that follows it vs SB, +RA, grow (~16 min on 2 CPU cores)
 	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run experiment=mnist1d_cbs_base logger=csv \
 		hydra.run.dir=$(CBS_ONLINE_DIR)/base $(ARGS)
 	OMP_NUM_THREADS=1 $(PY) -m lbtrain.run -m experiment=mnist1d_cbs_branch logger=csv $(JOBS) \
@@ -115,7 +115,7 @@ adam-rules: SWEEP = experiment=mnist1d_adam_rules batch_size=256,128,64,32 \
 adam-rules: SWEEP_DIR = $(ADAM_RULES_DIR)
 adam-rules: REPORT = $(ADAM_RULES_REPORT)
 adam-rules: REPORT_ARGS = --target val/acc=0.9
-adam-rules: $(STAMP) ## AdamW batch sweep, SDE vs half-life beta rule (16 runs, ~10 min on 2 CPU cores)
+adam-rules: $(STAMP) ## AdamW batch sweep, SDE vs half-life beta rule (16 runs, ~6 min on 2 CPU cores)
 	$(sweep_and_report)
 
 # The edge of stability: full-batch GD on MNIST-1D at two LRs, sharpness every 10 steps against
@@ -125,7 +125,7 @@ EOS_REPORT ?= $(EOS_DIR)/report
 edge-of-stability: SWEEP = experiment=mnist1d_edge_of_stability optim.lr=0.25,0.5
 edge-of-stability: SWEEP_DIR = $(EOS_DIR)
 edge-of-stability: REPORT = $(EOS_REPORT)
-edge-of-stability: $(STAMP) ## full-batch GD: sharpness rises to 2/lr and hovers (2 runs, ~7 min on 2 CPU cores)
+edge-of-stability: $(STAMP) ## full-batch GD: sharpness rises to 2/lr and hovers (2 runs, ~3 min on 2 CPU cores)
 	$(sweep_and_report)
 
 notebook: $(STAMP) ## open the notebook in JupyterLab (after: .venv/bin/pip install -e '.[notebook]')
@@ -144,7 +144,7 @@ slurm-down: ## stop the SLURM test cluster's daemons (by their pid files) and it
 bench: $(STAMP) ## run the benchmarks (speed ratios against baselines in the same run)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-bench-gpu: $(STAMP) ## the GPU benchmark alone (~5 min on one GPU; skips without CUDA)
+bench-gpu: $(STAMP) ## the GPU benchmark alone (~3 min on one H200 GPU; skips without CUDA)
 	$(PY) benchmarks/bench_gpu.py $(ARGS)
 
 clean: ## remove the venv and caches (never logs/: runs' results stay)
