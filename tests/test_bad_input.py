@@ -264,6 +264,7 @@ CASES = [
         "callbacks.sharpness: krylov_dim=1 must be >= 2",
     ),
     (["callbacks=all", "callbacks.sharpness.tol=-1"], "callbacks.sharpness: tol=-1 must be >= 0"),
+    (["threads=0"], "threads=0: must be auto or an int >= 1"),
     # a sweep is checked whole, before any job runs: one bad point refuses it, naming the point
     (
         ["-m", "batch_size=32,0", "seed=0,1"],

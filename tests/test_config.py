@@ -124,3 +124,29 @@ def test_a_constructor_default_never_differs_from_its_config():
                     default = list(p.default) if isinstance(p.default, tuple) else p.default
                     where = f"{group}/{path.name}: {key}={value}"
                     assert value == default, f"{where}, constructor default {default}"
+
+
+def test_threads_default_to_half_the_cores_unless_the_environment_or_the_key_says(monkeypatch):
+    """torch's default, every core, stalls beside one busy process (bench_threads.py)."""
+    import os
+
+    import torch
+
+    from lbtrain.distributed import set_threads
+
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        for key in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+            monkeypatch.delenv(key, raising=False)
+        assert set_threads("auto").startswith(f"torch threads: {max(1, cores // 2)} (threads=auto")
+        assert torch.get_num_threads() == max(1, cores // 2)
+        monkeypatch.delenv("OMP_NUM_THREADS")  # set_threads sets it, for the ranks it starts
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+        assert set_threads("auto").startswith("torch threads: 3 (SLURM_CPUS_PER_TASK=3;")
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own, first
+        assert set_threads("auto").startswith("torch threads: 2 (OMP_NUM_THREADS=2;")
+        assert set_threads(1).startswith("torch threads: 1 (threads=1;")  # the key, above all
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)

@@ -224,7 +224,7 @@ def test_torch_threads_follow_the_cpus_slurm_gave(sweeps, cpus):
     code, out = sweep.wait()
     assert code == 0, out[-3000:]
     log = (sweep.dir / "0" / "run.log").read_text()
-    assert f"torch threads: {cpus} (SLURM_CPUS_PER_TASK={cpus})" in log
+    assert f"torch threads: {cpus} (SLURM_CPUS_PER_TASK={cpus};" in log
 
 
 def test_a_layout_that_contradicts_the_trainer_is_refused_before_submission(

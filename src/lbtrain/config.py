@@ -213,6 +213,7 @@ class RunSchema:
     imports: list[str] = MISSING
     compile: bool = MISSING
     stop_on_divergence: bool = MISSING
+    threads: Any = MISSING  # "auto" or an int: validate says which
     channels_last: bool = MISSING
     optim: OptimSchema = field(default_factory=OptimSchema)  # structure, no values
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
@@ -235,7 +236,8 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value}: {allowed}")
 
 
-MAPPINGS = ("data", "model", "optim", "trainer", "logger", "callbacks", "paths", "report", "branch")
+# report and branch have lines of their own (validate)
+MAPPINGS = ("data", "model", "optim", "trainer", "logger", "callbacks", "paths")
 
 
 def check_mappings(cfg: DictConfig) -> None:
@@ -299,6 +301,8 @@ def validate(cfg: DictConfig) -> None:
     )
 
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
+    _check(cfg.threads == "auto" or (_is_int(cfg.threads) and cfg.threads >= 1), "threads",
+           cfg.threads, "must be auto or an int >= 1")  # fmt: skip
     # Lightning's seed_everything would replace a seed outside numpy's range by 0, silently
     _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must be >= 0 and < 2**32")
     _check(cfg.large_batch_size > 0, "large_batch_size", cfg.large_batch_size, "must be > 0")

@@ -64,18 +64,26 @@ def job_scope() -> Iterator[None]:
         os.environ.update(env)
 
 
-def use_slurm_cpus() -> str:
-    """Torch threads follow the CPUs SLURM gave this task (SLURM_CPUS_PER_TASK) unless the
-    user set OMP_NUM_THREADS, so that jobs sharing a node do not oversubscribe it (torch
-    would take every core of the node). Returns the run log's line."""
+def set_threads(threads: int | str) -> str:
+    """Torch's CPU threads: `threads` (conf/train.yaml) where it is a number; for `auto`,
+    OMP_NUM_THREADS where the user set it, else the CPUs SLURM gave this task
+    (SLURM_CPUS_PER_TASK: jobs sharing a node do not oversubscribe it), else half the cores
+    this process may use, at least one. Torch's own default, every core, stalls at each op's
+    barrier when one other process takes a core (benchmarks/bench_threads.py). Returns the
+    run log's line."""
     given, cpus = os.environ.get("OMP_NUM_THREADS"), os.environ.get("SLURM_CPUS_PER_TASK")
-    if given is None and cpus:
-        os.environ["OMP_NUM_THREADS"] = cpus  # Lightning's DDP keeps it; workers inherit it
-        torch.set_num_threads(int(cpus))
-        source = f"SLURM_CPUS_PER_TASK={cpus}"
+    cores = len(os.sched_getaffinity(0))
+    if threads != "auto":
+        count, source = int(threads), f"threads={threads}"
+    elif given:
+        count, source = int(given), f"OMP_NUM_THREADS={given}"
+    elif cpus:
+        count, source = int(cpus), f"SLURM_CPUS_PER_TASK={cpus}"
     else:
-        source = f"OMP_NUM_THREADS={given}" if given else "torch's default: all cores"
-    return f"torch threads: {torch.get_num_threads()} ({source})"
+        count, source = max(1, cores // 2), f"threads=auto: half of {cores} cores"
+    os.environ["OMP_NUM_THREADS"] = str(count)  # Lightning's DDP ranks and workers inherit it
+    torch.set_num_threads(count)
+    return f"torch threads: {count} ({source}; set threads=N to change)"
 
 
 class SubmititEnvironment(ClusterEnvironment):

@@ -4,7 +4,7 @@
   the same run dir) appends to its metrics.csv instead of deleting it, after dropping the
   rows of steps past its checkpoint (`forget_after`: logged after the checkpoint was saved);
 - `WandbLogger`: does not pass wandb.init `anonymous=None`, which wandb >= 0.19 answers with
-  "The anonymous setting has no effect" on every run.
+  "The anonymous setting has no effect" on every run, nor a tag like `recipe=None`.
 """
 
 import csv
@@ -26,8 +26,10 @@ class ResumableCSVLogger(CSVLogger):
 
 
 class WandbLogger(loggers.WandbLogger):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, tags: list[str] | None = None, **kwargs) -> None:
+        # a tag of a setting the run does not have (`recipe=None`: no recipe chosen) is none
+        tags = [tag for tag in tags or [] if not tag.endswith("=None")]
+        super().__init__(tags=tags, **kwargs)
         drop_unset_wandb_init_arg(self, "anonymous")
 
 

@@ -65,11 +65,6 @@ def sweep_name() -> str | None:
     return os.environ.get("LBTRAIN_SWEEP_NAME") or None
 
 
-def run_tags(batch_size, recipe) -> list[str]:
-    """A W&B run's tags: its batch size, and its recipe where it has one."""
-    return [f"batch_size={batch_size}", *([f"recipe={recipe}"] if recipe else [])]
-
-
 def register() -> None:
     # use_cache: every reference to ${lbtrain.run_id:} in one config sees the same value
     OmegaConf.register_new_resolver("lbtrain.run_id", run_id, use_cache=True, replace=True)
@@ -78,7 +73,6 @@ def register() -> None:
     OmegaConf.register_new_resolver("lbtrain.wandb_id", wandb_id, replace=True)
     OmegaConf.register_new_resolver("lbtrain.job_name", job_name, replace=True)
     OmegaConf.register_new_resolver("lbtrain.sweep_name", sweep_name, replace=True)
-    OmegaConf.register_new_resolver("lbtrain.run_tags", run_tags, replace=True)
 
     # the optimizer steps that take `samples` samples at `batch` (a branch's length); -1 for
     # what is no number of samples: config.validate refuses it in one line (branch.samples)

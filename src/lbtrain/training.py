@@ -261,7 +261,7 @@ def nothing_left(checkpoint: dict, trainer: L.Trainer) -> bool:
 def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
-    log.info(distributed.use_slurm_cpus())
+    log.info(distributed.set_threads(cfg.threads))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
         check_run_dir(run_dir, cfg.ckpt_path, requeue)
