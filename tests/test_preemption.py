@@ -58,7 +58,7 @@ def test_signalled_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_o
     assert job.returncode == (130 if signame == "SIGINT" else 124), err[-3000:]  # Ctrl-C: 130
     # one line says how to continue, and names no file that is not there
     how = [line for line in err.splitlines() if f"({signame}) at step {SIGNAL_STEP}" in line]
-    assert len(how) == 1 and "hydra.run.dir=job" in how[0], err[-3000:]
+    assert len(how) == 1 and f"hydra.run.dir={tmp_path / 'job'}" in how[0], err[-3000:]
     requeue = tmp_path / "job" / "checkpoints" / "requeue.ckpt"
     assert torch.load(requeue, weights_only=False)["global_step"] == SIGNAL_STEP
     assert not (tmp_path / "job" / "summary.json").exists()  # not reported as finished

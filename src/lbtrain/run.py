@@ -84,9 +84,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def resume_command() -> str:
-    """The command that continues this job in its own dir from its requeue checkpoint."""
+    """The command that continues this job in its own dir from its requeue checkpoint (the
+    dir in full: a SLURM job's working dir need not be the user's)."""
     hydra = HydraConfig.get()
-    run_dir = f"hydra.run.dir={shown(Path(hydra.runtime.output_dir))}"
+    run_dir = f"hydra.run.dir={Path(hydra.runtime.output_dir).resolve()}"
     return shlex.join(["python", "-m", "lbtrain.run", *hydra.overrides.task, run_dir])
 
 
