@@ -1,6 +1,7 @@
 """`python -m lbtrain.report PATH...`: Table 1 and the paper's figures from run directories.
 
     python -m lbtrain.report logs/multiruns/2026-11-25_10-00-00_ab12cd [--out DIR] [--target T]
+    python -m lbtrain.report logs/multiruns/2026-11-25_10-00-00_ab12cd --wandb me/lbtrain
 
 PATH may be a run dir, a multirun dir, or any folder above them (a run found twice counts
 once). Writes, into --out (default: PATH/report): table.md and table.csv (one row per
@@ -26,6 +27,9 @@ Where PATH holds branch runs (lbtrain/branch.py, `make critical-batch-online`), 
 cbs_online.md, .csv and .png: the critical batch size at each base-run checkpoint, from the
 branches' final val/loss within --branch-tolerance (default 0.05) of the m = 1 branch's, with
 B_simple(t) of the base run, and warmup_points.txt, the batch_schedule_points that follow it.
+
+With --wandb ENTITY/PROJECT, also Table 1 as a W&B Table and the figures as images, in a run of
+the sweep's W&B group and a W&B Report; offline, in <out>/wandb/ for `wandb sync` (to_wandb.py).
 """
 
 import argparse
@@ -52,14 +56,27 @@ def main(argv: list[str] | None = None) -> None:
         help="branch runs: a batch is within the CBS while its loss is at most (1 + this) "
         "x the m = 1 branch's (default 0.05)",
     )  # fmt: skip
+    parser.add_argument(
+        "--wandb", metavar="ENTITY/PROJECT", help="also log Table 1 and the figures to W&B"
+    )
     args = parser.parse_args(argv)
+    if args.wandb and (args.wandb.count("/") != 1 or not all(args.wandb.split("/"))):
+        parser.error(f"--wandb {args.wandb}: give ENTITY/PROJECT, e.g. me/lbtrain")
     if not args.branch_tolerance >= 0:
         parser.error(f"--branch-tolerance {args.branch_tolerance}: must be >= 0")
     try:
         target = Target.parse(args.target) if args.target else None
     except ValueError as e:
         parser.error(str(e))
-    write_report(args.paths, args.out or args.paths[0] / "report", target, args.branch_tolerance)
+    out = args.out or args.paths[0] / "report"
+    write_report(args.paths, out, target, args.branch_tolerance)
+    if args.wandb:
+        from lbtrain.report.to_wandb import Refused, publish
+
+        try:
+            print(publish(out, args.paths[0].resolve(), args.wandb))
+        except Refused as e:
+            sys.exit(f"lbtrain.report: W&B: {e} (the report itself is in {out})")
 
 
 if __name__ == "__main__":
