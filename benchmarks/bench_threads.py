@@ -42,6 +42,12 @@ def train_seconds(threads: str, work: Path, n: int) -> float:
     return json.loads((run_dir / "summary.json").read_text())["train_seconds"]
 
 
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -65,7 +71,7 @@ def main() -> None:
                         busy.wait()
                 n += 1
     base = statistics.median(times[BASELINE])
-    print(f"{platform.processor() or platform.machine()}, {CORES} cores, torch threads per run;"
+    print(f"{cpu_model()}, {CORES} cores, torch threads per run;"
           f" median of {repeats} (range), training time only")  # fmt: skip
     print("| threads | machine | train time (s) | vs 1 thread, idle |\n|---|---|---|---|")
     for (name, load), seconds in times.items():
