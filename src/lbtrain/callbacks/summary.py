@@ -50,6 +50,7 @@ class RunSummary(L.Callback):
         """summary.json, never rewritten with fewer keys than it had (a resume with fewer
         measurements switched on): then this session's goes beside it, and the log says so."""
         path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)  # a run built outside lbtrain.run
         if path.exists() and (lost := json.loads(path.read_text()).keys() - summary.keys()):
             numbered = (self.path.with_suffix(f".{k}.json") for k in count(1))
             path = next(p for p in numbered if not p.exists())
