@@ -70,13 +70,19 @@ def test_a_run_imports_torch_once_the_config_is_good(tmp_path):
 def test_the_package_builds_without_warnings_and_ships_every_config(tmp_path):
     """`pip install -e .` printed ten setuptools warnings, one per conf/ folder it was not
     told of; the wheel must still carry every YAML file of conf/."""
+    import shutil
     import zipfile
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
+    project = tmp_path / "project"  # a copy: setuptools builds in the project's build/
+    project.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "src", "conf"):
+        copy = shutil.copytree if (root / name).is_dir() else shutil.copy
+        copy(root / name, project / name)
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-         str(tmp_path), str(root)], capture_output=True, text=True, timeout=300,
+         str(tmp_path), str(project)], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
     assert "Warning" not in build.stdout + build.stderr, build.stderr[-3000:]
