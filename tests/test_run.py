@@ -173,6 +173,7 @@ def test_the_console_shows_the_run_not_the_config_or_known_notices(cli, tmp_path
     assert "wandb" in console and "anonymous setting" not in console  # W&B speaks, but not that
     assert "batch_size: 32" not in console  # the resolved config: run.log and config.yaml
     assert console.count("GPU available") == 1  # each line once (Lightning's own handler: off)
+    assert "weights_only" not in console  # Lightning's line at each save, unless it is said
     assert "recipe=None" not in console and "group ," not in console  # a single run's W&B line
     run_log = (only_run_dir(tmp_path) / "run.log").read_text()
     assert re.search(r"config \w{12}:\n", run_log) and "batch_size: 32" in run_log

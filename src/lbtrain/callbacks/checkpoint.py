@@ -26,7 +26,7 @@ LAST_CHECKPOINT = "last.ckpt"
 def save_atomically(trainer: L.Trainer, path: Path) -> None:
     """`trainer.save_checkpoint` (every rank takes part; rank 0 writes), then a rename."""
     partial = path.with_name(f".{path.name}.partial")
-    trainer.save_checkpoint(partial)
+    trainer.save_checkpoint(partial, weights_only=False)  # said: Lightning logs a line if not
     if trainer.is_global_zero:
         os.replace(partial, path)
 
