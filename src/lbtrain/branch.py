@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lbtrain.errors import ConfigError
+from lbtrain.lightning_internals import uncompiled, uncompiled_key
 
 FOLDER = "branch_points"
 
@@ -66,9 +67,9 @@ def start_from(module, path: Path) -> None:
     import torch
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = {k.removeprefix("model.").removeprefix("_orig_mod."): v  # a compiled base run's too
+    state = {uncompiled_key(k.removeprefix("model.")): v  # a compiled base run's too
              for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}  # fmt: skip
-    model = getattr(module.model, "_orig_mod", module.model)
+    model = uncompiled(module.model)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -32,6 +32,7 @@ from typing import NoReturn
 
 import wandb
 
+from lbtrain.lightning_internals import workspace_model
 from lbtrain.loggers import BEST_VAL_ACC, STEP_KEY, VAL_ACC
 
 try:
@@ -235,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"lbtrain.dashboard: no W&B runs in {where}")
     workspace = build(args.path, chosen, args.group, args.by)
     if args.dry_run:  # what save() would send: the library's own model of the view
-        print(workspace._to_model().model_dump_json(by_alias=True, exclude_none=True, indent=1))
+        model = workspace_model(workspace)
+        print(model.model_dump_json(by_alias=True, exclude_none=True, indent=1))
         return
     try:
         workspace.save()

@@ -1,4 +1,6 @@
-"""Every private Lightning attribute lbtrain reads or writes, named here and nowhere else.
+"""Every private Lightning attribute lbtrain reads or writes, named here and nowhere else, and
+torch's one (`torch.compile`'s wrapper keeps the model it compiled as `_orig_mod`) and
+wandb-workspaces' one (a view's serialised model, which `lbtrain.dashboard --dry-run` prints).
 
 Each use checks that the attribute is there: if a Lightning release renames or removes one,
 lbtrain raises `LightningChanged` naming it instead of carrying on without it (a renamed
@@ -25,17 +27,20 @@ CSV_EXPERIMENT = "_experiment"  # CSVLogger: its writer, made on first use
 CSV_FS = "_fs"  # CSVLogger and its writer: the filesystem they write through
 WANDB_INIT = "_wandb_init"  # WandbLogger: the arguments of its wandb.init call
 DDP_COMM_HOOK = "_ddp_comm_hook"  # DDPStrategy: the communication hook it will register
+COMPILED = "_orig_mod"  # torch.compile's OptimizedModule: the module it compiled
+WORKSPACE_MODEL = "_to_model"  # wandb_workspaces' Workspace/Report: the model it would send
 
 
 class LightningChanged(RuntimeError):
-    """An internal lbtrain relies on is gone from the installed Lightning."""
+    """An internal lbtrain relies on is gone from the installed Lightning (or torch, or
+    wandb-workspaces)."""
 
 
 def require(owner, name: str) -> None:
     if not hasattr(owner, name):
         where = getattr(owner, "__name__", type(owner).__name__)
         raise LightningChanged(
-            f"{where}.{name} is gone from the installed Lightning, and lbtrain relies on it "
+            f"{where}.{name} is gone from the installed package, and lbtrain relies on it "
             "(lbtrain/lightning_internals.py); install a Lightning that pyproject.toml admits"
         )
 
@@ -106,3 +111,19 @@ def ddp_comm_hook(strategy):
         return None
     require(strategy, DDP_COMM_HOOK)
     return getattr(strategy, DDP_COMM_HOOK)
+
+
+def uncompiled(model):
+    """The model `torch.compile` wrapped (its parameters, its hooks), or `model` itself."""
+    return getattr(model, COMPILED, model)
+
+
+def uncompiled_key(key: str) -> str:
+    """A state_dict key of a compiled model as its uncompiled model names it."""
+    return key.removeprefix(f"{COMPILED}.")
+
+
+def workspace_model(view):
+    """The pydantic model wandb-workspaces would send for a workspace or report `view`."""
+    require(view, WORKSPACE_MODEL)
+    return getattr(view, WORKSPACE_MODEL)()

@@ -16,6 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lbtrain.callbacks.weight_distance import FromInitialWeights
 from lbtrain.errors import ConfigError
+from lbtrain.lightning_internals import uncompiled
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class AngularDistance(FromInitialWeights):
 
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check_data(trainer.datamodule)
-        model = getattr(pl_module.model, "_orig_mod", pl_module.model)  # hooks: not compiled
+        model = uncompiled(pl_module.model)  # hooks: not compiled
         shape = trainer.datamodule.input_shape
         sample = torch.zeros(2, *shape, device=next(model.parameters()).device)
         fed = batchnorm_fed_weights(model, sample)

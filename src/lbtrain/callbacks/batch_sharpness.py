@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lbtrain.callbacks.step_series import StepSeries
+from lbtrain.lightning_internals import uncompiled
 from lbtrain.optimizers import OPTIMIZERS
 from lbtrain.sharpness import batch_sharpness, check_train_mode, measuring_mode
 from lbtrain.steps import step_of_this_batch
@@ -38,7 +39,7 @@ class BatchSharpness(StepSeries):
         self.ratios: list[tuple[int, float]] = []  # (step, value / threshold), on the host
 
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.model = getattr(pl_module.model, "_orig_mod", pl_module.model)
+        self.model = uncompiled(pl_module.model)
         check_train_mode(self.model, trainer.world_size, "callbacks.batch_sharpness")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = trainer.optimizers[0]

@@ -38,7 +38,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
-from lbtrain.lightning_internals import ddp_comm_hook
+from lbtrain.lightning_internals import ddp_comm_hook, uncompiled
 from lbtrain.noise_scale import DebiasedEMA, pooled, two_batch_estimates
 from lbtrain.steps import step_of_this_batch
 
@@ -69,6 +69,7 @@ class NoiseScale(StepSeries):
             raise ValueError(f"pool_last={pool_last} must be in (0, 1]")
         self.chunks, self.granularity, self.pool_last = chunks, granularity, pool_last
         self.ema = DebiasedEMA(ema_decay)  # of [|G|^2, tr(Sigma)]
+        self._ema_state: dict | None = None  # a checkpoint's EMA, until training starts
         self._single: Tensor | None = None  # this step's [|G|^2, tr(Sigma)], before the EMA
         self.singles: list[tuple[int, float, float]] = []  # (step, |G|^2, tr(Sigma)), host
         self.sub_names = ["trace_sigma", "grad_sq", "temperature", "grad_sq_single",
@@ -106,7 +107,7 @@ class NoiseScale(StepSeries):
         self.check_plan(pl_module.plan, trainer)
         self.strategy = self._strategy(pl_module.plan)
         self.mode = self.strategy.name
-        self.model = getattr(pl_module.model, "_orig_mod", pl_module.model)
+        self.model = uncompiled(pl_module.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = trainer.optimizers[0]
         self._temperature = torch.zeros((), device=pl_module.device)
@@ -144,7 +145,7 @@ class NoiseScale(StepSeries):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        if getattr(self, "_ema_state", None) is not None:
+        if self._ema_state is not None:
             self.ema.load_state_dict(self._ema_state, pl_module.device)
             self._ema_state = None
 

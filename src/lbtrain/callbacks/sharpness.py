@@ -25,6 +25,7 @@ from torch import Tensor
 
 from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
+from lbtrain.lightning_internals import uncompiled
 from lbtrain.optimizers import OPTIMIZERS
 from lbtrain.sharpness import check_train_mode, measuring_mode, top_hessian_eigenvalue
 
@@ -82,7 +83,7 @@ class Sharpness(StepSeries):
         self.sub_names += ["threshold", "stability_ratio"] if self.threshold else []
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
-        model = getattr(pl_module.model, "_orig_mod", pl_module.model)
+        model = uncompiled(pl_module.model)
         params = [p for p in model.parameters() if p.requires_grad]
         group = self.optimizer.param_groups[0]  # the lr of the coming updates
         eigenvalue, products = self._top(model, params, "hessian")
