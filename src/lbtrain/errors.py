@@ -36,3 +36,7 @@ class NotRequeued(Exception):
     """The launcher refused to requeue a checkpointed job (e.g. submitit, once a job has
     timed out `max_num_timeout` times). An Exception, not an exit: submitit then records the
     job as ended, and the sweep that waits for it returns."""
+
+
+class StoppedAtOnce(Exception):
+    """A second Ctrl-C: the run stops in the step it is in, without a checkpoint."""

@@ -27,7 +27,7 @@ from lbtrain.config import (
     import_extensions,
     validate,
 )
-from lbtrain.errors import ConfigError, NotRequeued, Preempted
+from lbtrain.errors import ConfigError, NotRequeued, Preempted, StoppedAtOnce
 from lbtrain.notices import one_console, quiet
 from lbtrain.run_dir import REQUEUE_CHECKPOINT, check_run_dir, shown
 from lbtrain.run_dir import lock as lock_run_dir
@@ -78,6 +78,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         what = "paused" if paused else "preempted"
         log.warning(f"lbtrain: {what} ({e.signal}) at step {e.step}: {then}")  # console too
         sys.exit(EXIT_INTERRUPTED if paused else EXIT_PREEMPTED)
+    except StoppedAtOnce:
+        from lbtrain.callbacks.preemption import EXIT_INTERRUPTED
+
+        sys.exit(EXIT_INTERRUPTED)  # the handler said so, at the second Ctrl-C
     except NotRequeued as e:
         log.error(f"lbtrain: job {e}; resume it with: {resume_command()}")  # console too
         raise  # under submitit: the job is recorded as ended, and the sweep returns

@@ -28,7 +28,7 @@ import lightning as L
 import torch
 
 from lbtrain.callbacks.checkpoint import save_atomically
-from lbtrain.errors import NotRequeued, Preempted
+from lbtrain.errors import NotRequeued, Preempted, StoppedAtOnce
 from lbtrain.lightning_internals import set_updates_logged
 from lbtrain.run_dir import REQUEUE_CHECKPOINT
 
@@ -55,7 +55,7 @@ class Preemption(L.Callback):
         if signum == signal.SIGINT:
             if self.received == signal.SIGINT:  # Ctrl-C twice: stop now, no checkpoint
                 sys.stderr.write("lbtrain: second Ctrl-C: stopped at once, no checkpoint\n")
-                raise SystemExit(EXIT_INTERRUPTED)  # from the step the run is in, not after it
+                raise StoppedAtOnce  # from the step the run is in, not after it
             sys.stderr.write("lbtrain: Ctrl-C: pausing at the next step, with a checkpoint to "
                              "continue from (Ctrl-C again: stop at once)\n")  # fmt: skip
         self.received = signum  # act at the next step boundary, not inside the handler

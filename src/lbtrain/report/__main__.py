@@ -38,6 +38,7 @@ from pathlib import Path
 
 from lbtrain.critical_batch import Target
 from lbtrain.report import write_report
+from lbtrain.report.runs import ReportError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         parser.error(str(e))
     out = args.out or args.paths[0] / "report"
-    write_report(args.paths, out, target, args.branch_tolerance)
+    try:
+        write_report(args.paths, out, target, args.branch_tolerance)
+    except ReportError as e:  # the library raises; the command says it in one line
+        sys.exit(f"lbtrain.report: error: {e}")
     if args.wandb:
         from lbtrain.report.to_wandb import Refused, publish
 

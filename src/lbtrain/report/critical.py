@@ -17,7 +17,7 @@ from lbtrain.critical_batch import (
     noise_scale_until,
     steps_to_target,
 )
-from lbtrain.report.runs import Run, row_names
+from lbtrain.report.runs import ReportError, Run, row_names
 
 
 def run_steps_to_target(run: Run, target: Target) -> float:
@@ -40,8 +40,8 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
     Shallue et al. tune the LR per batch size; runs that never reach it are listed."""
     if not any(target.metric in r.metrics for r in runs):
         seen = sorted({c for r in runs for c in r.metrics.columns if "/" in c})
-        raise SystemExit(
-            f"lbtrain.report: error: --target {target.metric}: no run logged it; "
+        raise ReportError(
+            f"--target {target.metric}: no run logged it; "
             f"choose one of: {', '.join(seen) or '(no metrics found)'}"
         )
     groups: dict[tuple, list[Run]] = {}

@@ -29,6 +29,11 @@ ADDED_KEYS = {"optim.adam_rule": None, "optim.fixed_timescale": False, "branch.b
               "batch_schedule_points": []}  # fmt: skip
 
 
+class ReportError(ValueError):
+    """What the report cannot be made from, in one line (`python -m lbtrain.report` prints it
+    and exits 1)."""
+
+
 def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
     flat = {}
     for key, value in config.items():
@@ -137,7 +142,7 @@ def find_runs(paths: list[Path]) -> list[Run]:
     found: dict[Path, None] = {}  # overlapping PATHs (a sweep and one of its jobs): once
     for root in paths:
         if not root.exists():
-            raise SystemExit(f"lbtrain.report: error: {root} does not exist")
+            raise ReportError(f"{root} does not exist")
         candidates = [root] if (root / ".hydra").is_dir() else []
         candidates += sorted(p.parent.parent for p in root.rglob(".hydra/config.yaml"))
         for run_dir in candidates:
@@ -146,7 +151,7 @@ def find_runs(paths: list[Path]) -> list[Run]:
     runs = [load_run(run_dir) for run_dir in found]
     if not runs:
         where = ", ".join(str(p) for p in paths)
-        raise SystemExit(f"lbtrain.report: error: no lbtrain runs under {where}")
+        raise ReportError(f"no lbtrain runs under {where}")
     return once_per_seed(runs)
 
 
@@ -217,8 +222,8 @@ def _read_tensorboard(log_dir: Path) -> pd.DataFrame:
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:
-        raise SystemExit(
-            f"lbtrain.report: error: {log_dir.parent} logged to TensorBoard: reading it needs the "
+        raise ReportError(
+            f"{log_dir.parent} logged to TensorBoard: reading it needs the "
             "tensorboard package (pip install tensorboard)"
         ) from None
     events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: every value
