@@ -290,16 +290,12 @@ def validate(cfg: DictConfig) -> None:
             f"{missing[0]}: missing from the config; lbtrain reads it (conf/train.yaml and "
             "conf/trainer/default.yaml set every key lbtrain reads: compose from them)"
         )
+    for check in TOPICS:  # the first bad value, topic by topic
+        check(cfg)
 
-    from lbtrain.optimizers import OPTIMIZERS
-    from lbtrain.scaling import (
-        ADAM_BATCH_RULES,
-        LR_SCALING_POWERS,
-        REGIMES,
-        adam_sqrt_rule,
-        resolved_adam_rule,
-    )
 
+def _check_run(cfg: DictConfig) -> None:
+    """Batch, threads, seed, batch augmentation, the data's own batch."""
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
     _check(cfg.threads == "auto" or (_is_int(cfg.threads) and cfg.threads >= 1), "threads",
            cfg.threads, "must be auto or an int >= 1")  # fmt: skip
@@ -314,6 +310,10 @@ def validate(cfg: DictConfig) -> None:
     if "eval_batch_size" in d:
         _check(_is_int(d.eval_batch_size) and d.eval_batch_size > 0, "data.eval_batch_size",
                d.eval_batch_size, "must be a positive integer")  # fmt: skip
+
+
+def _check_batch_schedule(cfg: DictConfig) -> None:
+    """A batch-size schedule and its points."""
     schedules = ("none", "grow", "warmup")
     _check(cfg.batch_schedule in schedules, "batch_schedule", cfg.batch_schedule,
            f"use {', '.join(schedules)}")  # fmt: skip
@@ -330,6 +330,12 @@ def validate(cfg: DictConfig) -> None:
     )  # fmt: skip
     _check(bool(pairs) == (cfg.batch_schedule == "warmup"), "batch_schedule_points", pairs,
            "are what batch_schedule=warmup follows, and only it: give both or neither")  # fmt: skip
+
+
+def _check_scaling(cfg: DictConfig) -> None:
+    """The LR rule, the regime stretch, ghost batches, what Lightning may not do."""
+    from lbtrain.scaling import LR_SCALING_POWERS, REGIMES
+
     all_rules = ", ".join(LR_SCALING_POWERS)
     _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {all_rules}")
     _check(cfg.regime in REGIMES, "regime", cfg.regime, f"use {', '.join(REGIMES)}")
@@ -348,6 +354,12 @@ def validate(cfg: DictConfig) -> None:
         sync_bn,
         "cannot be combined with ghost_batch_size (GBN normalises each ghost batch on its own)",
     )
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    """The optimizer, its options, and the LR rules it has."""
+    from lbtrain.optimizers import OPTIMIZERS
+
     o = cfg.optim
     _check(o.lr >= 0, "optim.lr", o.lr, "must be >= 0")
     _check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "must be > 0")
@@ -368,6 +380,14 @@ def validate(cfg: DictConfig) -> None:
         cfg.lr_scaling,
         f"has no defined rule for optim.optimizer={o.optimizer}; use {', '.join(rules)}",
     )
+
+
+def _check_adam_rules(cfg: DictConfig) -> None:
+    """Adam's batch rules and AdamW's timescale."""
+    from lbtrain.optimizers import OPTIMIZERS
+    from lbtrain.scaling import ADAM_BATCH_RULES, adam_sqrt_rule, resolved_adam_rule
+
+    o, betas = cfg.optim, list(cfg.optim.betas)
     facts = OPTIMIZERS.facts[o.optimizer]
     _check(o.adam_rule is None or o.adam_rule in ADAM_BATCH_RULES, "optim.adam_rule", o.adam_rule,
            f"use null, {', '.join(ADAM_BATCH_RULES)}")  # fmt: skip
@@ -406,6 +426,11 @@ def validate(cfg: DictConfig) -> None:
     _check(not o.fixed_timescale or o.weight_decay > 0, "optim.fixed_timescale",
            o.fixed_timescale, "needs optim.weight_decay > 0 (no decay, no timescale)")  # fmt: skip
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+
+
+def _check_lr_schedule(cfg: DictConfig) -> None:
+    """Decays, warmup and milestones."""
+    o = cfg.optim
     one_factor = isinstance(o.gamma, int | float)
     gammas = [o.gamma] if one_factor else list(o.gamma)
     _check(
@@ -425,6 +450,10 @@ def validate(cfg: DictConfig) -> None:
         list(o.milestones),
         f"must be increasing positive {o.schedule_unit}s (optim.schedule_unit)",
     )
+
+
+def _check_branch(cfg: DictConfig) -> None:
+    """A branch from a base run's checkpoint."""
     b = cfg.branch
     _check(isinstance(b, DictConfig) and set(b) == {"base_run", "step", "samples"}, "branch", b,
            "must be {base_run: <run dir or null>, step: <int>, samples: <int>}")  # fmt: skip
@@ -436,6 +465,11 @@ def validate(cfg: DictConfig) -> None:
                "must be the optimizer step of a checkpoint the base run saved")  # fmt: skip
         _check(_is_int(b.samples) and b.samples > 0, "branch.samples", b.samples,
                "must be a positive number of training samples")  # fmt: skip
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """The Trainer arguments lbtrain reads."""
+    o = cfg.optim
     t = cfg.trainer
     accumulate = t.accumulate_grad_batches
     _check(_is_int(accumulate) and accumulate >= 1, "trainer.accumulate_grad_batches",
@@ -455,6 +489,10 @@ def validate(cfg: DictConfig) -> None:
         epochs,
         "must be an int > 0 (or -1 with trainer.max_steps > 0 and optim.schedule_unit=step)",
     )
+
+
+def _check_report_and_loggers(cfg: DictConfig) -> None:
+    """How the report names the run; the W&B mode."""
     report = cfg.report
     _check(isinstance(report, DictConfig) and set(report) == {"label", "order"}, "report",
            report, "must be {label: <text or null>, order: <int or null>}")  # fmt: skip
@@ -464,6 +502,19 @@ def validate(cfg: DictConfig) -> None:
     if wandb is not None and "mode" in wandb:
         modes = ("online", "offline", "disabled")
         _check(wandb.mode in modes, "logger.wandb.mode", wandb.mode, f"use {', '.join(modes)}")
+
+
+TOPICS = (
+    _check_run,
+    _check_batch_schedule,
+    _check_scaling,
+    _check_optimizer,
+    _check_adam_rules,
+    _check_lr_schedule,
+    _check_branch,
+    _check_trainer,
+    _check_report_and_loggers,
+)
 
 
 def check_registered(cfg: DictConfig) -> None:

@@ -299,26 +299,8 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
     milestones = tuple(optim.milestones)
     per_milestone = [gamma] * len(milestones) if isinstance(gamma, int | float) else list(gamma)
     stretch = regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size)
-    phases = ()
     stretched = [m * stretch for m in milestones]
-    if cfg.batch_schedule != "none" and (accumulate > 1 or optim.schedule_unit != "epoch"):
-        raise ConfigError(
-            f"batch_schedule={cfg.batch_schedule}: needs real batches changing between epochs "
-            "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
-        )
-    if cfg.batch_schedule == "grow":
-        phases = grow_phases(batch, cfg.batch_schedule_cap, stretched, per_milestone, world_size)
-    elif cfg.batch_schedule == "warmup":
-        points = [list(p) for p in cfg.batch_schedule_points]
-        epochs = math.ceil(cfg.trainer.max_epochs * stretch - 1e-9)
-        for epoch, grown in points:
-            if grown % world_size or epoch >= epochs:
-                raise ConfigError(
-                    f"batch_schedule_points: [{epoch}, {grown}] must start within the run's "
-                    f"{epochs} epochs with a batch that divides across its {world_size} devices"
-                )
-        power = LR_SCALING_POWERS[cfg.lr_scaling]
-        phases = warmup_phases(batch, points, stretched, per_milestone, power)
+    phases = batch_phases(cfg, world_size, stretch, stretched, per_milestone)
     return BatchPlan(
         batch_size=batch,
         world_size=world_size,
@@ -345,6 +327,30 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         fixed_timescale=optim.fixed_timescale,
         decoupled_decay=OPTIMIZERS.facts[optim.optimizer]["decoupled_decay"],
     )
+
+
+def batch_phases(cfg, world_size: int, stretch: float, stretched, per_milestone) -> tuple:
+    """The phases of a batch-size schedule (none: ()), their milestones stretched once."""
+    batch, accumulate = cfg.batch_size, cfg.trainer.accumulate_grad_batches
+    if cfg.batch_schedule != "none" and (accumulate > 1 or cfg.optim.schedule_unit != "epoch"):
+        raise ConfigError(
+            f"batch_schedule={cfg.batch_schedule}: needs real batches changing between epochs "
+            "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
+        )
+    if cfg.batch_schedule == "grow":
+        return grow_phases(batch, cfg.batch_schedule_cap, stretched, per_milestone, world_size)
+    if cfg.batch_schedule == "warmup":
+        points = [list(p) for p in cfg.batch_schedule_points]
+        epochs = math.ceil(cfg.trainer.max_epochs * stretch - 1e-9)
+        for epoch, grown in points:
+            if grown % world_size or epoch >= epochs:
+                raise ConfigError(
+                    f"batch_schedule_points: [{epoch}, {grown}] must start within the run's "
+                    f"{epochs} epochs with a batch that divides across its {world_size} devices"
+                )
+        power = LR_SCALING_POWERS[cfg.lr_scaling]
+        return warmup_phases(batch, points, stretched, per_milestone, power)
+    return ()
 
 
 def decay_factors(gamma: float | list[float], n_milestones: int) -> list[float]:

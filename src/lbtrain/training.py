@@ -266,46 +266,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if rank_zero_only.rank == 0:
         check_run_dir(run_dir, cfg.ckpt_path, requeue)
     trainer, module, datamodule = build(cfg, run_dir)
-    ckpt_path = cfg.ckpt_path
-    if ckpt_path is None and requeue.exists():  # this job was preempted: carry on
-        ckpt_path = str(requeue)
-        log.info("resuming the preempted run from %s", requeue)
-    if ckpt_path is not None:
-        key = "ckpt_path" if cfg.ckpt_path else "requeue checkpoint"
-        try:
-            checkpoint = check_checkpoint(ckpt_path, module, key)
-        except ConfigError as e:  # say how the checkpoint's run was started
-            trained = recorded_overrides(Path(ckpt_path).resolve().parent.parent, run_dir)
-            if trained is None:
-                raise
-            given = " ".join(trained) or "(the defaults)"
-            raise ConfigError(f"{e}; it was trained with: {given}") from None
-        if nothing_left(checkpoint, trainer):  # resuming would rewrite its results: leave it
-            if rank_zero_only.rank == 0 and not restore_run_dir(run_dir):
-                print(f"lbtrain: {run_dir} keeps this invocation's .hydra/ (named in a config "
-                      "file, not on the command line)")  # fmt: skip
-            origin = Path(ckpt_path).resolve().parent.parent
-            print(f"lbtrain: {origin} already finished at step {checkpoint['global_step']}; "
-                  "nothing to resume")  # fmt: skip
-            return {}
-        check_same_run(run_dir, resolved)  # in place: the run it continues, as it was
-        if rank_zero_only.rank == 0:  # rows logged after the checkpoint: logged again
-            forget_after(trainer.loggers, checkpoint["global_step"])
-        if rank_zero_only.rank == 0 and (kept := keep_run_record(run_dir)):
-            log.info("this resume's config and overrides: %s (the run's own stay in .hydra/)", kept)
-
-    text = OmegaConf.to_yaml(resolved)
-    config_hash = hashlib.sha1(text.encode()).hexdigest()[:12]
-    log.info("config %s:\n%s", config_hash, text, extra=FILE_ONLY)  # run.log, not the console
-    if rank_zero_only.rank == 0:  # extra DDP ranks run this too, in the same dir
-        (run_dir / "config.yaml").write_text(text)  # RunSummary adds the effective plan
-    for logger in trainer.loggers:
-        logger.log_hyperparams(resolved)
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-            run = logger.experiment
-            group = f", group {run.group}" if run.group else ""
-            log.info("W&B run %s (%s): name %s%s, tags %s", run.id, run.settings.mode, run.name,
-                     group, list(run.tags))  # fmt: skip
+    ckpt_path, finished = resume_from(cfg, run_dir, requeue, trainer, module, resolved)
+    if finished:
+        return {}
+    config_hash = record(run_dir, resolved, trainer)
     if isinstance(datamodule, InMemoryDataModule):  # an exact mid-epoch resume (notices.py)
         warnings.filterwarnings("ignore", message=MID_EPOCH_RESUME)
     try:
@@ -332,3 +296,55 @@ def train(cfg: DictConfig) -> dict[str, float]:
             summary["val/acc"], summary["global_step"], shown(run_dir),
         )  # fmt: skip
     return summary
+
+
+def resume_from(cfg, run_dir: Path, requeue: Path, trainer, module, resolved: dict):
+    """The checkpoint fit() resumes from (None: a fresh run), and whether the run it holds
+    has nothing left to train (then nothing on disk changes). A preempted job carries on from
+    its requeue checkpoint; an in-place resume must continue the run as it was."""
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path is None and requeue.exists():  # this job was preempted: carry on
+        ckpt_path = str(requeue)
+        log.info("resuming the preempted run from %s", requeue)
+    if ckpt_path is None:
+        return None, False
+    key = "ckpt_path" if cfg.ckpt_path else "requeue checkpoint"
+    try:
+        checkpoint = check_checkpoint(ckpt_path, module, key)
+    except ConfigError as e:  # say how the checkpoint's run was started
+        trained = recorded_overrides(Path(ckpt_path).resolve().parent.parent, run_dir)
+        if trained is None:
+            raise
+        given = " ".join(trained) or "(the defaults)"
+        raise ConfigError(f"{e}; it was trained with: {given}") from None
+    if nothing_left(checkpoint, trainer):  # resuming would rewrite its results: leave it
+        if rank_zero_only.rank == 0 and not restore_run_dir(run_dir):
+            print(f"lbtrain: {run_dir} keeps this invocation's .hydra/ (named in a config "
+                  "file, not on the command line)")  # fmt: skip
+        origin = Path(ckpt_path).resolve().parent.parent
+        print(f"lbtrain: {origin} already finished at step {checkpoint['global_step']}; "
+              "nothing to resume")  # fmt: skip
+        return ckpt_path, True
+    check_same_run(run_dir, resolved)  # in place: the run it continues, as it was
+    if rank_zero_only.rank == 0:  # rows logged after the checkpoint: logged again
+        forget_after(trainer.loggers, checkpoint["global_step"])
+    if rank_zero_only.rank == 0 and (kept := keep_run_record(run_dir)):
+        log.info("this resume's config and overrides: %s (the run's own stay in .hydra/)", kept)
+    return ckpt_path, False
+
+
+def record(run_dir: Path, resolved: dict, trainer: L.Trainer) -> str:
+    """The resolved config into run.log, config.yaml and every logger; returns its hash."""
+    text = OmegaConf.to_yaml(resolved)
+    config_hash = hashlib.sha1(text.encode()).hexdigest()[:12]
+    log.info("config %s:\n%s", config_hash, text, extra=FILE_ONLY)  # run.log, not the console
+    if rank_zero_only.rank == 0:  # extra DDP ranks run this too, in the same dir
+        (run_dir / "config.yaml").write_text(text)  # RunSummary adds the effective plan
+    for logger in trainer.loggers:
+        logger.log_hyperparams(resolved)
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            run = logger.experiment
+            group = f", group {run.group}" if run.group else ""
+            log.info("W&B run %s (%s): name %s%s, tags %s", run.id, run.settings.mode, run.name,
+                     group, list(run.tags))  # fmt: skip
+    return config_hash
