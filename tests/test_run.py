@@ -147,6 +147,19 @@ def test_an_in_place_resume_keeps_the_runs_own_record(cli_in_process, tmp_path):
     assert "trainer.max_epochs=3" in resumed and any(o.startswith("ckpt_path=") for o in resumed)
 
 
+def test_an_in_place_resume_with_csv_and_wandb_loggers_continues(cli_in_process, tmp_path):
+    """The default loggers (CSV and W&B offline): the resume drops the CSV rows past its
+    checkpoint and leaves W&B's run alone (W&B's logger has no log dir)."""
+    first = cli_in_process(*TINY, "logger=default", "hydra.run.dir=logs/mine")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "logs" / "mine"
+    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    more = cli_in_process(*TINY[1:], "trainer.max_epochs=3", "logger=default",
+                          "hydra.run.dir=logs/mine", ckpt)  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 18
+
+
 def test_a_summary_is_never_rewritten_with_fewer_keys(cli_in_process, tmp_path):
     first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
     assert first.returncode == 0, first.stderr[-3000:]

@@ -64,8 +64,10 @@ def forget_after(loggers, step: int) -> None:
     """A run resumes from its checkpoint after `step` updates: the CSV rows of later steps
     (written before a kill -9 or a crash) go, as the resumed run logs those steps anew."""
     for logger in loggers:
+        if not isinstance(logger, ResumableCSVLogger):
+            continue
         path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-        if not isinstance(logger, ResumableCSVLogger) or not path.is_file():
+        if not path.is_file():
             continue
         with open(path, newline="") as f:
             reader = csv.DictReader(f)

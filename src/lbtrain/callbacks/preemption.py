@@ -52,13 +52,14 @@ class Preemption(L.Callback):
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:
+        # noted first: a second signal may interrupt this handler itself
+        again, self.received = self.received, signum  # acted on at the next step boundary
+        if signum == signal.SIGINT and again == signal.SIGINT:  # Ctrl-C twice: stop now
+            sys.stderr.write("lbtrain: second Ctrl-C: stopped at once, no checkpoint\n")
+            raise StoppedAtOnce  # from the step the run is in, not after it
         if signum == signal.SIGINT:
-            if self.received == signal.SIGINT:  # Ctrl-C twice: stop now, no checkpoint
-                sys.stderr.write("lbtrain: second Ctrl-C: stopped at once, no checkpoint\n")
-                raise StoppedAtOnce  # from the step the run is in, not after it
             sys.stderr.write("lbtrain: Ctrl-C: pausing at the next step, with a checkpoint to "
                              "continue from (Ctrl-C again: stop at once)\n")  # fmt: skip
-        self.received = signum  # act at the next step boundary, not inside the handler
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         # after Lightning's own handlers, so these take precedence for the training loop
