@@ -276,8 +276,8 @@ def test_the_report_reads_tensorboard_runs_and_never_draws_a_blank_figure(
 def test_a_run_from_before_optim_options_and_report_pools_with_a_new_one(sweep, tmp_path):
     """Old runs' configs lack `optim.options` (empty by default), `report`, and the keys added
     since (`optim.adam_rule`, `optim.fixed_timescale`, `branch`, `batch_schedule_points`,
-    `stop_on_divergence`): the same config, another seed, pools into the new run's row, and
-    takes its recipe's label."""
+    `stop_on_divergence`, `threads`, `trainer.enable_checkpointing`): the same config, another
+    seed, pools into the new run's row, and takes its recipe's label."""
     new = next(p for p in sweep.iterdir() if p.name.isdigit() and "recipe=lb_lr_gbn_ra" in (
         p / ".hydra" / "overrides.yaml").read_text())  # fmt: skip
     old = tmp_path / "old"
@@ -287,6 +287,8 @@ def test_a_run_from_before_optim_options_and_report_pools_with_a_new_one(sweep, 
     assert config["optim"].pop("adam_rule") is None and not config["optim"].pop("fixed_timescale")
     assert config.pop("branch")["base_run"] is None and config.pop("batch_schedule_points") == []
     assert config.pop("stop_on_divergence") is True
+    assert config.pop("threads") == "auto"
+    assert config["trainer"].pop("enable_checkpointing") is False
     config["seed"] = 7
     (old / "config.yaml").write_text(yaml.safe_dump(config))
     table = report.table(report.find_runs([new, old])).set_index("run")

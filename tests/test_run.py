@@ -160,6 +160,28 @@ def test_an_in_place_resume_with_csv_and_wandb_loggers_continues(cli_in_process,
     assert json.loads((run / "summary.json").read_text())["global_step"] == 18
 
 
+def test_a_run_from_before_the_keys_added_since_resumes_in_place(cli_in_process, tmp_path):
+    """A run written before a key existed (its config.yaml lacks it) resumes in place: a key it
+    lacks reads as its default (config.ADDED_KEYS), which is no change of what it was."""
+    from lbtrain.config import ADDED_KEYS
+
+    first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "logs" / "mine"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    for key in ADDED_KEYS:  # as a run from 9631794's time had none of the later ones
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node.pop(last)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    more = cli_in_process(*TINY[1:], "trainer.max_epochs=3", "logger=csv",
+                          "hydra.run.dir=logs/mine", ckpt)  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+
+
 def test_a_summary_is_never_rewritten_with_fewer_keys(cli_in_process, tmp_path):
     first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
     assert first.returncode == 0, first.stderr[-3000:]

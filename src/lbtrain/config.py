@@ -19,6 +19,13 @@ from omegaconf.errors import OmegaConfBaseException
 from lbtrain.errors import ConfigError
 
 GROUPS = ("data", "model", "optim", "trainer", "logger", "callbacks", "recipe", "experiment")
+# Keys added to conf/train.yaml after runs were written, with the value that does what those
+# runs did: a run whose config lacks one reads as having it (the report pools it with new
+# runs; an in-place resume of it is no change)
+ADDED_KEYS = {"optim.adam_rule": None, "optim.fixed_timescale": False, "branch.base_run": None,
+              "branch.step": None, "branch.samples": None, "batch_schedule_points": [],
+              "stop_on_divergence": True, "threads": "auto",
+              "trainer.enable_checkpointing": False}  # fmt: skip
 
 
 def group_options(group: str, config_dirs: list[str] = ()) -> list[str]:

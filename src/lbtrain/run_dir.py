@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from lbtrain.config import ADDED_KEYS
 from lbtrain.errors import ConfigError
 
 REQUEUE_CHECKPOINT = "requeue.ckpt"  # in <run dir>/checkpoints/ while a preempted run waits
@@ -196,7 +197,7 @@ def check_same_run(run_dir: Path, config: dict) -> None:
         return
     recorded = yaml.safe_load(path.read_text()) or {}
     recorded.pop("plan", None)  # what RunSummary derived: follows from the rest
-    recorded = _flat(recorded)
+    recorded = ADDED_KEYS | _flat(recorded)  # a run from before a key: as with its default
     given = _flat(config)
     changed = [
         f"{k}={given.get(k, '<unset>')} (the run: {recorded.get(k, '<unset>')})"
@@ -213,10 +214,11 @@ def check_same_run(run_dir: Path, config: dict) -> None:
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}; lists stay values."""
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}; lists stay values; an empty mapping sets
+    nothing (a run from before its keys)."""
     flat = {}
     for key, value in tree.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             flat |= _flat(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value

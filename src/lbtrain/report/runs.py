@@ -12,21 +12,17 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from lbtrain.config import ADDED_KEYS  # a run lacking one reads as having its default
+
 # What every table row reads from a run's summary (a diverged run's: global_step alone)
 SUMMARY_KEYS = ("val/acc", "global_step")
 
 # Not part of what a run measures: where files go, what logs it, its seed (rows pool seeds),
-# the plan (derived from the rest; runs from before it existed lack it), and what a run does
-# once it diverged (a diverged run has no result either way)
+# the plan (derived from the rest; runs from before it existed lack it), what a run does
+# once it diverged (a diverged run has no result either way), its threads and checkpointing
 NOT_IDENTITY = ("seed", "paths", "ckpt_path", "logger", "callbacks", "plan", "data.data_dir",
-                "trainer.enable_progress_bar", "report", "stop_on_divergence")  # fmt: skip
-
-
-# Keys added to conf/train.yaml after runs were written, with the value that does what those
-# runs did: a run whose config lacks one reads as having it, and pools with new runs
-ADDED_KEYS = {"optim.adam_rule": None, "optim.fixed_timescale": False, "branch.base_run": None,
-              "branch.step": None, "branch.samples": None,
-              "batch_schedule_points": []}  # fmt: skip
+                "trainer.enable_progress_bar", "report", "stop_on_divergence", "threads",
+                "trainer.enable_checkpointing")  # fmt: skip
 
 
 class ReportError(ValueError):
