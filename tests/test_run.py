@@ -403,3 +403,26 @@ def test_a_diverged_run_stops_and_says_so(cli_in_process, tmp_path):
     assert on.returncode == 0, on.stderr[-3000:]
     summary = json.loads((tmp_path / "logs" / "on" / "summary.json").read_text())
     assert (summary["diverged_at_step"], summary["global_step"]) == (step, 375)
+
+
+def test_a_run_dir_is_never_resumed_from_another_runs_checkpoint(cli_in_process, tmp_path):
+    """A finished 3-epoch run B, resumed in place from run A's 2-epoch checkpoint (the same
+    config): refused before anything is written, as it would cut B's log at A's step and
+    write A's continuation over B's summary. A dir holding a run but no checkpoint (killed in
+    its first epoch) is not offered a checkpoint that does not exist."""
+    a = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/a")
+    b = cli_in_process(*TINY[1:], "trainer.max_epochs=3", "logger=csv", "hydra.run.dir=logs/b")
+    assert a.returncode == b.returncode == 0, (a.stderr + b.stderr)[-3000:]
+    run_b = tmp_path / "logs" / "b"
+    before = dir_state(run_b)
+    ckpt = tmp_path / "logs" / "a" / "checkpoints" / "last.ckpt"
+    again = cli_in_process(*TINY[1:], "trainer.max_epochs=3", "logger=csv",
+                           "hydra.run.dir=logs/b", f"ckpt_path={ckpt}")  # fmt: skip
+    assert again.returncode == 2
+    assert "leave out hydra.run.dir (a new dir)" in again.stderr, again.stderr[-2000:]
+    assert dir_state(run_b) == before
+    (run_b / "checkpoints" / "last.ckpt").unlink()
+    (run_b / "summary.json").unlink()
+    bare = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/b")
+    assert bare.returncode == 2 and "it holds no checkpoint to resume from" in bare.stderr
+    assert "last.ckpt" not in bare.stderr

@@ -169,14 +169,24 @@ def recorded_overrides(run_dir: Path, this_run: Path) -> list[str] | None:
 
 def check_run_dir(run_dir: Path, ckpt_path: str | None, requeue: Path) -> None:
     """Never overwrite an earlier run: a run dir that already holds one is only reused to
-    resume it (explicitly with ckpt_path=, or automatically after preemption)."""
+    resume it from its own checkpoint (explicitly with ckpt_path=, or automatically after
+    preemption); a checkpoint from elsewhere would rewrite its log and summary."""
     used = [f for f in ("summary.json", "csv/metrics.csv", "checkpoints/last.ckpt")
             if (run_dir / f).exists()]  # fmt: skip
-    if used and ckpt_path is None and not requeue.exists():
-        raise ConfigError(
-            f"hydra.run.dir={run_dir} already holds a run ({used[0]}); pick a new dir, or resume "
-            f"it with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
-        )
+    if not used or (ckpt_path is None and requeue.exists()):
+        return
+    own = run_dir / "checkpoints"
+    if ckpt_path is not None and Path(ckpt_path).resolve().parent == own.resolve():
+        return
+    last = own / "last.ckpt"
+    resume = (f"resume it with ckpt_path={last}" if last.is_file() else
+              "it holds no checkpoint to resume from")  # fmt: skip
+    elsewhere = "" if ckpt_path is None else (
+        f"; to train on from {ckpt_path}, leave out hydra.run.dir (a new dir)")  # fmt: skip
+    raise ConfigError(
+        f"hydra.run.dir={run_dir} already holds a run ({used[0]}); pick a new dir, or {resume}"
+        f"{elsewhere}"
+    )
 
 
 # What an in-place resume may change (README, "Stop, continue, resume"): the step budget, how
