@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.benchmark import Timer
 
-from lbtrain.gbn import GhostBatchNorm, auto_implementation
+from lbtrain.train.gbn import GhostBatchNorm, auto_implementation
 
 SHAPES = [  # (B, C, H, W, ghost)
     (4096, 16, 32, 32, 128),

@@ -30,15 +30,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lbtrain.config import compose_config, validate
+from lbtrain.config.validate import compose_config, validate
 from lbtrain.data import register_datamodule
 from lbtrain.data.augment import BatchTransform
 from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.data.vision import CIFAR10DataModule
-from lbtrain.gbn import auto_implementation, convert_to_ghost_batchnorm
 from lbtrain.models import create_model
-from lbtrain.scaling import make_scheduler
-from lbtrain.training import build
+from lbtrain.train.fit import build
+from lbtrain.train.gbn import auto_implementation, convert_to_ghost_batchnorm
+from lbtrain.train.plan import make_scheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_gbn import SHAPES, print_table, time_shape  # noqa: E402

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from lbtrain.config import compose_config, validate
-from lbtrain.scaling import make_scheduler
-from lbtrain.training import build
+from lbtrain.config.validate import compose_config, validate
+from lbtrain.train.fit import build
+from lbtrain.train.plan import make_scheduler
 
 
 def optimizer_and_schedule(module, cfg, parameters, steps_per_epoch: int):

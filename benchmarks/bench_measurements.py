@@ -22,18 +22,18 @@ import time
 import lightning as L
 import torch
 
-from lbtrain.callbacks.angular_distance import AngularDistance
-from lbtrain.callbacks.batch_sharpness import BatchSharpness
-from lbtrain.callbacks.noise_scale import NoiseScale
-from lbtrain.callbacks.sharpness import Sharpness
-from lbtrain.callbacks.weight_distance import WeightDistance
-from lbtrain.config import compose_config
+from lbtrain.config.validate import compose_config
 from lbtrain.data.in_memory import InMemoryLoader
+from lbtrain.measure.angular_distance import AngularDistance
+from lbtrain.measure.batch_sharpness import BatchSharpness
+from lbtrain.measure.noise_scale_callback import NoiseScale
+from lbtrain.measure.sharpness_callback import Sharpness
+from lbtrain.measure.weight_distance import WeightDistance
 from lbtrain.models import create_model
-from lbtrain.module import Classifier
-from lbtrain.optimizers import OptimizerSpec
-from lbtrain.scaling import make_plan
-from lbtrain.training import build
+from lbtrain.train.fit import build
+from lbtrain.train.module import Classifier
+from lbtrain.train.optimizers import OptimizerSpec
+from lbtrain.train.plan import make_plan
 
 HOOKS = ("on_train_batch_start", "on_after_backward", "on_before_optimizer_step",
          "on_train_batch_end", "on_train_epoch_end", "on_train_end")  # fmt: skip
@@ -56,7 +56,7 @@ def timed(measurement: type) -> type:
 
 def at_each_step(measurement: type) -> type:
     """A weight series with its arithmetic at every step, as a model too large to keep copies
-    of its weights until the flush gets it (lbtrain.callbacks.weight_distance.DEFER_BYTES)."""
+    of its weights until the flush gets it (lbtrain.measure.weight_distance.DEFER_BYTES)."""
 
     def track(self, named) -> None:
         measurement.track(self, named)

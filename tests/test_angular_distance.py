@@ -9,7 +9,7 @@ import torch
 from test_weight_distance import RecordWeights, fit
 from torch import nn
 
-from lbtrain.callbacks.angular_distance import AngularDistance, batchnorm_fed_weights
+from lbtrain.measure.angular_distance import AngularDistance, batchnorm_fed_weights
 from lbtrain.models import create_model
 
 

@@ -362,7 +362,7 @@ def test_a_model_that_cannot_take_the_data_names_both(cli_in_process, tmp_path, 
 def test_a_measurement_the_data_cannot_give_is_one_line(cli_in_process, tmp_path, imagenet_dir):
     """Sharpness needs the first n training samples in memory: ImageNet is refused before
     anything is built or trained."""
-    sharpness = "+callbacks.sharpness._target_=lbtrain.callbacks.sharpness.Sharpness"
+    sharpness = "+callbacks.sharpness._target_=lbtrain.measure.sharpness_callback.Sharpness"
     result = cli_in_process("data=imagenet", f"data.data_dir={imagenet_dir}", sharpness)
     message = "callbacks.sharpness: ImageNetDataModule offers no measurement set"
     assert_one_line_and_nothing_trained(result.returncode, result.stderr, message, tmp_path)

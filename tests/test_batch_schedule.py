@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from lbtrain.batch_schedule import grow_phases, warmup_phases
+from lbtrain.train.batch_schedule import grow_phases, warmup_phases
 
 # 1000 training samples, milestones at epochs 2 and 4 of 5, batch 32 growing x10 up to 512
 SMALL = ("data.num_samples=1250", "trainer.max_epochs=5", "optim.milestones=[2,4]",

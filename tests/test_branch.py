@@ -13,11 +13,11 @@ import torch
 from test_weight_distance import fit
 
 from lbtrain import report
-from lbtrain.branch import checkpoint_path
-from lbtrain.config import compose_config
-from lbtrain.critical_batch import branch_cbs
+from lbtrain.config.validate import compose_config
+from lbtrain.report.critical_batch import branch_cbs
 from lbtrain.report.online import warmup_points
-from lbtrain.training import build
+from lbtrain.train.branch import checkpoint_path
+from lbtrain.train.fit import build
 
 # The noisy quadratic model (Zhang et al. 2019): L(w) = sum h_i w_i^2 / 2, a per-sample gradient
 # with noise of covariance C = H, so a batch of b has H w + noise of covariance H / b.

@@ -5,8 +5,8 @@ from importlib.resources import files
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from lbtrain import resolvers
-from lbtrain.config import GROUPS, compose_config, group_options, validate
+from lbtrain.config import resolvers
+from lbtrain.config.validate import GROUPS, compose_config, group_options, validate
 from lbtrain.models import list_models
 
 OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
@@ -80,7 +80,7 @@ def test_every_setting_has_one_default_in_the_yaml():
 
     from omegaconf import MISSING
 
-    from lbtrain.config import OptimSchema, RunSchema, TrainerSchema
+    from lbtrain.config.validate import OptimSchema, RunSchema, TrainerSchema
 
     for schema in (RunSchema, OptimSchema, TrainerSchema):
         for f in dataclasses.fields(schema):
@@ -132,7 +132,7 @@ def test_threads_default_to_half_the_cores_unless_the_environment_or_the_key_say
 
     import torch
 
-    from lbtrain.distributed import set_threads
+    from lbtrain.launch.distributed import set_threads
 
     cores = len(os.sched_getaffinity(0))
     before = torch.get_num_threads()

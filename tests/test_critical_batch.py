@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lbtrain.config import compose_config, validate
-from lbtrain.critical_batch import (
+from lbtrain.config.validate import compose_config, validate
+from lbtrain.report import write_report
+from lbtrain.report.critical_batch import (
     ScalingFit,
     Target,
     fit_critical_batch,
     noise_scale_until,
     steps_to_target,
 )
-from lbtrain.report import write_report
 
 
 def test_the_fit_recovers_b_crit_from_steps_that_follow_the_model():

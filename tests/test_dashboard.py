@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from helpers import wandb_records
 
-from lbtrain import dashboard, resolvers
+from lbtrain import dashboard
+from lbtrain.config import resolvers
 from lbtrain.report.__main__ import main as report_main
 
 pytestmark = pytest.mark.xdist_group("dashboard")  # the module's sweeps, made once

@@ -5,8 +5,8 @@ from importlib.resources import files
 
 import pytest
 
-from lbtrain.config import compose_config, group_options, validate
-from lbtrain.training import build
+from lbtrain.config.validate import compose_config, group_options, validate
+from lbtrain.train.fit import build
 
 # the paper's experiments (the MNIST-1D sweeps have tests of their own)
 EXPERIMENTS = [e for e in group_options("experiment") if not e.startswith("mnist1d_")]

@@ -14,11 +14,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from lbtrain.callbacks.step_series import StepSeries
+from lbtrain.measure.step_series import StepSeries
 from lbtrain.data import register_datamodule
 from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.models import register_model
-from lbtrain.optimizers import register_optimizer
+from lbtrain.train.optimizers import register_optimizer
 
 
 @register_optimizer(lr_rules=("none", "sqrt"))  # optim.optimizer=rmsprop
@@ -126,7 +126,7 @@ def test_your_optimizer_and_its_options_from_your_config_dir(cli, cli_in_process
     option it does not take, and a scaling rule it did not register, are refused."""
     from lbtrain.data import DATAMODULES
     from lbtrain.models import MODELS
-    from lbtrain.optimizers import OPTIMIZERS
+    from lbtrain.train.optimizers import OPTIMIZERS
 
     (tmp_path / "my_ext.py").write_text(MY_EXT)
     for name, text in CONFIGS.items():
@@ -154,3 +154,27 @@ def test_your_optimizer_and_its_options_from_your_config_dir(cli, cli_in_process
     linear = cli_in_process(*given, "lr_scaling=linear")
     assert linear.returncode == 2
     assert "lr_scaling=linear: has no defined rule for optim.optimizer=rmsprop" in linear.stderr
+
+
+def test_a_config_and_an_extension_from_before_the_layout_still_run(cli, tmp_path):
+    """0.1's module names (a callback's `_target_`, an extension's import) keep working for one
+    release, each with a FutureWarning naming the new place; and a checkpoint holds no lbtrain
+    class (it loads with weights_only=True), so moving modules cannot break loading one."""
+    old = MY_EXT.replace("lbtrain.measure.step_series", "lbtrain.callbacks.step_series")
+    (tmp_path / "my_ext.py").write_text(old)
+    for name, text in CONFIGS.items():
+        path = tmp_path / "my_conf" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    result = cli("hydra.searchpath=[file://my_conf]", "experiment=blobs", "logger=csv",
+                 "callbacks.weight_distance._target_=lbtrain.callbacks.weight_distance.WeightDistance",
+                 "+callbacks.grad_norm._target_=my_ext.GradNorm")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for old, new in (("callbacks.step_series", "measure.step_series"),
+                     ("callbacks.weight_distance", "measure.weight_distance")):  # fmt: skip
+        assert f"lbtrain.{old} is now lbtrain.{new}" in result.stderr
+    (run_dir,) = (tmp_path / "logs" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["grad_norm"] > 0 and summary["weight_distance"] > 0
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == summary["global_step"]

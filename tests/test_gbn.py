@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from lbtrain.gbn import GhostBatchNorm, convert_to_ghost_batchnorm
+from lbtrain.train.gbn import GhostBatchNorm, convert_to_ghost_batchnorm
 
 PATHS = ["fold", "loop", "auto"]
 SHAPES = {  # (input shape, reference BatchNorm class)
@@ -271,8 +271,8 @@ def test_gbn_imports_nothing_from_the_config_layer():
     import subprocess
     import sys
 
-    code = "import sys, lbtrain.gbn; print(' '.join(m for m in sys.modules if 'lbtrain' in m))"
+    code = "import sys, lbtrain.train.gbn; print(*(m for m in sys.modules if 'lbtrain' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
-    assert "lbtrain.gbn" in loaded
-    assert not loaded & {"lbtrain.config", "lbtrain.models", "lbtrain.data", "lbtrain.run"}
+    assert "lbtrain.train.gbn" in loaded
+    assert not loaded & {"lbtrain.config.validate", "lbtrain.models", "lbtrain.data", "lbtrain.run"}

@@ -7,8 +7,8 @@ import pytest
 from conftest import cifar_images, write_pickle
 from torch.profiler import ProfilerActivity, profile
 
-from lbtrain.config import compose_config
-from lbtrain.training import build
+from lbtrain.config.validate import compose_config
+from lbtrain.train.fit import build
 
 # every path by which a tensor's value reaches the host goes through one of these
 READS = ("aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::equal")

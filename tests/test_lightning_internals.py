@@ -13,9 +13,10 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.strategies.launchers import subprocess_script
 
-from lbtrain import distributed, lightning_internals
+from lbtrain import lightning_internals
+from lbtrain.launch import distributed
 from lbtrain.lightning_internals import LightningChanged
-from lbtrain.loggers import ResumableCSVLogger, WandbLogger
+from lbtrain.train.loggers import ResumableCSVLogger, WandbLogger
 
 SRC = Path(lightning_internals.__file__).parent
 
@@ -156,8 +157,8 @@ def test_last_ckpt_holds_each_epoch_and_lightning_adds_no_checkpoint(tmp_path, d
     at the next one's first step, and the final state at the end, and is the only file."""
     from lightning.pytorch.callbacks import Checkpoint
 
-    from lbtrain.config import compose_config
-    from lbtrain.training import build
+    from lbtrain.config.validate import compose_config
+    from lbtrain.train.fit import build
 
     seen = []
 

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from test_weight_distance import fit
 from torch.func import functional_call, grad, vmap
 
-from lbtrain.callbacks.noise_scale import NoiseScale
 from lbtrain.data.mnist1d import MNIST1DDataModule
+from lbtrain.measure.noise_scale_callback import NoiseScale
 from lbtrain.models import create_model
 
-NOISE_SCALE = "+callbacks.noise_scale._target_=lbtrain.callbacks.noise_scale.NoiseScale"
+NOISE_SCALE = "+callbacks.noise_scale._target_=lbtrain.measure.noise_scale_callback.NoiseScale"
 
 
 def exact_noise_scale(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -153,10 +153,10 @@ def test_devices_mode_refuses_a_strategy_that_already_has_a_communication_hook(t
     from lightning.pytorch.strategies import DDPStrategy
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    from lbtrain.callbacks.noise_scale import NoiseScale
-    from lbtrain.config import compose_config
+    from lbtrain.config.validate import compose_config
     from lbtrain.errors import ConfigError
-    from lbtrain.scaling import make_plan
+    from lbtrain.measure.noise_scale_callback import NoiseScale
+    from lbtrain.train.plan import make_plan
 
     plan = make_plan(compose_config(["trainer.devices=2"], str(tmp_path)), world_size=2)
     for hook in (None, allreduce_hook):

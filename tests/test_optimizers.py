@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from lbtrain.config import compose_config
-from lbtrain.optimizers import OptimizerSpec
-from lbtrain.training import build
+from lbtrain.config.validate import compose_config
+from lbtrain.train.fit import build
+from lbtrain.train.optimizers import OptimizerSpec
 
 
 def two_layers() -> tuple[nn.Module, dict]:

@@ -95,9 +95,9 @@ def test_the_signal_reaches_the_launchers_handler_after_the_checkpoint(tmp_path,
     signal, after the checkpoint is on disk."""
     import lightning as L
 
-    from lbtrain.config import compose_config
+    from lbtrain.config.validate import compose_config
     from lbtrain.errors import Preempted
-    from lbtrain.training import build
+    from lbtrain.train.fit import build
 
     seen = []
 
@@ -128,9 +128,9 @@ def test_with_gradient_accumulation_the_job_stops_between_optimizer_steps(tmp_pa
     """A checkpoint inside an accumulation window would lose the window's gradients."""
     import lightning as L
 
-    from lbtrain.config import compose_config
+    from lbtrain.config.validate import compose_config
     from lbtrain.errors import Preempted
-    from lbtrain.training import build
+    from lbtrain.train.fit import build
 
     class SignalAfterMicroBatch(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -25,8 +25,8 @@ def only_run_dir(root: Path) -> Path:
 def held_out_accuracy(run_dir: Path, tmp_path: Path) -> float:
     """The accuracy of a run's last checkpoint on its data module's validation set, counted
     here, outside Lightning (the model in eval mode, as Lightning validates)."""
-    from lbtrain.config import compose_config
-    from lbtrain.training import build
+    from lbtrain.config.validate import compose_config
+    from lbtrain.train.fit import build
 
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
     cfg = compose_config([*overrides, "logger=none"], tmp_path / "rebuilt")
@@ -163,7 +163,7 @@ def test_an_in_place_resume_with_csv_and_wandb_loggers_continues(cli_in_process,
 def test_a_run_from_before_the_keys_added_since_resumes_in_place(cli_in_process, tmp_path):
     """A run written before a key existed (its config.yaml lacks it) resumes in place: a key it
     lacks reads as its default (config.ADDED_KEYS), which is no change of what it was."""
-    from lbtrain.config import ADDED_KEYS
+    from lbtrain.config.validate import ADDED_KEYS
 
     first = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/mine")
     assert first.returncode == 0, first.stderr[-3000:]

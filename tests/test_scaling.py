@@ -8,10 +8,17 @@ import re
 import pytest
 import torch
 
-from lbtrain.config import compose_config, validate
+from lbtrain.config.validate import compose_config, validate
 from lbtrain.errors import ConfigError
-from lbtrain.scaling import BatchPlan, describe, make_plan, make_scheduler, regime_factor, scaled_lr
-from lbtrain.training import build
+from lbtrain.train.fit import build
+from lbtrain.train.plan import (
+    BatchPlan,
+    describe,
+    make_plan,
+    make_scheduler,
+    regime_factor,
+    scaled_lr,
+)
 
 
 def plan(**overrides) -> BatchPlan:
@@ -99,8 +106,8 @@ def test_lr_at_every_step_follows_the_stretched_schedule(stretch):
 
 def optimizer_steps_of_a_run(tmp_path, data_dir, *overrides: str) -> int:
     """Train for real (no validation, no callbacks) and count the optimizer steps taken."""
-    from lbtrain.config import compose_config
-    from lbtrain.training import build
+    from lbtrain.config.validate import compose_config
+    from lbtrain.train.fit import build
 
     cfg = compose_config(
         ["experiment=mnist1d_table1", "trainer.max_epochs=1", "logger=none", "callbacks=none",
@@ -167,8 +174,8 @@ def test_step_based_regimes_stretch_steps_milestones_and_warmup():
 
 
 def test_adapted_step_budget_trains_the_stretched_number_of_steps(tmp_path, data_dir):
-    from lbtrain.config import compose_config, validate
-    from lbtrain.training import build
+    from lbtrain.config.validate import compose_config, validate
+    from lbtrain.train.fit import build
 
     cfg = compose_config(
         ["trainer.max_epochs=-1", "trainer.max_steps=20", "optim.schedule_unit=step",

@@ -13,8 +13,8 @@ from torch.func import functional_call, hessian
 
 from lbtrain import report
 from lbtrain.data.mnist1d import MNIST1DDataModule
+from lbtrain.measure.sharpness import top_hessian_eigenvalue
 from lbtrain.models import create_model
-from lbtrain.sharpness import top_hessian_eigenvalue
 
 
 def test_lanczos_finds_the_top_eigenvalue_of_the_dense_hessian(data_dir):
@@ -44,7 +44,7 @@ def test_lanczos_finds_the_top_eigenvalue_of_the_dense_hessian(data_dir):
 
 def test_the_callback_logs_lambda_max_every_n_steps_and_at_the_end(tmp_path, data_dir):
     fit(tmp_path, data_dir, "trainer.max_epochs=1", "model=mlp", "model.norm=none",
-        "+callbacks.sharpness._target_=lbtrain.callbacks.sharpness.Sharpness",
+        "+callbacks.sharpness._target_=lbtrain.measure.sharpness_callback.Sharpness",
         "+callbacks.sharpness.every_n_steps=2", "+callbacks.sharpness.num_samples=200")  # fmt: skip
     log = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["sharpness/lambda_max"])
     assert list(log["step"]) == [2, 4, 5]  # every 2nd of the 5 steps, and the last
@@ -76,7 +76,7 @@ def test_adamws_preconditioned_sharpness_is_the_dense_top_eigenvalue_of_p_invers
     trainer = fit(
         tmp_path, data_dir, "trainer.max_epochs=1", "model=mlp", "model.norm=none",
         "model.hidden=[8]", "optim.optimizer=adamw", "optim.lr=0.01",
-        "+callbacks.sharpness._target_=lbtrain.callbacks.sharpness.Sharpness",
+        "+callbacks.sharpness._target_=lbtrain.measure.sharpness_callback.Sharpness",
         "+callbacks.sharpness.every_n_steps=100", "+callbacks.sharpness.num_samples=200",
         "+callbacks.sharpness.tol=1e-9",
     )  # fmt: skip
@@ -106,7 +106,7 @@ def test_measuring_in_training_mode_leaves_training_bit_for_bit_unchanged(tmp_pa
     """Under Ghost BN the measurement set is normalised in ghost batches, as training does;
     BatchNorm's running statistics and the random streams come out as they went in."""
     runs = {}
-    sharpness = ("+callbacks.sharpness._target_=lbtrain.callbacks.sharpness.Sharpness",
+    sharpness = ("+callbacks.sharpness._target_=lbtrain.measure.sharpness_callback.Sharpness",
                  "+callbacks.sharpness.every_n_steps=2")  # fmt: skip
     for name, extra in (("with", sharpness), ("without", ())):
         trainer = fit(tmp_path / name, data_dir, "trainer.max_epochs=1", "ghost_batch_size=8",
@@ -134,7 +134,7 @@ def test_batch_sharpness_is_the_dense_curvature_along_the_batch_gradient(tmp_pat
     record = RecordBatch()
     fit(tmp_path, data_dir, "trainer.max_epochs=1", "model=mlp", "model.norm=none",
         "model.hidden=[8]", "optim.momentum=0",
-        "+callbacks.batch_sharpness._target_=lbtrain.callbacks.batch_sharpness.BatchSharpness",
+        "+callbacks.batch_sharpness._target_=lbtrain.measure.batch_sharpness.BatchSharpness",
         "+callbacks.batch_sharpness.every_n_steps=2", extra_callbacks=[record])  # fmt: skip
     log = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["batch_sharpness"])
     assert list(log["step"]) == [2, 4]  # every 2nd of the 5 steps

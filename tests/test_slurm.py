@@ -24,7 +24,7 @@ import pytest
 import torch
 from helpers import assert_same_run
 
-from lbtrain.run_dir import LOCK
+from lbtrain.launch.run_dir import LOCK
 
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 ROOT = Path(__file__).resolve().parents[1]

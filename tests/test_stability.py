@@ -6,7 +6,7 @@ eigenvalues of P^-1 H."""
 import pytest
 import torch
 
-from lbtrain.stability import adam_threshold, sgd_threshold
+from lbtrain.measure.stability import adam_threshold, sgd_threshold
 
 
 def final_distance(optimizer_of, curvature: float, steps: int = 4000) -> float:

@@ -7,8 +7,8 @@ import pytest
 import wandb
 from helpers import wandb_records
 
-from lbtrain.config import compose_config
-from lbtrain.training import build
+from lbtrain.config.validate import compose_config
+from lbtrain.train.fit import build
 
 
 class RecordUpdates(L.Callback):

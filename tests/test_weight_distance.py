@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lbtrain.config import compose_config
-from lbtrain.training import build
+from lbtrain.config.validate import compose_config
+from lbtrain.train.fit import build
 
 
 class RecordWeights(L.Callback):
@@ -132,7 +132,7 @@ def test_deferred_and_per_step_arithmetic_log_the_same_numbers(tmp_path, data_di
     """A small model's series keep a copy of the weights at each step and do the arithmetic
     at the flush; a large model's do it at each step. Both log the same values, bit for bit,
     wherever the flushes fall (here every 3 steps, and at epoch ends)."""
-    import lbtrain.callbacks.weight_distance as wd
+    import lbtrain.measure.weight_distance as wd
 
     series = {}
     for limit in (wd.DEFER_BYTES, 0):

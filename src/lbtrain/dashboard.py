@@ -33,7 +33,7 @@ from typing import NoReturn
 import wandb
 
 from lbtrain.lightning_internals import workspace_model
-from lbtrain.loggers import BEST_VAL_ACC, STEP_KEY, VAL_ACC
+from lbtrain.train.loggers import BEST_VAL_ACC, STEP_KEY, VAL_ACC
 
 try:
     import wandb_workspaces.reports.v2 as wr

@@ -5,7 +5,7 @@ python -m lbtrain.run -m batch_size=32,1024            # a sweep, one job per ba
 python -m lbtrain.run -m recipe=sb,lb,lb_lr,lb_lr_gbn,lb_lr_gbn_ra   # Table 1's columns
 
 This module imports no torch, Lightning or W&B: a config error or `--help` answers in a
-fraction of a second, and `lbtrain.training` pays for them once the config is known good.
+fraction of a second, and `lbtrain.train.fit` pays for them once the config is known good.
 """
 
 import logging
@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lbtrain.config import (
+from lbtrain.config.validate import (
     GROUPS,
     check_overrides,
     config_dirs,
@@ -28,14 +28,14 @@ from lbtrain.config import (
     validate,
 )
 from lbtrain.errors import ConfigError, NotRequeued, Preempted, StoppedAtOnce
-from lbtrain.notices import one_console, quiet
-from lbtrain.run_dir import REQUEUE_CHECKPOINT, check_run_dir, shown
-from lbtrain.run_dir import lock as lock_run_dir
-from lbtrain.run_dir import note as note_run_dir
-from lbtrain.run_dir import note_start as note_run_dir_start
-from lbtrain.run_dir import reset as reset_run_dirs
-from lbtrain.run_dir import restore as restore_run_dir
-from lbtrain.run_dir import unlock_all as unlock_run_dirs
+from lbtrain.launch.notices import one_console, quiet
+from lbtrain.launch.run_dir import REQUEUE_CHECKPOINT, check_run_dir, shown
+from lbtrain.launch.run_dir import lock as lock_run_dir
+from lbtrain.launch.run_dir import note as note_run_dir
+from lbtrain.launch.run_dir import note_start as note_run_dir_start
+from lbtrain.launch.run_dir import reset as reset_run_dirs
+from lbtrain.launch.run_dir import restore as restore_run_dir
+from lbtrain.launch.run_dir import unlock_all as unlock_run_dirs
 
 log = logging.getLogger("lbtrain")
 
@@ -51,12 +51,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             lock_run_dir(Path(HydraConfig.get().runtime.output_dir))
         import_extensions(cfg.get("imports"))
         validate(cfg)
-        from lbtrain import distributed, training  # torch, Lightning, W&B: the config is good
+        from lbtrain.launch import distributed  # torch, Lightning, W&B: the config is good
+        from lbtrain.train.fit import train
 
         one_console()
         distributed.install()
         with distributed.job_scope():
-            return training.train(cfg).get("val/acc")
+            return train(cfg).get("val/acc")
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
         if global_rank() == 0:  # a refused run leaves nothing behind

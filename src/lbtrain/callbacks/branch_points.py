@@ -1,12 +1,12 @@
 """Checkpoints at chosen optimizer steps, `checkpoints/branch_points/step=<t>.ckpt`, for
-branches to start from (lbtrain/branch.py): the run's whole state after its t-th update."""
+branches to start from (lbtrain/train/branch.py): the run's whole state after its t-th update."""
 
 from pathlib import Path
 
 import lightning as L
 
-from lbtrain.branch import checkpoint_path
-from lbtrain.steps import step_done
+from lbtrain.train.branch import checkpoint_path
+from lbtrain.train.steps import step_done
 
 
 class BranchPoints(L.Callback):

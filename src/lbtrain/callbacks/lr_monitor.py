@@ -5,7 +5,7 @@ logged at step t (Lightning logs it at t - 1, before the update). With no logger
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningMonitor
 
 from lbtrain.lightning_internals import logs_this_step, monitored_lrs
-from lbtrain.steps import step_of_this_batch
+from lbtrain.train.steps import step_of_this_batch
 
 
 class LearningRateMonitor(_LightningMonitor):

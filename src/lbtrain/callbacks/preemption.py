@@ -29,8 +29,8 @@ import torch
 
 from lbtrain.callbacks.checkpoint import save_atomically
 from lbtrain.errors import NotRequeued, Preempted, StoppedAtOnce
+from lbtrain.launch.run_dir import REQUEUE_CHECKPOINT
 from lbtrain.lightning_internals import set_updates_logged
-from lbtrain.run_dir import REQUEUE_CHECKPOINT
 
 log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 124  # as `timeout` does: stopped early, resumable

@@ -16,8 +16,8 @@ import lightning as L
 import yaml
 from lightning.pytorch.loggers import WandbLogger
 
-from lbtrain.callbacks.step_series import StepSeries
-from lbtrain.scaling import effective
+from lbtrain.measure.step_series import StepSeries
+from lbtrain.train.plan import effective
 
 log = logging.getLogger(__name__)
 

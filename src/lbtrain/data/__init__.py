@@ -3,7 +3,7 @@
 and its config's keys, and may offer `check()`: a look at its files before any model is
 built."""
 
-from lbtrain.registry import Registry
+from lbtrain.config.registry import Registry
 
 DATAMODULES = Registry("data.name")
 register_datamodule = DATAMODULES.register  # @register_datamodule("blobs"): data.name=blobs

@@ -6,8 +6,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lbtrain.batch_schedule import batches_per_epoch
 from lbtrain.data.order import epoch_permutation
+from lbtrain.train.batch_schedule import batches_per_epoch
 
 
 class InMemoryLoader:

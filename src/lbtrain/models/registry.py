@@ -5,8 +5,8 @@ or (3, 32, 32) for CIFAR."""
 
 from torch import nn
 
+from lbtrain.config.registry import Registry
 from lbtrain.errors import ConfigError
-from lbtrain.registry import Registry
 
 MODELS = Registry("model.name")
 register_model = MODELS.register

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lbtrain.critical_batch import Target
 from lbtrain.report.critical import write_critical_batch
+from lbtrain.report.critical_batch import Target
 from lbtrain.report.figures import (
     plot_angular_distance,
     plot_batch_sharpness,

@@ -21,9 +21,9 @@ is listed, its curves end there, and it reaches a --target only if it did before
 With --target (e.g. val/acc=0.85), also critical_batch.md, .csv and .png: the steps and
 examples each configuration took to reach it, the fit S = S_min (1 + B_crit / B) over each
 batch size's best configuration, and the noise scale measured on the way
-(`lbtrain/critical_batch.py`).
+(`lbtrain/report/critical_batch.py`).
 
-Where PATH holds branch runs (lbtrain/branch.py, `make critical-batch-online`), also
+Where PATH holds branch runs (lbtrain/train/branch.py, `make critical-batch-online`), also
 cbs_online.md, .csv and .png: the critical batch size at each base-run checkpoint, from the
 branches' final val/loss within --branch-tolerance (default 0.05) of the m = 1 branch's, with
 B_simple(t) of the base run, and warmup_points.txt, the batch_schedule_points that follow it.
@@ -36,8 +36,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lbtrain.critical_batch import Target
 from lbtrain.report import write_report
+from lbtrain.report.critical_batch import Target
 from lbtrain.report.runs import ReportError
 
 

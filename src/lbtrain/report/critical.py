@@ -1,7 +1,7 @@
 """The critical batch size from a batch-size sweep's runs: steps and examples to a target
 per configuration, the best configuration of each batch size, the fit S = S_min (1 + B_crit /
 B) pooled and per seed, the noise scale on the way, its table, notes and figure (the
-arithmetic: lbtrain/critical_batch.py)."""
+arithmetic: lbtrain/report/critical_batch.py)."""
 
 import math
 from pathlib import Path
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbtrain.critical_batch import (
+from lbtrain.report.critical_batch import (
     NOISE_COLUMNS,
     ScalingFit,
     Target,

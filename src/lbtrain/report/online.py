@@ -1,4 +1,4 @@
-"""The critical batch size over training, from branch runs (lbtrain/branch.py): for each
+"""The critical batch size over training, from branch runs (lbtrain/train/branch.py): for each
 base-run checkpoint, each branch batch's final val/loss per seed, the CBS of the seeds' mean
 losses and of each seed's own, B_simple(t) of the base run beside it, the table and figure,
 and the batch-size warmup that follows the CBS (`batch_schedule_points`)."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbtrain.critical_batch import branch_cbs, noise_scale_near
+from lbtrain.report.critical_batch import branch_cbs, noise_scale_near
 from lbtrain.report.runs import Run, load_run
 
 LOSS = "val/loss"  # each branch's loss: validated once, after its last step

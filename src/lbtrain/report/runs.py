@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lbtrain.config import ADDED_KEYS  # a run lacking one reads as having its default
+from lbtrain.config.validate import ADDED_KEYS  # a run lacking one reads as having its default
 
 # What every table row reads from a run's summary (a diverged run's: global_step alone)
 SUMMARY_KEYS = ("val/acc", "global_step")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lbtrain.resolvers import wandb_mode
+from lbtrain.config.resolvers import wandb_mode
 
 TABLE_KEY = "table1"
 

@@ -1,6 +1,6 @@
 """Branches (Merrill et al. 2025, "Critical Batch Size Revisited"): short runs that start
 from a base run's checkpoint at step t, at a batch m times the base run's, to measure the
-critical batch size at t (lbtrain/critical_batch.py, `branch_cbs`).
+critical batch size at t (lbtrain/report/critical_batch.py, `branch_cbs`).
 
 A branch takes from the checkpoint the weights (BatchNorm's running statistics included) and
 the optimizer's state (momentum buffers, Adam's moments); its LR, batch and length are its

@@ -341,7 +341,7 @@ def _check_batch_schedule(cfg: DictConfig) -> None:
 
 def _check_scaling(cfg: DictConfig) -> None:
     """The LR rule, the regime stretch, ghost batches, what Lightning may not do."""
-    from lbtrain.scaling import LR_SCALING_POWERS, REGIMES
+    from lbtrain.train.plan import LR_SCALING_POWERS, REGIMES
 
     all_rules = ", ".join(LR_SCALING_POWERS)
     _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {all_rules}")
@@ -365,7 +365,7 @@ def _check_scaling(cfg: DictConfig) -> None:
 
 def _check_optimizer(cfg: DictConfig) -> None:
     """The optimizer, its options, and the LR rules it has."""
-    from lbtrain.optimizers import OPTIMIZERS
+    from lbtrain.train.optimizers import OPTIMIZERS
 
     o = cfg.optim
     _check(o.lr >= 0, "optim.lr", o.lr, "must be >= 0")
@@ -391,8 +391,8 @@ def _check_optimizer(cfg: DictConfig) -> None:
 
 def _check_adam_rules(cfg: DictConfig) -> None:
     """Adam's batch rules and AdamW's timescale."""
-    from lbtrain.optimizers import OPTIMIZERS
-    from lbtrain.scaling import ADAM_BATCH_RULES, adam_sqrt_rule, resolved_adam_rule
+    from lbtrain.train.optimizers import OPTIMIZERS
+    from lbtrain.train.plan import ADAM_BATCH_RULES, adam_sqrt_rule, resolved_adam_rule
 
     o, betas = cfg.optim, list(cfg.optim.betas)
     facts = OPTIMIZERS.facts[o.optimizer]

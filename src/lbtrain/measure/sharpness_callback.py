@@ -4,7 +4,7 @@ first `num_samples` training samples in data-set order, unaugmented. Beside it:
 - `sharpness/lr_times_lambda` (lr x lambda_max) and `sharpness/products` (the Hessian-vector
   products it took: its cost);
 - `sharpness/threshold`, the run's edge of stability at the coming update's lr (2 / lr for
-  SGD, 2 (1 + momentum) / lr with heavy ball, ...: lbtrain/stability.py), and
+  SGD, 2 (1 + momentum) / lr with heavy ball, ...: lbtrain/measure/stability.py), and
   `sharpness/stability_ratio`, the sharpness over it. LARS and LAMB have none (summary.json
   says so); for AdamW the bounded quantity is `sharpness/preconditioned`, the top
   eigenvalue of P^-1 H with P Adam's preconditioner, (1 - beta1^t)(sqrt(v_hat) + eps).
@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import uncompiled
-from lbtrain.optimizers import OPTIMIZERS
-from lbtrain.sharpness import check_train_mode, measuring_mode, top_hessian_eigenvalue
+from lbtrain.measure.sharpness import check_train_mode, measuring_mode, top_hessian_eigenvalue
+from lbtrain.measure.step_series import StepSeries
+from lbtrain.train.optimizers import OPTIMIZERS
 
 BN_MODES = ("train", "eval")
 

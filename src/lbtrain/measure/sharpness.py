@@ -8,7 +8,7 @@ fewer products than power iteration, whose usual stopping rule (the estimate cha
 can stop short of the eigenvalue when the top two are close; a start vector near the answer
 (the previous measurement's eigenvector) saves more products.
 
-Adam's edge of stability concerns the preconditioned Hessian P^-1 H (lbtrain/stability.py);
+Adam's edge of stability concerns the preconditioned Hessian P^-1 H (lbtrain/measure/stability.py);
 with `scale` = P^-1/2 the products are those of P^-1/2 H P^-1/2, symmetric and with the
 same eigenvalues. `batch_sharpness` is the curvature of one batch's loss along its own
 gradient, g^T H g / |g|^2: one product.

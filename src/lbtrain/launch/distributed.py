@@ -50,7 +50,7 @@ def job_scope() -> Iterator[None]:
     name (a single run's config would resolve no W&B group). At the end the process group is torn
     down and the MASTER_PORT / WORLD_SIZE / ... that Lightning exported are unset, so the
     next job of the sweep starts its own group instead of joining the finished one."""
-    from lbtrain.resolvers import sweep_name
+    from lbtrain.config.resolvers import sweep_name
 
     env = dict(os.environ)
     # the extra ranks this job starts resolve its W&B group from this (resolvers.sweep_name)

@@ -18,24 +18,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from lbtrain import distributed
-from lbtrain.batch_schedule import check_fits
-from lbtrain.branch import check_branch, start_from
 from lbtrain.callbacks.checkpoint import LastCheckpoint
 from lbtrain.callbacks.preemption import Preemption
-from lbtrain.callbacks.step_series import MeasurementLog, StepSeries
 from lbtrain.callbacks.summary import RunSummary
-from lbtrain.config import check_registered
+from lbtrain.config.validate import check_registered
 from lbtrain.data import DATAMODULES
 from lbtrain.data.in_memory import InMemoryDataModule
 from lbtrain.errors import ConfigError, one_line, unexpected_option
-from lbtrain.gbn import GhostBatchNorm, convert_to_ghost_batchnorm
-from lbtrain.loggers import forget_after
-from lbtrain.models import create_model
-from lbtrain.module import Classifier
-from lbtrain.notices import FILE_ONLY, MID_EPOCH_RESUME
-from lbtrain.optimizers import OptimizerSpec
-from lbtrain.run_dir import (
+from lbtrain.launch import distributed
+from lbtrain.launch.notices import FILE_ONLY, MID_EPOCH_RESUME
+from lbtrain.launch.run_dir import (
     REQUEUE_CHECKPOINT,
     check_run_dir,
     check_same_run,
@@ -43,8 +35,16 @@ from lbtrain.run_dir import (
     recorded_overrides,
     shown,
 )
-from lbtrain.run_dir import restore as restore_run_dir
-from lbtrain.scaling import BatchPlan, describe, make_plan
+from lbtrain.launch.run_dir import restore as restore_run_dir
+from lbtrain.measure.step_series import MeasurementLog, StepSeries
+from lbtrain.models import create_model
+from lbtrain.train.batch_schedule import check_fits
+from lbtrain.train.branch import check_branch, start_from
+from lbtrain.train.gbn import GhostBatchNorm, convert_to_ghost_batchnorm
+from lbtrain.train.loggers import forget_after
+from lbtrain.train.module import Classifier
+from lbtrain.train.optimizers import OptimizerSpec
+from lbtrain.train.plan import BatchPlan, describe, make_plan
 
 log = logging.getLogger("lbtrain")
 # Lightning 2.6 trips over its own pytree deprecation on every run; nothing for users to act on.

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.lightning_internals import uncompiled
-from lbtrain.optimizers import OPTIMIZERS
-from lbtrain.sharpness import batch_sharpness, check_train_mode, measuring_mode
-from lbtrain.steps import step_of_this_batch
+from lbtrain.measure.sharpness import batch_sharpness, check_train_mode, measuring_mode
+from lbtrain.measure.step_series import StepSeries
+from lbtrain.train.optimizers import OPTIMIZERS
+from lbtrain.train.steps import step_of_this_batch
 
 
 class BatchSharpness(StepSeries):

@@ -19,8 +19,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lbtrain.diffusion import fit_diffusion
-from lbtrain.steps import step_done
+from lbtrain.measure.diffusion import fit_diffusion
+from lbtrain.train.steps import step_done
 
 
 class StepSeries(L.Callback):

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lbtrain.callbacks.weight_distance import FromInitialWeights
 from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import uncompiled
+from lbtrain.measure.weight_distance import FromInitialWeights
 
 log = logging.getLogger(__name__)
 

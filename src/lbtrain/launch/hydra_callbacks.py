@@ -21,7 +21,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from lbtrain.errors import ConfigError
-from lbtrain.run_dir import shown
+from lbtrain.launch.run_dir import shown
 
 # `make slurm-up`'s cluster (scripts/slurm-cluster.sh), for the hints of an editable install
 TEST_CLUSTER_CONF = Path(__file__).resolve().parents[2] / ".slurm" / "slurm.conf"

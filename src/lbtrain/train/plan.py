@@ -7,9 +7,9 @@ The paper's fixes +LR and +RA are two pure functions here (`scaled_lr`, `regime_
 import math
 from dataclasses import dataclass, field
 
-from lbtrain.batch_schedule import Phase, grow_phases, warmup_phases
 from lbtrain.errors import ConfigError
-from lbtrain.optimizers import OPTIMIZERS
+from lbtrain.train.batch_schedule import Phase, grow_phases, warmup_phases
+from lbtrain.train.optimizers import OPTIMIZERS
 
 # lr = base_lr * (batch_size / base_batch_size) ** power
 LR_SCALING_POWERS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}

@@ -1,7 +1,7 @@
 """`noise_scale/b_simple` = tr(Sigma) / |G|^2 after steps 1, N + 1, 2N + 1, ... and the last,
 with the EMAs it is the ratio of (`noise_scale/trace_sigma`, `noise_scale/grad_sq`) and the
 SGD noise temperature of Smith & Le, `noise_scale/temperature` = lr N / (B (1 - momentum)).
-The estimator, and why its two averages are kept apart: `lbtrain/noise_scale.py`.
+The estimator, and why its two averages are kept apart: `lbtrain/measure/noise_scale.py`.
 
 The two batch sizes come from the granularity the run already has (`granularity=auto`):
 - "devices" (DDP): b = the per-device batch, B = the global batch. A DDP communication
@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from lbtrain.callbacks.step_series import StepSeries
 from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import ddp_comm_hook, uncompiled
-from lbtrain.noise_scale import DebiasedEMA, pooled, two_batch_estimates
-from lbtrain.steps import step_of_this_batch
+from lbtrain.measure.noise_scale import DebiasedEMA, pooled, two_batch_estimates
+from lbtrain.measure.step_series import StepSeries
+from lbtrain.train.steps import step_of_this_batch
 
 KEY = "callbacks.noise_scale"
 

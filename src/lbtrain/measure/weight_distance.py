@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lbtrain.callbacks.step_series import StepSeries
+from lbtrain.measure.step_series import StepSeries
 
 
 class FlatWeights:

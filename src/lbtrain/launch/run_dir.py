@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from lbtrain.config import ADDED_KEYS
+from lbtrain.config.validate import ADDED_KEYS
 from lbtrain.errors import ConfigError
 
 REQUEUE_CHECKPOINT = "requeue.ckpt"  # in <run dir>/checkpoints/ while a preempted run waits

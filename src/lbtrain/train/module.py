@@ -20,10 +20,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lbtrain.branch import load_moments
-from lbtrain.optimizers import OptimizerSpec
-from lbtrain.scaling import BatchPlan, make_scheduler
-from lbtrain.steps import step_done, step_of_this_batch
+from lbtrain.train.branch import load_moments
+from lbtrain.train.optimizers import OptimizerSpec
+from lbtrain.train.plan import BatchPlan, make_scheduler
+from lbtrain.train.steps import step_done, step_of_this_batch
 
 log = logging.getLogger("lbtrain")
 
@@ -41,7 +41,7 @@ class Classifier(L.LightningModule):
         self.model = model
         self.plan = plan
         self.optimizer_spec = optimizer
-        self.optimizer_state: dict | None = None  # a branch's start (lbtrain/branch.py)
+        self.optimizer_state: dict | None = None  # a branch's start (lbtrain/train/branch.py)
         # logger=False: the loggers get the whole resolved config (run.py), not this subset
         self.save_hyperparameters(ignore=["model", "plan", "optimizer"], logger=False)
         # validate_args=False: the argument checks read tensor values on the host every step

@@ -19,9 +19,9 @@ Two of timm's defaults would change what a run measures, so lbtrain sets them:
 import re
 from dataclasses import dataclass, field, fields
 
+from lbtrain.config.registry import Registry
 from lbtrain.errors import ConfigError, unexpected_option
-from lbtrain.registry import Registry
-from lbtrain.stability import adam_threshold, sgd_threshold
+from lbtrain.measure.stability import adam_threshold, sgd_threshold
 
 OPTIMIZERS = Registry("optim.optimizer")
 SGD_RULES = ("none", "linear", "sqrt")
@@ -42,7 +42,7 @@ def register_optimizer(
     (optim.betas, optim.eps and optim.adam_rule apply); `layerwise`: trust ratios
     (optim.exclude_norm_and_bias defaults to true); `decoupled_decay`: each step shrinks the
     weights by lr x weight_decay, so they are an EMA of timescale 1 / (lr wd) (AdamW);
-    `threshold`: its edge of stability, a function of a param group (lbtrain/stability.py),
+    `threshold`: its edge of stability, a function of a param group (lbtrain/measure/stability.py),
     None where none is known."""
     return OPTIMIZERS.register(name, lr_rules=lr_rules, adaptive=adaptive, layerwise=layerwise,
                                decoupled_decay=decoupled_decay, threshold=threshold)  # fmt: skip

@@ -1,0 +1,52 @@
+"""Old module names, kept for one release (0.2: the layout of folders by layer).
+
+A config or extension that names a module by its old path (a callback's `_target_`, say
+`lbtrain.callbacks.noise_scale.NoiseScale`) gets the module at its new path, once, with one
+FutureWarning naming both. Checkpoints hold no lbtrain class (they load with torch's
+`weights_only=True`), so the move does not reach them."""
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+MOVED = {  # old -> new, under lbtrain.
+    "config": "config.validate", "resolvers": "config.resolvers", "registry": "config.registry",
+    "run_dir": "launch.run_dir", "hydra_callbacks": "launch.hydra_callbacks",
+    "distributed": "launch.distributed", "notices": "launch.notices",
+    "training": "train.fit", "module": "train.module", "scaling": "train.plan",
+    "batch_schedule": "train.batch_schedule", "optimizers": "train.optimizers", "gbn": "train.gbn",
+    "branch": "train.branch", "steps": "train.steps", "loggers": "train.loggers",
+    "callbacks.step_series": "measure.step_series", "noise_scale": "measure.noise_scale",
+    "callbacks.noise_scale": "measure.noise_scale_callback", "sharpness": "measure.sharpness",
+    "callbacks.sharpness": "measure.sharpness_callback",
+    "callbacks.batch_sharpness": "measure.batch_sharpness",
+    "callbacks.angular_distance": "measure.angular_distance",
+    "callbacks.weight_distance": "measure.weight_distance", "stability": "measure.stability",
+    "diffusion": "measure.diffusion", "critical_batch": "report.critical_batch",
+}
+
+
+class OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds `lbtrain.<old>` as the module now at `lbtrain.<new>`."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname.removeprefix("lbtrain.")
+        if old == fullname or old not in MOVED or old == "config":  # lbtrain.config: a package now
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        new = "lbtrain." + MOVED[spec.name.removeprefix("lbtrain.")]
+        warnings.warn(f"{spec.name} is now {new}; the old name goes in the next release "
+                      "(README, Layout)", FutureWarning, stacklevel=2)
+        return importlib.import_module(new)
+
+    def exec_module(self, module):
+        """The module at the new path ran already."""
+
+
+def install() -> None:
+    if not any(isinstance(f, OldNames) for f in sys.meta_path):
+        sys.meta_path.append(OldNames())
