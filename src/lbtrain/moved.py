@@ -11,8 +11,9 @@ import importlib.util
 import sys
 import warnings
 
-MOVED = {  # old -> new, under lbtrain.
-    "config": "config.validate", "resolvers": "config.resolvers", "registry": "config.registry",
+# fmt: off
+MOVED = {  # old -> new, under lbtrain. (lbtrain.config is a package now: its names moved too)
+    "resolvers": "config.resolvers", "registry": "config.registry",
     "run_dir": "launch.run_dir", "hydra_callbacks": "launch.hydra_callbacks",
     "distributed": "launch.distributed", "notices": "launch.notices",
     "training": "train.fit", "module": "train.module", "scaling": "train.plan",
@@ -26,6 +27,7 @@ MOVED = {  # old -> new, under lbtrain.
     "callbacks.weight_distance": "measure.weight_distance", "stability": "measure.stability",
     "diffusion": "measure.diffusion", "critical_batch": "report.critical_batch",
 }
+# fmt: on
 
 
 class OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -33,14 +35,17 @@ class OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def find_spec(self, fullname, path=None, target=None):
         old = fullname.removeprefix("lbtrain.")
-        if old == fullname or old not in MOVED or old == "config":  # lbtrain.config: a package now
+        if old == fullname or old not in MOVED:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
         new = "lbtrain." + MOVED[spec.name.removeprefix("lbtrain.")]
-        warnings.warn(f"{spec.name} is now {new}; the old name goes in the next release "
-                      "(README, Layout)", FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"{spec.name} is now {new}; the old name goes in the next release (README, Layout)",
+            FutureWarning,
+            stacklevel=2,
+        )
         return importlib.import_module(new)
 
     def exec_module(self, module):

@@ -24,7 +24,7 @@ from lbtrain.errors import ConfigError
 from lbtrain.launch.run_dir import shown
 
 # `make slurm-up`'s cluster (scripts/slurm-cluster.sh), for the hints of an editable install
-TEST_CLUSTER_CONF = Path(__file__).resolve().parents[2] / ".slurm" / "slurm.conf"
+TEST_CLUSTER_CONF = Path(__file__).resolve().parents[3] / ".slurm" / "slurm.conf"
 SACCT_WARNING = "Bypassing sacct error"  # submitit/core/core.py, InfoWatcher.update
 # the launcher's keys that make up what a job asks SLURM for, named in sbatch's refusals
 REQUEST = ("partition", "account", "qos", "nodes", "tasks_per_node", "gpus_per_node",
