@@ -20,6 +20,10 @@ CASES = [
         ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"],
         "batch_size=32 is not divisible by the 3 devices",
     ),
+    (  # rank 0 measures alone: SyncBatchNorm would wait for the other ranks for ever
+        ["trainer=ddp", "trainer.devices=2", "trainer.sync_batchnorm=true", "callbacks=all"],
+        "callbacks.batch_sharpness: measures in training mode on rank 0 alone, where SyncBatchNorm",
+    ),
     (["optim.gamma=[0.5,0.2,0.1]"], "optim.gamma=[0.5, 0.2, 0.1]: must be a factor in (0, 1], or"),
     # one factor in a list would decay once, at the first of the two milestones
     (["optim.gamma=[0.1]"], "optim.gamma=[0.1]: must be a factor in (0, 1], or a list of one such"),

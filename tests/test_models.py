@@ -19,7 +19,6 @@ import lbtrain.models.resnet_cifar  # noqa: F401
 import lbtrain.models.shallow  # noqa: F401
 import lbtrain.models.vgg  # noqa: F401
 import lbtrain.models.wide_resnet  # noqa: F401
-from lbtrain.errors import ConfigError
 from lbtrain.models import create_model, list_models
 
 MNIST, CIFAR, IMAGENET = (1, 28, 28), (3, 32, 32), (3, 224, 224)
@@ -138,12 +137,12 @@ def test_option_a_shortcuts_add_no_parameters():
 
 
 def test_cifar_resnet_rejects_depth_not_6n_plus_2():
-    with pytest.raises(ConfigError, match="model.depth=45"):
+    with pytest.raises(ValueError, match="model.depth=45"):
         create_model("resnet_cifar", 10, CIFAR, depth=45)
 
 
 def test_wide_resnet_rejects_depth_not_6n_plus_4():
-    with pytest.raises(ConfigError, match="model.depth=18"):
+    with pytest.raises(ValueError, match="model.depth=18"):
         create_model("wide_resnet", 10, CIFAR, depth=18)
 
 

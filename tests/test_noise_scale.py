@@ -154,7 +154,6 @@ def test_devices_mode_refuses_a_strategy_that_already_has_a_communication_hook(t
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
     from lbtrain.config.validate import compose_config
-    from lbtrain.errors import ConfigError
     from lbtrain.measure.noise_scale_callback import NoiseScale
     from lbtrain.train.plan import make_plan
 
@@ -165,7 +164,7 @@ def test_devices_mode_refuses_a_strategy_that_already_has_a_communication_hook(t
         if hook is None:
             NoiseScale().check_plan(plan, trainer)  # measures through its own hook
             continue
-        with pytest.raises(ConfigError, match=r"granularity=devices: the DDP strategy already "
+        with pytest.raises(ValueError, match=r"granularity=devices: the DDP strategy already "
                            r"has a communication hook \(allreduce_hook\)"):  # fmt: skip
             NoiseScale().check_plan(plan, trainer)
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from lbtrain.config.validate import compose_config, validate
-from lbtrain.errors import ConfigError
 from lbtrain.train.fit import build
 from lbtrain.train.plan import (
     BatchPlan,
@@ -145,9 +144,9 @@ def cfg(*overrides: str):
 def test_global_batch_is_split_over_devices_and_accumulation():
     p = make_plan(cfg("trainer.accumulate_grad_batches=2"), world_size=8)
     assert (p.per_device_batch, p.micro_batch) == (512, 256)
-    with pytest.raises(ConfigError, match=r"batch_size=4096 is not divisible by the 3 devices"):
+    with pytest.raises(ValueError, match=r"batch_size=4096 is not divisible by the 3 devices"):
         make_plan(cfg(), world_size=3)
-    with pytest.raises(ConfigError, match=r"accumulate_grad_batches=3 does not divide"):
+    with pytest.raises(ValueError, match=r"accumulate_grad_batches=3 does not divide"):
         make_plan(cfg("trainer.accumulate_grad_batches=3"), world_size=2)
 
 

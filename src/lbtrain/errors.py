@@ -1,6 +1,12 @@
-"""lbtrain's exceptions: `ConfigError` for bad input, and the two ways a preempted run
-stops. Dependency-free, so that leaf modules (`gbn.py`, the model registry, the data
-modules) can raise them, and `lbtrain.run` catch them, without importing torch."""
+"""lbtrain's exceptions: `ConfigError` for bad input, `DataError` for data on disk that
+cannot be read, and the ways a run stops early. Dependency-free, so that the data modules can
+raise them, and `lbtrain.run` catch them, without importing torch.
+
+Who raises what: `ConfigError` comes from the config layer (values, before Hydra writes), the
+launch layer (the run dir), `lbtrain.run`, and `train/fit.py` (what only built things tell).
+Lower layers (models, the plan, optimizers, measurements) raise `ValueError` for a value they
+cannot take, in one line that names its config key; `fit.py` turns those into `ConfigError`
+where it builds them from a config."""
 
 import re
 import signal
@@ -9,6 +15,12 @@ from pathlib import Path
 
 class ConfigError(ValueError):
     """A bad configuration value; its message is one line: key, bad value, what is allowed."""
+
+
+class DataError(ConfigError):
+    """The files a data module reads are missing, unreadable or cannot be fetched: not a bad
+    value but a state of the disk (copy the files, delete a corrupt cache). One line naming
+    `data.data_dir`; raised by the data modules, the only ones that know their files."""
 
 
 def one_line(e: BaseException) -> str:

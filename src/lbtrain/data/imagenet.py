@@ -1,7 +1,7 @@
 """ImageNet (ILSVRC2012), which does not fit in memory: JPEG folders read by torchvision's
 ImageFolder and decoded by a regular DataLoader with workers. As for the other sets, the
 standard validation split is the validation set (`val/acc`); missing files are reported
-in one ConfigError line naming `data.data_dir`."""
+in one DataError line naming `data.data_dir`."""
 
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from lbtrain.data import register_datamodule
 from lbtrain.data.order import EpochShuffleSampler
-from lbtrain.errors import ConfigError, one_line
+from lbtrain.errors import DataError, one_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,7 +74,7 @@ class ImageNetDataModule(L.LightningDataModule):
         for split in ("train", "val"):
             if not (self.data_dir / split).is_dir():
                 why = "; data.download=true cannot fetch it" if self.download else ""
-                raise ConfigError(
+                raise DataError(
                     f"data.data_dir={self.data_dir}: ImageNet not found (missing {split}/){why}; "
                     "get ILSVRC2012 from https://image-net.org and unpack it as "
                     "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
@@ -95,9 +95,9 @@ class ImageNetDataModule(L.LightningDataModule):
             train = datasets.ImageFolder(str(self.data_dir / "train"), self.train_transform)
             val = datasets.ImageFolder(str(self.data_dir / "val"), self.val_transform)
         except FileNotFoundError as e:  # a split without class folders or images
-            raise ConfigError(f"data.data_dir={self.data_dir}: {one_line(e)}") from None
+            raise DataError(f"data.data_dir={self.data_dir}: {one_line(e)}") from None
         if val.classes != train.classes:  # labels are folder indices: they must agree
-            raise ConfigError(
+            raise DataError(
                 f"data.data_dir={self.data_dir}: val/ has {len(val.classes)} class folders that "
                 f"differ from train/'s {len(train.classes)}; both need the same <wnid> folders"
             )

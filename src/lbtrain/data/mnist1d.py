@@ -17,7 +17,7 @@ import torch
 from lbtrain.data import register_datamodule
 from lbtrain.data.augment import SignalAugment
 from lbtrain.data.in_memory import InMemoryDataModule
-from lbtrain.errors import ConfigError, one_line
+from lbtrain.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ class MNIST1DDataModule(InMemoryDataModule):
         batch_augment: int = 1,
     ) -> None:
         if not 0 < train_split < 1:
-            raise ConfigError(f"data.train_split={train_split}: must be in (0, 1)")
+            raise ValueError(f"data.train_split={train_split}: must be in (0, 1)")
         if not int(num_samples * train_split) >= batch_size:
-            raise ConfigError(
+            raise ValueError(
                 f"data.num_samples={num_samples}: gives {int(num_samples * train_split)} "
                 f"training samples, fewer than one per-device batch ({batch_size})"
             )
@@ -93,7 +93,7 @@ class MNIST1DDataModule(InMemoryDataModule):
             with np.load(self.path) as d:
                 return {k: d[k] for k in ("x", "y", "x_test", "y_test")}
         except Exception as e:  # truncated or foreign file: zipfile, pickle or key errors
-            raise ConfigError(
+            raise DataError(
                 f"data.data_dir={self.path.parent.parent}: the MNIST-1D cache {self.path.name} "
                 f"is unreadable ({type(e).__name__}: {one_line(e)}); delete it, and "
                 "the next run generates it again"

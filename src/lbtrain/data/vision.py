@@ -9,7 +9,7 @@ As in the paper (Hoffer et al. 2017 report validation accuracy on the held-out s
 set's standard test split is the validation set: `val/acc` is accuracy on images never
 trained on, and no part of the training set is held out.
 
-Missing files are reported as one ConfigError line naming `data.data_dir`, what is missing
+Missing files are reported as one DataError line naming `data.data_dir`, what is missing
 and how to get it, both in prepare_data() and in setup() (which runs on every rank, and
 outside a Trainer).
 """
@@ -24,7 +24,7 @@ from torchvision import datasets
 from lbtrain.data import register_datamodule
 from lbtrain.data.augment import BatchTransform, normalize
 from lbtrain.data.in_memory import InMemoryDataModule
-from lbtrain.errors import ConfigError, one_line
+from lbtrain.errors import DataError, one_line
 
 
 class _InMemoryVisionDataModule(InMemoryDataModule):
@@ -58,7 +58,7 @@ class _InMemoryVisionDataModule(InMemoryDataModule):
     def _check_present(self) -> None:
         for rel in self.required_files():
             if not (self.data_dir / rel).exists():
-                raise ConfigError(
+                raise DataError(
                     f"data.data_dir={self.data_dir}: {self.title} not found (missing {rel}); "
                     "set data.download=true to fetch it, or copy it there"
                 )
@@ -74,7 +74,7 @@ class _InMemoryVisionDataModule(InMemoryDataModule):
             try:  # one split is enough: torchvision fetches the archive holding both
                 self.dataset_cls(str(self.data_dir), train=True, download=True)
             except (OSError, RuntimeError) as e:  # URLError is an OSError
-                raise ConfigError(
+                raise DataError(
                     f"data.download=true: fetching {self.title} into {self.data_dir} failed "
                     f"({one_line(e)}); copy it there instead"
                 ) from None
@@ -85,7 +85,7 @@ class _InMemoryVisionDataModule(InMemoryDataModule):
             ds = self.dataset_cls(str(self.data_dir), train=train, download=False)
         except RuntimeError as e:  # torchvision's "not found or corrupted" (md5 mismatch)
             folder = self.required_files()[0]
-            raise ConfigError(
+            raise DataError(
                 f"data.data_dir={self.data_dir}: {self.title} under {folder} fails torchvision's "
                 f"checks ({one_line(e)}); delete it and set data.download=true"
             ) from None

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import uncompiled
 from lbtrain.measure.weight_distance import FromInitialWeights
 
@@ -59,7 +58,7 @@ class AngularDistance(FromInitialWeights):
 
     def check_data(self, datamodule) -> None:
         if getattr(datamodule, "input_shape", None) is None:
-            raise ConfigError(
+            raise ValueError(
                 f"callbacks.{self.name}: needs a data module with `input_shape` (fit with "
                 "datamodule=...) to trace which weights feed a BatchNorm"
             )

@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lbtrain.lightning_internals import uncompiled
-from lbtrain.measure.sharpness import batch_sharpness, check_train_mode, measuring_mode
+from lbtrain.measure.sharpness import batch_sharpness, measuring_mode
 from lbtrain.measure.step_series import StepSeries
 from lbtrain.train.optimizers import OPTIMIZERS
 from lbtrain.train.steps import step_of_this_batch
 
 
 class BatchSharpness(StepSeries):
-    name = "batch_sharpness"
+    name, trains_batchnorm = "batch_sharpness", True
 
     def __init__(self, every_n_steps: int = 100, flush_every_n_steps: int = 10) -> None:
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
@@ -40,7 +40,6 @@ class BatchSharpness(StepSeries):
 
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.model = uncompiled(pl_module.model)
-        check_train_mode(self.model, trainer.world_size, "callbacks.batch_sharpness")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = trainer.optimizers[0]
         threshold = OPTIMIZERS.facts[pl_module.plan.optimizer]["threshold"]

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import ddp_comm_hook, uncompiled
 from lbtrain.measure.noise_scale import DebiasedEMA, pooled, two_batch_estimates
 from lbtrain.measure.step_series import StepSeries
@@ -77,7 +76,7 @@ class NoiseScale(StepSeries):
 
     def check_data(self, datamodule) -> None:
         if not hasattr(type(datamodule), "num_train_samples"):
-            raise ConfigError(
+            raise ValueError(
                 f"{KEY}: {type(datamodule).__name__} does not say how many training samples "
                 "it has (`num_train_samples`), which the estimate needs"
             )
@@ -87,7 +86,7 @@ class NoiseScale(StepSeries):
         batch sizes."""
         strategy = self._strategy(plan)
         if strategy.name != "chunks" and str(trainer.precision).startswith("16"):
-            raise ConfigError(
+            raise ValueError(
                 f"{KEY}: granularity={strategy.name} reads the gradients fp16 scales; "
                 "use trainer.precision=bf16-mixed or 32-true, or granularity=chunks"
             )
@@ -189,7 +188,7 @@ class Granularity:
         self.micro: list[tuple[int, Tensor | None]] = []  # (size, |g_micro|^2) this step
 
     def check(self, plan, trainer: L.Trainer) -> None:
-        """Raise ConfigError (one line) where this run cannot be measured this way."""
+        """Raise ValueError (one line) where this run cannot be measured this way."""
 
     def start(self, trainer: L.Trainer, device: torch.device) -> None:
         pass
@@ -217,7 +216,7 @@ class Chunks(Granularity):
     def check(self, plan, trainer: L.Trainer) -> None:
         chunks = self.noise.chunks
         if plan.micro_batch < chunks:
-            raise ConfigError(
+            raise ValueError(
                 f"{KEY}.chunks={chunks}: the per-device batch {plan.micro_batch} has fewer "
                 "samples; use a larger batch_size or fewer chunks"
             )
@@ -227,7 +226,7 @@ class Chunks(Granularity):
             chunk = self.ghost or size // chunks
             if size % chunk:  # every measurement would be skipped: a series of NaN
                 what = "ghost batches of" if self.ghost else f"{chunks} chunks of"
-                raise ConfigError(
+                raise ValueError(
                     f"{KEY}.chunks={chunks}: a per-device batch of {size} does not split "
                     f"into {what} {chunk}; use a batch_size it divides"
                 )
@@ -255,7 +254,7 @@ class Accumulation(Granularity):
 
     def check(self, plan, trainer: L.Trainer) -> None:
         if plan.world_size > 1:
-            raise ConfigError(
+            raise ValueError(
                 f"{KEY}.granularity=accumulation: under DDP the micro-batch gradients are per "
                 "device and the last one global; use devices or chunks"
             )
@@ -294,12 +293,12 @@ class Devices(Granularity):
 
     def check(self, plan, trainer: L.Trainer) -> None:
         if plan.world_size == 1:
-            raise ConfigError(
+            raise ValueError(
                 f"{KEY}.granularity=devices needs DDP on more than one device; use auto, "
                 "chunks or accumulation"
             )
         if (hook := ddp_comm_hook(trainer.strategy)) is not None:
-            raise ConfigError(  # torch's DDP takes one hook, and this mode measures through one
+            raise ValueError(  # torch's DDP takes one hook, and this mode measures through one
                 f"{KEY}.granularity=devices: the DDP strategy already has a communication hook "
                 f"({getattr(hook, '__qualname__', hook)}), and DDP takes only one; use "
                 f"{KEY}.granularity=chunks"

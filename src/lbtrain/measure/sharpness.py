@@ -99,16 +99,3 @@ def measuring_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
         with torch.no_grad():
             for b, saved in zip(model.buffers(), buffers, strict=True):
                 b.copy_(saved)
-
-
-def check_train_mode(model: nn.Module, world_size: int, key: str) -> None:
-    """Rank 0 measures alone: under DDP, SyncBatchNorm in training mode would wait for the
-    ranks that do not measure, for ever. Refuse it in one line."""
-    from lbtrain.errors import ConfigError
-
-    if world_size > 1 and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
-        raise ConfigError(
-            f"{key}: measures in training mode on rank 0 alone, where SyncBatchNorm would wait "
-            "for the other ranks; use trainer.sync_batchnorm=false"
-            + (" or callbacks.sharpness.bn_mode=eval" if "batch_sharpness" not in key else "")
-        )

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import uncompiled
-from lbtrain.measure.sharpness import check_train_mode, measuring_mode, top_hessian_eigenvalue
+from lbtrain.measure.sharpness import measuring_mode, top_hessian_eigenvalue
 from lbtrain.measure.step_series import StepSeries
 from lbtrain.train.optimizers import OPTIMIZERS
 
@@ -56,12 +55,13 @@ class Sharpness(StepSeries):
             raise ValueError(f"bn_mode={bn_mode!r} is not one of {', '.join(BN_MODES)}")
         self.num_samples, self.tol, self.max_iter = num_samples, tol, max_iter
         self.krylov_dim, self.bn_mode = krylov_dim, bn_mode
+        self.trains_batchnorm = bn_mode == "train"
         self.vectors: dict[str, np.ndarray] = {}  # the last top eigenvectors: the next starts
         self.last: dict[str, float] = {}  # the last measurement's sub-series
 
     def check_data(self, datamodule) -> None:
         if not hasattr(datamodule, "measurement_set"):
-            raise ConfigError(
+            raise ValueError(
                 f"callbacks.sharpness: {type(datamodule).__name__} offers no measurement set "
                 "(the first n training samples, in memory); use an in-memory data set"
             )
@@ -70,8 +70,6 @@ class Sharpness(StepSeries):
         self.check_data(trainer.datamodule)
         x, y = trainer.datamodule.measurement_set(self.num_samples)
         self.x, self.y = x.to(pl_module.device), y.to(pl_module.device)
-        if self.bn_mode == "train":
-            check_train_mode(pl_module.model, trainer.world_size, "callbacks.sharpness")
         self.optimizer = trainer.optimizers[0]
         self.threshold = OPTIMIZERS.facts[pl_module.plan.optimizer]["threshold"]
         self.optimizer_name = pl_module.plan.optimizer

@@ -27,6 +27,8 @@ class StepSeries(L.Callback):
     name: str  # the logged series, e.g. "weight_distance"
     fit_prefix: str | None = None  # summary keys of its log t fit, e.g. "diffusion"
     sub_prefix: str | None = None  # sub-series are logged as f"{sub_prefix or name}/{sub}"
+    # measures with BatchNorm in training mode, on rank 0 alone (SyncBatchNorm would hang)
+    trains_batchnorm = False
 
     def __init__(self, flush_every_n_steps: int = 100, every_n_steps: int = 1) -> None:
         for key, value in (("flush_every_n_steps", flush_every_n_steps),
@@ -50,12 +52,12 @@ class StepSeries(L.Callback):
         """Called when training starts (again, after a resume): set up, set `sub_names`."""
 
     def check_data(self, datamodule) -> None:
-        """Raise ConfigError (one line) if this data module cannot be measured;
-        `training.build` calls it before training, `start` again."""
+        """Raise ValueError (one line naming its key) if this data module cannot be measured;
+        `train.fit.build` calls it before training, `start` again."""
 
     def check_plan(self, plan, trainer: L.Trainer) -> None:
-        """Raise ConfigError (one line) if this batch plan (scaling.BatchPlan) and trainer
-        cannot be measured; `training.build` calls it before training."""
+        """Raise ValueError (one line naming its key) if this batch plan (`train.plan.BatchPlan`)
+        and trainer cannot be measured; `train.fit.build` calls it before training."""
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
         """The values after this step, on the device: [value, *one per sub_names], or what

@@ -6,7 +6,6 @@ or (3, 32, 32) for CIFAR."""
 from torch import nn
 
 from lbtrain.config.registry import Registry
-from lbtrain.errors import ConfigError
 
 MODELS = Registry("model.name")
 register_model = MODELS.register
@@ -23,7 +22,7 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kw
 def check_widths(key: str, widths) -> None:
     """Layer widths from the config (`model.hidden`, `model.channels`): positive ints."""
     if not all(isinstance(w, int) and w > 0 for w in widths):
-        raise ConfigError(f"model.{key}={list(widths)}: widths must be positive integers")
+        raise ValueError(f"model.{key}={list(widths)}: widths must be positive integers")
 
 
 NORMS = ("batch", "none")
@@ -32,5 +31,5 @@ NORMS = ("batch", "none")
 def check_norm(norm: str) -> bool:
     """`model.norm`: "batch" (BatchNorm, which Ghost BN converts) or "none"; True for batch."""
     if norm not in NORMS:
-        raise ConfigError(f"model.norm={norm}: use {', '.join(NORMS)}")
+        raise ValueError(f"model.norm={norm}: use {', '.join(NORMS)}")
     return norm == "batch"

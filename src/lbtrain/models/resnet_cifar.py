@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lbtrain.errors import ConfigError
 from lbtrain.models.registry import register_model
 
 
@@ -46,7 +45,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
-            raise ConfigError(
+            raise ValueError(
                 f"model.depth={depth} is not a CIFAR ResNet depth; use 6n+2 (20, 32, 44, 56, 110)"
             )
         blocks_per_stage = (depth - 2) // 6

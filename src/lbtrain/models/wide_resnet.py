@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lbtrain.errors import ConfigError
 from lbtrain.models.registry import register_model
 
 
@@ -48,7 +47,7 @@ class WideResNet(nn.Module):
     ) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
-            raise ConfigError(
+            raise ValueError(
                 f"model.depth={depth} is not a WRN depth; use 6n+4 (10, 16, 22, 28, 40)"
             )
         blocks_per_stage = (depth - 4) // 6

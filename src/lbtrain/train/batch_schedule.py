@@ -14,8 +14,6 @@ milestones must be whole epochs; the batches are real, larger ones, never accumu
 import math
 from dataclasses import dataclass
 
-from lbtrain.errors import ConfigError
-
 
 def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
     """Training batches per epoch on each rank: its equal share of n shuffled samples (the
@@ -40,12 +38,12 @@ def grow_phases(
     """The phases of a run whose milestones grow the batch by 1/gamma, up to `cap`."""
     key = "batch_schedule=grow"
     if any(m != int(m) for m in milestones):
-        raise ConfigError(
+        raise ValueError(
             f"{key}: the milestones {list(milestones)} must be whole epochs (the batch size "
             "changes between epochs); use integer optim.milestones and regime stretch"
         )
     if cap < batch_size:
-        raise ConfigError(f"batch_schedule_cap={cap}: must be >= batch_size={batch_size}")
+        raise ValueError(f"batch_schedule_cap={cap}: must be >= batch_size={batch_size}")
     phases = [Phase(0, batch_size, 1.0)]
     for milestone, gamma in zip(milestones, gammas, strict=True):
         last = phases[-1]
@@ -53,7 +51,7 @@ def grow_phases(
         # the noise scale lr / B falls by gamma: by the batch, and by the LR past the cap
         factor = last.lr_factor * gamma * grown / last.batch_size
         if grown % world_size:
-            raise ConfigError(
+            raise ValueError(
                 f"{key}: the batch grows to {grown} at epoch {int(milestone)}, which does not "
                 f"divide across the {world_size} devices; pick batch_size, optim.gamma and "
                 f"batch_schedule_cap so that every batch is a multiple of {world_size}"
@@ -70,7 +68,7 @@ def warmup_phases(
     batch (batch_size before the first), the LR x (batch / batch_size) ** lr_power (the LR
     scaling rule) x gamma at each milestone passed."""
     if any(m != int(m) for m in milestones):
-        raise ConfigError(
+        raise ValueError(
             f"batch_schedule=warmup: the milestones {list(milestones)} must be whole epochs (the "
             "phases change between epochs); use integer optim.milestones and regime stretch"
         )
@@ -87,7 +85,7 @@ def check_fits(phases: tuple[Phase, ...], num_train: int, key: str) -> None:
     """No phase's batch may exceed the training set."""
     for phase in phases:
         if phase.batch_size > num_train:
-            raise ConfigError(
+            raise ValueError(
                 f"{key}: the batch grows to {phase.batch_size} at epoch "
                 f"{phase.start_epoch}, more than the {num_train} training samples; lower "
                 + ("batch_schedule_cap" if key.endswith("grow") else "batch_schedule_points")

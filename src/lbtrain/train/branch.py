@@ -14,7 +14,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lbtrain.errors import ConfigError
 from lbtrain.lightning_internals import uncompiled, uncompiled_key
 
 FOLDER = "branch_points"
@@ -38,11 +37,11 @@ def check_branch(cfg) -> Path | None:
         return None
     base = Path(b.base_run)
     if not (base / "config.yaml").is_file():
-        raise ConfigError(f"branch.base_run={base}: no lbtrain run there (no config.yaml)")
+        raise ValueError(f"branch.base_run={base}: no lbtrain run there (no config.yaml)")
     path = checkpoint_path(base, b.step)
     if not path.is_file():
         steps = saved_steps(base)
-        raise ConfigError(
+        raise ValueError(
             f"branch.step={b.step}: the base run saved no checkpoint at that step; it saved "
             f"{steps or 'none'} (callbacks.branch_points.steps)"
         )
@@ -50,11 +49,11 @@ def check_branch(cfg) -> Path | None:
     for key in ("optim.optimizer", "optim.exclude_norm_and_bias"):
         theirs, ours = OmegaConf.select(base_config, key), OmegaConf.select(cfg, key)
         if theirs != ours:  # its optimizer state would not fit this run's optimizer
-            raise ConfigError(f"{key}={ours}: the base run {base} trained with {key}={theirs}; "
+            raise ValueError(f"{key}={ours}: the base run {base} trained with {key}={theirs}; "
                               "a branch continues its optimizer")  # fmt: skip
     base_batch = base_config.batch_size
     if cfg.batch_size < base_batch:
-        raise ConfigError(
+        raise ValueError(
             f"batch_size={cfg.batch_size}: a branch's batch is m x the base run's "
             f"{base_batch}, m >= 1 (here m = {cfg.batch_size / base_batch:g})"
         )
@@ -73,7 +72,7 @@ def start_from(module, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ConfigError(f"branch.base_run: its checkpoint {path} holds another model "
+        raise ValueError(f"branch.base_run: its checkpoint {path} holds another model "
                           f"({str(e).splitlines()[1].strip()[:160]})") from None  # fmt: skip
     module.optimizer_state = checkpoint["optimizer_states"][0]
 

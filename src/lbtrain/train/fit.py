@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -57,8 +59,8 @@ def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...])
     try:
         model = create_model(name, num_classes, input_shape, **kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
-        if isinstance(e, ConfigError):
-            raise
+        if isinstance(e, ValueError) and str(e).startswith("model."):  # a model's own rule
+            raise ConfigError(one_line(e)) from None
         raise ConfigError(
             f"model={name} cannot be built for data={cfg.data.name} (samples of shape "
             f"{tuple(input_shape)}, {num_classes} classes, model options {kwargs}): {one_line(e)}"
@@ -139,48 +141,63 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     return trainer
 
 
+@contextmanager
+def refusals_as_config_errors() -> Iterator[None]:
+    """Lower layers (models, data modules, the plan, optimizers, branches, measurements) raise
+    ValueError for a value they cannot take, in one line naming its key; built from a config,
+    that is bad input: one ConfigError line, before anything trains or is written."""
+    try:
+        yield
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(one_line(e)) from None
+
+
 def build(
     cfg: DictConfig, run_dir: str | Path
 ) -> tuple[L.Trainer, Classifier, L.LightningDataModule]:
     """Trainer, module and data of one run, from its validated config (`config.validate`
     checked its values); `check_data` and `check_model` check what only built things can
     tell, each as soon as its things are built, before anything trains or is written."""
-    check_registered(cfg)
-    branch_from = check_branch(cfg)
-    run_dir = Path(run_dir)
-    trainer = build_trainer(cfg, run_dir)
-    plan = make_plan(cfg, trainer.world_size)
-    trainer.fit_loop.max_epochs = plan.epochs  # the stretched regime
-    trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
-    log.info(describe(plan))
-    if plan.warmup and plan.lr == plan.base_lr:  # e.g. recipe=lb with optim=goyal
-        log.warning(
-            "optim.warmup=%g does nothing in this run: it ramps the LR from optim.lr up to the "
-            "scaled LR, and lr_scaling=%s at batch_size=%d leaves that at optim.lr=%g",
-            cfg.optim.warmup, cfg.lr_scaling, cfg.batch_size, plan.base_lr,
-        )  # fmt: skip
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg, plan)
-    check_data(cfg, plan, trainer, datamodule)  # before any model is built
-    model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
-    model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
-    optimizer = OptimizerSpec.from_config(cfg.optim, plan)
-    check_model(cfg, model, optimizer, plan)
-    if plan.phases:
-        use_batch_schedule(trainer, datamodule, plan)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = torch.compile(model) if cfg.compile else model
-    module = Classifier(model, plan, datamodule.num_classes, optimizer, cfg.stop_on_divergence)
-    if branch_from:
-        start_from(module, branch_from)
-    return trainer, module, datamodule
+    with refusals_as_config_errors():
+        check_registered(cfg)
+        branch_from = check_branch(cfg)
+        run_dir = Path(run_dir)
+        trainer = build_trainer(cfg, run_dir)
+        plan = make_plan(cfg, trainer.world_size)
+        trainer.fit_loop.max_epochs = plan.epochs  # the stretched regime
+        trainer.fit_loop.epoch_loop.max_steps = plan.max_steps
+        log.info(describe(plan))
+        if plan.warmup and plan.lr == plan.base_lr:  # e.g. recipe=lb with optim=goyal
+            log.warning(
+                "optim.warmup=%g does nothing in this run: it ramps the LR from optim.lr up to the "
+                "scaled LR, and lr_scaling=%s at batch_size=%d leaves that at optim.lr=%g",
+                cfg.optim.warmup, cfg.lr_scaling, cfg.batch_size, plan.base_lr,
+            )  # fmt: skip
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = build_datamodule(cfg, plan)
+        check_data(cfg, plan, trainer, datamodule)  # before any model is built
+        model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
+        model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
+        optimizer = OptimizerSpec.from_config(cfg.optim, plan)
+        check_model(cfg, model, optimizer, plan)
+        if plan.phases:
+            use_batch_schedule(trainer, datamodule, plan)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model = torch.compile(model) if cfg.compile else model
+        module = Classifier(model, plan, datamodule.num_classes, optimizer, cfg.stop_on_divergence)
+        if branch_from:
+            start_from(module, branch_from)
+        return trainer, module, datamodule
 
 
 def check_data(cfg: DictConfig, plan: BatchPlan, trainer: L.Trainer, datamodule) -> None:
     """What needs the world size and the built data module: the ghost batch against the
     micro-batch, the data on disk, a batch-size schedule and each measurement against both."""
     ghost, micro = cfg.ghost_batch_size, plan.micro_batch
+    sync_batchnorm = trainer.world_size > 1 and cfg.trainer.get("sync_batchnorm")
     if ghost and ghost > micro:  # GBN would quietly be plain BatchNorm: not what was asked
         raise ConfigError(
             f"ghost_batch_size={ghost} exceeds the per-device batch {micro}; GBN would be "
@@ -200,6 +217,12 @@ def check_data(cfg: DictConfig, plan: BatchPlan, trainer: L.Trainer, datamodule)
         if isinstance(callback, StepSeries):  # a measurement: this data, plan and trainer
             callback.check_data(datamodule)
             callback.check_plan(plan, trainer)
+            if callback.trains_batchnorm and sync_batchnorm:
+                raise ConfigError(
+                    f"callbacks.{callback.sub_prefix or callback.name}: measures in training "
+                    "mode on rank 0 alone, where SyncBatchNorm would wait for the other ranks; "
+                    "use trainer.sync_batchnorm=false"
+                )
 
 
 def check_model(cfg: DictConfig, model: torch.nn.Module, optimizer: OptimizerSpec, plan) -> None:

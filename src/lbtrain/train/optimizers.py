@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from lbtrain.config.registry import Registry
-from lbtrain.errors import ConfigError, unexpected_option
+from lbtrain.errors import unexpected_option
 from lbtrain.measure.stability import adam_threshold, sgd_threshold
 
 OPTIMIZERS = Registry("optim.optimizer")
@@ -119,12 +119,12 @@ class OptimizerSpec:
             return OPTIMIZERS[self.optimizer](groups, lr, self, **self.options)
         except TypeError as e:  # an option it does not take, or one lbtrain passes itself
             if (option := unexpected_option(e)) is not None:
-                raise ConfigError(f"optim.options.{option}: optim.optimizer={self.optimizer} "
+                raise ValueError(f"optim.options.{option}: optim.optimizer={self.optimizer} "
                                   "has no such option") from None  # fmt: skip
             match = re.search(r"got multiple values for (?:keyword )?argument '(\w+)'", str(e))
             if match and match.group(1) in self.options:
                 key = match.group(1)
-                raise ConfigError(f"optim.options.{key}={self.options[key]}: lbtrain passes "
+                raise ValueError(f"optim.options.{key}={self.options[key]}: lbtrain passes "
                                   f"{key} itself; set optim.{key} instead") from None  # fmt: skip
             raise
 

@@ -7,7 +7,6 @@ The paper's fixes +LR and +RA are two pure functions here (`scaled_lr`, `regime_
 import math
 from dataclasses import dataclass, field
 
-from lbtrain.errors import ConfigError
 from lbtrain.train.batch_schedule import Phase, grow_phases, warmup_phases
 from lbtrain.train.optimizers import OPTIMIZERS
 
@@ -285,12 +284,12 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
     batch = cfg.batch_size
     accumulate = cfg.trainer.accumulate_grad_batches
     if batch % world_size:
-        raise ConfigError(
+        raise ValueError(
             f"batch_size={batch} is not divisible by the {world_size} devices "
             f"(trainer.devices x trainer.num_nodes); use a multiple of {world_size}"
         )
     if (batch // world_size) % accumulate:
-        raise ConfigError(
+        raise ValueError(
             f"trainer.accumulate_grad_batches={accumulate} does not divide the per-device "
             f"batch {batch // world_size}; use a divisor of it"
         )
@@ -333,7 +332,7 @@ def batch_phases(cfg, world_size: int, stretch: float, stretched, per_milestone)
     """The phases of a batch-size schedule (none: ()), their milestones stretched once."""
     batch, accumulate = cfg.batch_size, cfg.trainer.accumulate_grad_batches
     if cfg.batch_schedule != "none" and (accumulate > 1 or cfg.optim.schedule_unit != "epoch"):
-        raise ConfigError(
+        raise ValueError(
             f"batch_schedule={cfg.batch_schedule}: needs real batches changing between epochs "
             "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
         )
@@ -344,7 +343,7 @@ def batch_phases(cfg, world_size: int, stretch: float, stretched, per_milestone)
         epochs = math.ceil(cfg.trainer.max_epochs * stretch - 1e-9)
         for epoch, grown in points:
             if grown % world_size or epoch >= epochs:
-                raise ConfigError(
+                raise ValueError(
                     f"batch_schedule_points: [{epoch}, {grown}] must start within the run's "
                     f"{epochs} epochs with a batch that divides across its {world_size} devices"
                 )
