@@ -29,6 +29,7 @@ def plan(**overrides) -> BatchPlan:
         phases=(), adam_rule=None, base_weight_decay=5e-4, fixed_timescale=False,
         decoupled_decay=False,
     )  # fmt: skip
+    kw["gammas"] = (0.1,) * len(overrides.get("base_milestones", kw["base_milestones"]))
     return BatchPlan(**{**kw, **overrides})
 
 

@@ -337,6 +337,14 @@ def _check_batch_schedule(cfg: DictConfig) -> None:
     )  # fmt: skip
     _check(bool(pairs) == (cfg.batch_schedule == "warmup"), "batch_schedule_points", pairs,
            "are what batch_schedule=warmup follows, and only it: give both or neither")  # fmt: skip
+    if cfg.batch_schedule == "none":
+        return
+    _check(cfg.trainer.accumulate_grad_batches == 1 and cfg.optim.schedule_unit == "epoch",
+           "batch_schedule", cfg.batch_schedule, "needs real batches changing between epochs "
+           "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)")  # fmt: skip
+    cap = cfg.batch_schedule_cap
+    _check(cfg.batch_schedule != "grow" or cap >= cfg.batch_size, "batch_schedule_cap", cap,
+           f"must be >= batch_size={cfg.batch_size}")  # fmt: skip
 
 
 def _check_scaling(cfg: DictConfig) -> None:

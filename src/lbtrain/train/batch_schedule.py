@@ -42,8 +42,6 @@ def grow_phases(
             f"{key}: the milestones {list(milestones)} must be whole epochs (the batch size "
             "changes between epochs); use integer optim.milestones and regime stretch"
         )
-    if cap < batch_size:
-        raise ValueError(f"batch_schedule_cap={cap}: must be >= batch_size={batch_size}")
     phases = [Phase(0, batch_size, 1.0)]
     for milestone, gamma in zip(milestones, gammas, strict=True):
         last = phases[-1]

@@ -5,7 +5,7 @@ The paper's fixes +LR and +RA are two pure functions here (`scaled_lr`, `regime_
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lbtrain.train.batch_schedule import Phase, grow_phases, warmup_phases
 from lbtrain.train.optimizers import OPTIMIZERS
@@ -149,7 +149,7 @@ class BatchPlan:
         increases too) and the LR factor from each on, the first for step 0."""
         if not self.phases:
             milestones = [self.to_steps(m, steps_per_epoch) for m in self.milestones]
-            return milestones, decay_factors(list(self.gammas) or 0.1, len(milestones))
+            return milestones, [math.prod(self.gammas[:k]) for k in range(len(milestones) + 1)]
         steps = [row["steps"] for row in self.phase_steps(num_train)]
         boundaries = [sum(steps[: k + 1]) for k in range(len(steps) - 1)]
         return boundaries, [p.lr_factor for p in self.phases]
@@ -294,13 +294,8 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
             f"batch {batch // world_size}; use a divisor of it"
         )
     optim = cfg.optim
-    gamma = optim.gamma
-    milestones = tuple(optim.milestones)
-    per_milestone = [gamma] * len(milestones) if isinstance(gamma, int | float) else list(gamma)
-    stretch = regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size)
-    stretched = [m * stretch for m in milestones]
-    phases = batch_phases(cfg, world_size, stretch, stretched, per_milestone)
-    return BatchPlan(
+    gamma, milestones = optim.gamma, tuple(optim.milestones)
+    plan = BatchPlan(
         batch_size=batch,
         world_size=world_size,
         accumulate=accumulate,
@@ -313,9 +308,9 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         unit=optim.schedule_unit,
         base_milestones=milestones,
         base_warmup=optim.warmup,
-        stretch=stretch,
-        gammas=tuple(per_milestone),
-        phases=phases,
+        stretch=regime_factor(cfg.regime, cfg.regime_multiplier, batch, optim.base_batch_size),
+        gammas=tuple([gamma] * len(milestones) if isinstance(gamma, int | float) else gamma),
+        phases=(),
         optimizer=optim.optimizer,
         adaptive=OPTIMIZERS.facts[optim.optimizer]["adaptive"],
         batch_augment=cfg.batch_augment,
@@ -326,37 +321,24 @@ def make_plan(cfg, world_size: int) -> BatchPlan:
         fixed_timescale=optim.fixed_timescale,
         decoupled_decay=OPTIMIZERS.facts[optim.optimizer]["decoupled_decay"],
     )
+    return replace(plan, phases=batch_phases(cfg, plan)) if cfg.batch_schedule != "none" else plan
 
 
-def batch_phases(cfg, world_size: int, stretch: float, stretched, per_milestone) -> tuple:
-    """The phases of a batch-size schedule (none: ()), their milestones stretched once."""
-    batch, accumulate = cfg.batch_size, cfg.trainer.accumulate_grad_batches
-    if cfg.batch_schedule != "none" and (accumulate > 1 or cfg.optim.schedule_unit != "epoch"):
-        raise ValueError(
-            f"batch_schedule={cfg.batch_schedule}: needs real batches changing between epochs "
-            "(trainer.accumulate_grad_batches=1, optim.schedule_unit=epoch)"
-        )
+def batch_phases(cfg, plan: BatchPlan) -> tuple[Phase, ...]:
+    """The phases of a batch-size schedule, from the plan's stretched epochs and milestones."""
+    p = plan
     if cfg.batch_schedule == "grow":
-        return grow_phases(batch, cfg.batch_schedule_cap, stretched, per_milestone, world_size)
-    if cfg.batch_schedule == "warmup":
-        points = [list(p) for p in cfg.batch_schedule_points]
-        epochs = math.ceil(cfg.trainer.max_epochs * stretch - 1e-9)
-        for epoch, grown in points:
-            if grown % world_size or epoch >= epochs:
-                raise ValueError(
-                    f"batch_schedule_points: [{epoch}, {grown}] must start within the run's "
-                    f"{epochs} epochs with a batch that divides across its {world_size} devices"
-                )
-        power = LR_SCALING_POWERS[cfg.lr_scaling]
-        return warmup_phases(batch, points, stretched, per_milestone, power)
-    return ()
-
-
-def decay_factors(gamma: float | list[float], n_milestones: int) -> list[float]:
-    """The LR factor after 0, 1, ... milestones: `gamma` each time, or one multiplier per
-    milestone (AlexNet's 1e-2 -> 5e-3 -> 1e-3 -> ... is gamma = [0.5, 0.2, 0.5, 0.2])."""
-    steps = [gamma] * n_milestones if isinstance(gamma, int | float) else list(gamma)
-    return [math.prod(steps[:k]) for k in range(n_milestones + 1)]
+        return grow_phases(p.batch_size, cfg.batch_schedule_cap, p.milestones, p.gammas,
+                           p.world_size)  # fmt: skip
+    points = [list(point) for point in cfg.batch_schedule_points]
+    for epoch, grown in points:
+        if grown % p.world_size or epoch >= p.epochs:
+            raise ValueError(
+                f"batch_schedule_points: [{epoch}, {grown}] must start within the run's "
+                f"{p.epochs} epochs with a batch that divides across its {p.world_size} devices"
+            )
+    return warmup_phases(p.batch_size, points, p.milestones, p.gammas,
+                         LR_SCALING_POWERS[p.lr_scaling])  # fmt: skip
 
 
 def make_scheduler(optimizer, plan: BatchPlan, steps_per_epoch: int, num_train: int | None = None):
