@@ -29,7 +29,7 @@ from lbtrain.config.validate import (
 )
 from lbtrain.errors import ConfigError, NotRequeued, Preempted, StoppedAtOnce
 from lbtrain.launch.notices import one_console, quiet
-from lbtrain.launch.run_dir import REQUEUE_CHECKPOINT, check_run_dir, shown
+from lbtrain.launch.run_dir import check_run_dir, shown
 from lbtrain.launch.run_dir import lock as lock_run_dir
 from lbtrain.launch.run_dir import note as note_run_dir
 from lbtrain.launch.run_dir import note_start as note_run_dir_start
@@ -115,7 +115,7 @@ def check_explicit_dirs(overrides: list[str], multirun: bool) -> None:
         note_run_dir(run_dir)  # before Hydra writes to it: a resume with nothing to do undoes that
         if global_rank() == 0:  # DDP's other ranks run in rank 0's dir
             lock_run_dir(run_dir)  # before any check: nothing of a live run is touched
-        check_run_dir(run_dir, given.get("ckpt_path"), run_dir / "checkpoints" / REQUEUE_CHECKPOINT)
+        check_run_dir(run_dir, given.get("ckpt_path"))
     if multirun and "hydra.sweep.dir" in given:
         sweep = Path(given["hydra.sweep.dir"].strip("'\""))
         lock_run_dir(sweep, "hydra.sweep.dir")

@@ -15,10 +15,9 @@ class BranchPoints(L.Callback):
         if not steps or any(not isinstance(t, int) or t < 1 for t in steps):
             raise ValueError(f"steps={steps} must be optimizer steps >= 1")
         self.run_dir, self.steps = Path(dirpath), set(steps)
-        self._saved = -1
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         step = step_done(trainer)
-        if step in self.steps and step != self._saved:  # once, not per micro-batch
-            self._saved = step
+        if step in self.steps:
+            self.steps.discard(step)  # saved once: the next micro-batches have the same step
             trainer.save_checkpoint(checkpoint_path(self.run_dir, step))

@@ -4,7 +4,7 @@ M minutes, and when fit() ends.
 
 Each mid-run one is saved where the preemption checkpoint is (callbacks/preemption.py): at a
 step boundary, before a batch, with everything of the steps before it logged and on disk. A
-run resumed from it (`ckpt_path=`) drops the log rows of later steps (`loggers.forget_after`)
+run resumed from it (`ckpt_path=`) drops the log rows of later steps (`train.loggers.forget_after`)
 and continues exactly as if it had never stopped.
 
 Every file is written beside its final name and renamed over it (`save_atomically`): a kill
@@ -20,6 +20,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lbtrain.train.steps import is_new_update
+
 LAST_CHECKPOINT = "last.ckpt"
 
 
@@ -32,7 +34,7 @@ def save_atomically(trainer: L.Trainer, path: Path) -> None:
 
 
 class LastCheckpoint(L.Callback):
-    """Runs first in each batch (after `Preemption`: training.build_trainer places both), so
+    """Runs first in each batch (after `Preemption`: train.fit.build_trainer places both), so
     that no other callback has begun the step it saves before; the final save comes at fit
     end, after every callback's end of training (the series' last values)."""
 
@@ -56,7 +58,7 @@ class LastCheckpoint(L.Callback):
         self._first_step = trainer.global_step  # a resumed run's checkpoint is on disk
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx % trainer.accumulate_grad_batches:  # between micro-batches of one step
+        if not is_new_update(trainer, batch_idx):  # between micro-batches of one step
             return
         step = trainer.global_step  # the updates done: the checkpoint holds all of them
         if step == self._first_step:

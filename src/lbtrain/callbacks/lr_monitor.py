@@ -5,7 +5,7 @@ logged at step t (Lightning logs it at t - 1, before the update). With no logger
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningMonitor
 
 from lbtrain.lightning_internals import logs_this_step, monitored_lrs
-from lbtrain.train.steps import step_of_this_batch
+from lbtrain.train.steps import is_new_update, step_of_this_batch
 
 
 class LearningRateMonitor(_LightningMonitor):
@@ -22,7 +22,7 @@ class LearningRateMonitor(_LightningMonitor):
             return
         if not logs_this_step(trainer):
             return
-        if batch_idx % trainer.accumulate_grad_batches:
+        if not is_new_update(trainer, batch_idx):
             return  # a later micro-batch of the same update: logged once per update
         stats = monitored_lrs(self, trainer, "step" if self.logging_interval is None else "any")
         step = step_of_this_batch(trainer)  # the LR of the update to come

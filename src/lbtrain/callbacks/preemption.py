@@ -31,23 +31,21 @@ from lbtrain.callbacks.checkpoint import save_atomically
 from lbtrain.errors import NotRequeued, Preempted, StoppedAtOnce
 from lbtrain.launch.run_dir import REQUEUE_CHECKPOINT
 from lbtrain.lightning_internals import set_updates_logged
+from lbtrain.train.steps import is_new_update
 
 log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 124  # as `timeout` does: stopped early, resumable
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C: 128 + SIGINT
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+# Under DDP the ranks agree on a signal through a collective (and a host sync): not every step.
+DDP_CHECK_EVERY_N_STEPS = 20
 
 
 class Preemption(L.Callback):
-    def __init__(
-        self,
-        dirpath: str | Path,
-        signals: tuple[str, ...] = ("SIGUSR1", "SIGTERM", "SIGINT"),
-        ddp_check_every_n_steps: int = 20,
-    ) -> None:
+    """train.fit.build_trainer adds it to every run, whatever the callbacks config."""
+
+    def __init__(self, dirpath: str | Path) -> None:
         self.path = Path(dirpath) / REQUEUE_CHECKPOINT
-        self.signals = [getattr(signal, name) for name in signals]
-        # Under DDP the ranks agree through a collective (and a host sync): not every step.
-        self.ddp_check_every_n_steps = ddp_check_every_n_steps
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -63,7 +61,7 @@ class Preemption(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         # after Lightning's own handlers, so these take precedence for the training loop
-        self._previous = {s: signal.signal(s, self._handler) for s in self.signals}
+        self._previous = {s: signal.signal(s, self._handler) for s in SIGNALS}
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
         # Lightning restores a checkpoint as if saved after a batch, as its own are, and so
@@ -72,12 +70,11 @@ class Preemption(L.Callback):
         set_updates_logged(trainer, trainer.global_step)
         # Checked before an optimizer step's first micro-batch: the checkpoint holds every
         # completed step and none of this one, so the resumed run starts with this batch.
-        accumulate = trainer.accumulate_grad_batches
-        if batch_idx % accumulate:
+        if not is_new_update(trainer, batch_idx):
             return
         signum = self.received or 0
         if trainer.world_size > 1:  # every rank stops at the same step, on the same signal
-            if (batch_idx // accumulate) % self.ddp_check_every_n_steps:
+            if (batch_idx // trainer.accumulate_grad_batches) % DDP_CHECK_EVERY_N_STEPS:
                 return
             mine = torch.tensor(signum, device=trainer.strategy.root_device)  # NCCL: on the GPU
             signum = int(trainer.strategy.reduce(mine, reduce_op="max"))
@@ -116,6 +113,7 @@ def _hands_over(handler) -> bool:
     defaults and not Lightning's own, which would only stop the loop again."""
     if not callable(handler) or handler is signal.default_int_handler:
         return False
+    # a probe: the handler is the launcher's, any callable; its `__module__` may be None
     owner = getattr(handler, "__module__", None) or type(handler).__module__
     return not owner.startswith(("lightning", "pytorch_lightning"))
 

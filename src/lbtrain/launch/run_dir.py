@@ -20,7 +20,9 @@ import yaml
 from lbtrain.config.validate import ADDED_KEYS
 from lbtrain.errors import ConfigError
 
-REQUEUE_CHECKPOINT = "requeue.ckpt"  # in <run dir>/checkpoints/ while a preempted run waits
+CHECKPOINTS = "checkpoints"  # <run dir>/checkpoints/: last.ckpt, requeue.ckpt, branch_points/
+LAST_CHECKPOINT = "last.ckpt"  # written while a run trains (callbacks/checkpoint.py)
+REQUEUE_CHECKPOINT = "requeue.ckpt"  # while a preempted run waits to be requeued
 LOCK = ".lock"  # held (flock) by the live run in a run or sweep dir; it holds that run's pid
 HYDRA_WRITES = {".hydra", "run.log", LOCK}  # what a fresh run dir holds as lbtrain's code starts
 _locks: dict[Path, int] = {}  # dir -> the open file that holds its lock, for this process
@@ -167,18 +169,23 @@ def recorded_overrides(run_dir: Path, this_run: Path) -> list[str] | None:
     return yaml.safe_load(path.read_text()) or []
 
 
-def check_run_dir(run_dir: Path, ckpt_path: str | None, requeue: Path) -> None:
+def checkpoints(run_dir: Path) -> Path:
+    """Where a run's checkpoints are."""
+    return Path(run_dir) / CHECKPOINTS
+
+
+def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
     """Never overwrite an earlier run: a run dir that already holds one is only reused to
     resume it from its own checkpoint (explicitly with ckpt_path=, or automatically after
     preemption); a checkpoint from elsewhere would rewrite its log and summary."""
-    used = [f for f in ("summary.json", "csv/metrics.csv", "checkpoints/last.ckpt")
+    own = checkpoints(run_dir)
+    used = [f for f in ("summary.json", "csv/metrics.csv", f"{CHECKPOINTS}/{LAST_CHECKPOINT}")
             if (run_dir / f).exists()]  # fmt: skip
-    if not used or (ckpt_path is None and requeue.exists()):
+    if not used or (ckpt_path is None and (own / REQUEUE_CHECKPOINT).exists()):
         return
-    own = run_dir / "checkpoints"
     if ckpt_path is not None and Path(ckpt_path).resolve().parent == own.resolve():
         return
-    last = own / "last.ckpt"
+    last = own / LAST_CHECKPOINT
     resume = (f"resume it with ckpt_path={last}" if last.is_file() else
               "it holds no checkpoint to resume from")  # fmt: skip
     elsewhere = "" if ckpt_path is None else (

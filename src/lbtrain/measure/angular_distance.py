@@ -34,6 +34,7 @@ def batchnorm_fed_weights(model: nn.Module, sample: Tensor) -> set[nn.Parameter]
         if source is not None:
             fed.add(source[0].weight)
 
+    # a probe: the modules are the user's model's; any may have a weight, or none
     hooks = [
         m.register_forward_pre_hook(check) if isinstance(m, _BatchNorm)
         else m.register_forward_hook(record)
@@ -57,6 +58,7 @@ class AngularDistance(FromInitialWeights):
     name, fit_prefix = "angular_distance", "angular_diffusion"
 
     def check_data(self, datamodule) -> None:
+        # a probe: the data module may be the user's own (README, "Extend lbtrain")
         if getattr(datamodule, "input_shape", None) is None:
             raise ValueError(
                 f"callbacks.{self.name}: needs a data module with `input_shape` (fit with "

@@ -1,7 +1,7 @@
 """`batch_sharpness` every N optimizer steps: the curvature of the step's own mini-batch
 loss along its own gradient, g_B^T H_B g_B / |g_B|^2, at the weights the step starts from.
 Averaged over batches this is the "batch sharpness" that mini-batch SGD holds at its edge of
-stability (arXiv 2412.20553), where full-batch GD holds lambda_max (callbacks/sharpness.py);
+stability (arXiv 2412.20553), where full-batch GD holds lambda_max (measure/sharpness_callback.py);
 `batch_sharpness/threshold` and `batch_sharpness/stability_ratio` set it against the
 optimizer's threshold (2 / lr for SGD, 2 (1 + momentum) / lr with heavy ball; not for Adam,
 whose edge concerns the preconditioned Hessian). summary.json adds the means over the
@@ -26,16 +26,15 @@ from lbtrain.lightning_internals import uncompiled
 from lbtrain.measure.sharpness import batch_sharpness, measuring_mode
 from lbtrain.measure.step_series import StepSeries
 from lbtrain.train.optimizers import OPTIMIZERS
-from lbtrain.train.steps import step_of_this_batch
 
 
 class BatchSharpness(StepSeries):
     name, trains_batchnorm = "batch_sharpness", True
+    final_value = False  # no value after the last step: each rests on a step's batch
 
     def __init__(self, every_n_steps: int = 100, flush_every_n_steps: int = 10) -> None:
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
         self._value: Tensor | None = None
-        self._measured_step = -1
         self.ratios: list[tuple[int, float]] = []  # (step, value / threshold), on the host
 
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -47,13 +46,7 @@ class BatchSharpness(StepSeries):
         self.threshold = threshold if bounds == "hessian" else None
         self.sub_names = ["threshold", "stability_ratio"] if self.threshold else []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        step = step_of_this_batch(trainer)
-        if not (self.enabled and trainer.is_global_zero and self.takes(step)):
-            return
-        if step == self._measured_step:
-            return  # a later micro-batch of the same step
-        self._measured_step = step
+    def before_step(self, trainer: L.Trainer, pl_module, batch) -> None:
         if self.threshold:  # at the lr of this step's update
             self._threshold, _ = self.threshold(self.optimizer.param_groups[0])
         x, y = batch
@@ -78,9 +71,6 @@ class BatchSharpness(StepSeries):
 
     def load_extra_state(self, state: dict) -> None:
         self.ratios = list(state.get("ratios", []))
-
-    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        self.flush(trainer)  # no value after the last step: each rests on a step's batch
 
     def summary_entries(self, pl_module: L.LightningModule) -> dict:
         entries = super().summary_entries(pl_module)

@@ -39,13 +39,13 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from lbtrain.lightning_internals import ddp_comm_hook, uncompiled
 from lbtrain.measure.noise_scale import DebiasedEMA, pooled, two_batch_estimates
 from lbtrain.measure.step_series import StepSeries
-from lbtrain.train.steps import step_of_this_batch
 
 KEY = "callbacks.noise_scale"
 
 
 class NoiseScale(StepSeries):
     name, sub_prefix = "noise_scale/b_simple", "noise_scale"
+    each_micro_batch = True  # the granularity "accumulation" reads every micro-batch
 
     def __init__(
         self,
@@ -75,6 +75,7 @@ class NoiseScale(StepSeries):
                           "trace_sigma_single"]  # fmt: skip
 
     def check_data(self, datamodule) -> None:
+        # a probe: the data module may be the user's own (README, "Extend lbtrain")
         if not hasattr(type(datamodule), "num_train_samples"):
             raise ValueError(
                 f"{KEY}: {type(datamodule).__name__} does not say how many training samples "
@@ -110,7 +111,11 @@ class NoiseScale(StepSeries):
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = trainer.optimizers[0]
         self._temperature = torch.zeros((), device=pl_module.device)
+        self.every_rank = self.strategy.every_rank
         self.strategy.start(trainer, pl_module.device)
+        if self._ema_state is not None:
+            self.ema.load_state_dict(self._ema_state, pl_module.device)
+            self._ema_state = None
 
     def measure(self, pl_module: L.LightningModule) -> Tensor:
         averages = self.ema.value()
@@ -142,21 +147,12 @@ class NoiseScale(StepSeries):
         self._ema_state = state.get("ema")  # placed on the device when training starts
         self.singles = list(state.get("singles", []))  # none in a checkpoint from before
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        if self._ema_state is not None:
-            self.ema.load_state_dict(self._ema_state, pl_module.device)
-            self._ema_state = None
-
     # --- the measurement: the strategy reads the gradients, `update` averages -----------
     def takes(self, step: int) -> bool:
         # steps 1, N + 1, 2N + 1, ...: a run shorter than N steps still has a measurement
         return (step - 1) % self.every_n_steps == 0
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        measures = trainer.is_global_zero or self.strategy.every_rank
-        if not (self.enabled and measures and self.takes(step_of_this_batch(trainer))):
-            return
+    def before_step(self, trainer: L.Trainer, pl_module, batch) -> None:
         group = self.optimizer.param_groups[0]  # the LR and momentum of the coming update
         batch_size = len(batch[1]) * trainer.world_size * trainer.accumulate_grad_batches
         temperature = group["lr"] * self.num_train / (batch_size * (1 - group.get("momentum", 0)))
@@ -298,7 +294,9 @@ class Devices(Granularity):
                 "chunks or accumulation"
             )
         if (hook := ddp_comm_hook(trainer.strategy)) is not None:
-            raise ValueError(  # torch's DDP takes one hook, and this mode measures through one
+            # torch's DDP takes one hook, and this mode measures through one; the user's hook
+            # may be any callable (a functools.partial has no __qualname__)
+            raise ValueError(
                 f"{KEY}.granularity=devices: the DDP strategy already has a communication hook "
                 f"({getattr(hook, '__qualname__', hook)}), and DDP takes only one; use "
                 f"{KEY}.granularity=chunks"

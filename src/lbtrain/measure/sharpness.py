@@ -27,11 +27,12 @@ from torch.nn.modules.dropout import _DropoutNd
 def top_hessian_eigenvalue(
     loss: Tensor,
     params: list[Tensor],
-    tol: float = 1e-2,
-    max_iter: int = 100,
+    *,
+    tol: float,
+    max_iter: int,
+    krylov_dim: int,
     seed: int = 0,
     start: np.ndarray | None = None,
-    krylov_dim: int = 4,
     scale: Tensor | None = None,
 ) -> tuple[float, int, np.ndarray]:
     """(the largest eigenvalue of the Hessian of `loss` w.r.t. `params`, Hessian-vector

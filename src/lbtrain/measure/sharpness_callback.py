@@ -60,6 +60,7 @@ class Sharpness(StepSeries):
         self.last: dict[str, float] = {}  # the last measurement's sub-series
 
     def check_data(self, datamodule) -> None:
+        # a probe: the data module may be the user's own (README, "Extend lbtrain")
         if not hasattr(datamodule, "measurement_set"):
             raise ValueError(
                 f"callbacks.sharpness: {type(datamodule).__name__} offers no measurement set "
@@ -103,8 +104,8 @@ class Sharpness(StepSeries):
         with measuring_mode(model, self.bn_mode), torch.enable_grad():
             loss = F.cross_entropy(model(self.x), self.y)
             eigenvalue, products, self.vectors[which] = top_hessian_eigenvalue(
-                loss, params, self.tol, self.max_iter, start=self.vectors.get(which),
-                krylov_dim=self.krylov_dim, scale=scale,
+                loss, params, tol=self.tol, max_iter=self.max_iter, krylov_dim=self.krylov_dim,
+                start=self.vectors.get(which), scale=scale,
             )  # fmt: skip  # Lanczos on the host: a few syncs, every N steps
         return eigenvalue, products
 
@@ -117,10 +118,7 @@ class Sharpness(StepSeries):
 
     def load_extra_state(self, state: dict) -> None:
         self.last = state.get("last", {})
-        vectors = state.get("vectors") or {}
-        if state.get("vector") is not None:  # a checkpoint from before AdamW's second series
-            vectors = {"hessian": state["vector"]}
-        self.vectors = {k: v.numpy() for k, v in vectors.items()}
+        self.vectors = {k: v.numpy() for k, v in (state.get("vectors") or {}).items()}
 
     def summary_entries(self, pl_module: L.LightningModule) -> dict:
         entries = super().summary_entries(pl_module)

@@ -8,6 +8,8 @@ it adds to summary.json (`summary_entries`). `StepSeries` does the rest:
 - each value goes to every logger at its own step t (`steps.step_done`: after the t-th
   update; micro-batches of gradient accumulation measure nothing), all the measurements
   of a step in one row (`MeasurementLog`);
+- a measurement that needs the step's batch, or the weights before the update, has
+  `before_step`, called before each measured step;
 - the values already measured, pending ones included, are part of the checkpoint, so a
   resumed run continues the same series and its summary equals an uninterrupted run's;
 - under DDP the weights are identical on every rank: rank 0 measures and logs.
@@ -20,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lbtrain.measure.diffusion import fit_diffusion
-from lbtrain.train.steps import step_done
+from lbtrain.train.steps import is_new_update, step_done, step_of_this_batch
 
 
 class StepSeries(L.Callback):
@@ -29,7 +31,12 @@ class StepSeries(L.Callback):
     sub_prefix: str | None = None  # sub-series are logged as f"{sub_prefix or name}/{sub}"
     # measures with BatchNorm in training mode, on rank 0 alone (SyncBatchNorm would hang)
     trains_batchnorm = False
+    every_rank = False  # `before_step` runs on every DDP rank (else on rank 0 alone)
+    each_micro_batch = False  # `before_step` sees each micro-batch of a step (else its first)
+    final_value = True  # also measured after the last step (else only at `takes` steps)
 
+    # The defaults are for a measurement of your own (README, "A measurement of your own"):
+    # lbtrain's own take their settings from conf/callbacks/
     def __init__(self, flush_every_n_steps: int = 100, every_n_steps: int = 1) -> None:
         for key, value in (("flush_every_n_steps", flush_every_n_steps),
                            ("every_n_steps", every_n_steps)):  # fmt: skip
@@ -42,7 +49,7 @@ class StepSeries(L.Callback):
         self._pending: list[tuple[int, Tensor]] = []  # on the device
         self._unlogged: list[tuple[int, dict]] = []  # in `history`, not yet with the loggers
         self._last_step = -1
-        # writes this series' rows with the other series' (training.build_trainer hands it
+        # writes this series' rows with the other series' (train.fit.build_trainer hands it
         # over); None: the series writes to the loggers itself
         self.rows: MeasurementLog | None = None
         self.enabled = True  # `start` may find nothing to measure in this model
@@ -50,6 +57,10 @@ class StepSeries(L.Callback):
     # --- what a measurement defines -----------------------------------------------------
     def start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Called when training starts (again, after a resume): set up, set `sub_names`."""
+
+    def before_step(self, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
+        """Called before the update of a step that `takes`, with its batch (see `every_rank`
+        and `each_micro_batch`): what the measurement reads before the update."""
 
     def check_data(self, datamodule) -> None:
         """Raise ValueError (one line naming its key) if this data module cannot be measured;
@@ -99,6 +110,13 @@ class StepSeries(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start(trainer, pl_module)
         self._last_step = step_done(trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if not (self.enabled and (trainer.is_global_zero or self.every_rank)):
+            return
+        new = self.each_micro_batch or is_new_update(trainer, batch_idx)
+        if new and self.takes(step_of_this_batch(trainer)):
+            self.before_step(trainer, pl_module, batch)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = step_done(trainer)
@@ -151,7 +169,8 @@ class StepSeries(L.Callback):
         self.flush(trainer)  # the logs never lag behind a checkpoint a run may resume from
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if self.enabled and trainer.is_global_zero and self._last_taken() != step_done(trainer):
+        final = self.enabled and self.final_value and trainer.is_global_zero
+        if final and self._last_taken() != step_done(trainer):
             self._take(trainer, pl_module)  # the final value of a series taken every N steps
         self.flush(trainer)
 
@@ -176,7 +195,7 @@ class MeasurementLog(L.Callback):
     """Writes what the StepSeries before it flushed, one `log_metrics` call per step for all
     of them: weight and angular distance at step t go to W&B as one row, not two (each W&B
     call costs a fraction of a millisecond, a tenth of a small model's step: README,
-    "Benchmarks"). training.build_trainer places it after the configured callbacks, so that
+    "Benchmarks"). train.fit.build_trainer places it after the configured callbacks, so that
     it runs after them in every hook, and hands it to each series (`StepSeries.rows`)."""
 
     def __init__(self) -> None:

@@ -51,7 +51,7 @@ class FromInitialWeights(StepSeries):
     checkpoints, so a resumed run keeps measuring from the original initialisation. A
     subclass defines `values(w)`: the series' values for the flat weights w."""
 
-    def __init__(self, flush_every_n_steps: int = 100, per_layer: bool = False) -> None:
+    def __init__(self, *, flush_every_n_steps: int, per_layer: bool) -> None:
         super().__init__(flush_every_n_steps)
         self.per_layer = per_layer
         self.w0: Tensor | None = None  # flat copy of the measured weights at step 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from lbtrain.report.critical import write_critical_batch
-from lbtrain.report.critical_batch import Target
+from lbtrain.report.critical_batch import BRANCH_TOLERANCE, Target
 from lbtrain.report.figures import (
     plot_angular_distance,
     plot_batch_sharpness,
@@ -24,7 +24,10 @@ __all__ = ["Run", "find_runs", "load_run", "plot_angular_distance", "plot_val_er
 
 
 def write_report(
-    paths: list[Path], out: Path, target: Target | None = None, branch_tolerance: float = 0.05
+    paths: list[Path],
+    out: Path,
+    target: Target | None = None,
+    branch_tolerance: float = BRANCH_TOLERANCE,
 ) -> pd.DataFrame:
     runs = find_runs(paths)
     out.mkdir(parents=True, exist_ok=True)

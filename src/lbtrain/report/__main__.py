@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 from lbtrain.report import write_report
-from lbtrain.report.critical_batch import Target
+from lbtrain.report.critical_batch import BRANCH_TOLERANCE, Target
 from lbtrain.report.runs import ReportError
 
 
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         "batch size (critical_batch.md, .csv, .png)",
     )
     parser.add_argument(
-        "--branch-tolerance", type=float, default=0.05,
+        "--branch-tolerance", type=float, default=BRANCH_TOLERANCE,
         help="branch runs: a batch is within the CBS while its loss is at most (1 + this) "
-        "x the m = 1 branch's (default 0.05)",
+        "x the m = 1 branch's (default %(default)s)",
     )  # fmt: skip
     parser.add_argument(
         "--wandb", metavar="ENTITY/PROJECT", help="also log Table 1 and the figures to W&B"

@@ -17,6 +17,7 @@ from lbtrain.report.critical_batch import (
     noise_scale_until,
     steps_to_target,
 )
+from lbtrain.report.figures import pyplot
 from lbtrain.report.runs import ReportError, Run, row_names
 
 
@@ -135,10 +136,7 @@ def plot_critical_batch(
 ) -> Path:
     """Shallue et al. / McCandlish et al.: steps to target against batch size (log-log)
     with perfect scaling and the fit; steps against examples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     done = df.dropna(subset=["steps to target"])

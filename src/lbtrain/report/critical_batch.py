@@ -108,6 +108,9 @@ def noise_scale_until(metrics: pd.DataFrame, until: float) -> float:
     return float(rows[trace].mean() / rows[grad_sq].mean())
 
 
+BRANCH_TOLERANCE = 0.05  # a branch within 5% of the m = 1 branch's loss is within the CBS
+
+
 def branch_cbs(losses: dict[int, float], base_batch: int, tolerance: float) -> int:
     """The critical batch at one checkpoint from its branches (Merrill et al. 2025): the
     largest branch batch B' such that every branch up to it ends within `tolerance` of the

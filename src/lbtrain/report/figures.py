@@ -14,6 +14,17 @@ FEW_POINTS = 20  # a series with fewer is drawn with markers: a single measureme
 NEAR = 2.0  # a threshold up to this many times the data's height above its bottom is on the axis
 
 
+def pyplot():
+    """matplotlib's pyplot on its file-only backend (no display: clusters, CI, notebooks'
+    kernels alike), imported when a figure is drawn, not with the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _plot(
     runs: list[Run],
     out: Path,
@@ -28,10 +39,7 @@ def _plot(
     the rows have it, a dashed line of the run's colour (a threshold, `_thresholds`). Without
     runs that logged `column` no figure is drawn, and said so unless the measurement is
     `optional`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours: dict[str, str] = {}

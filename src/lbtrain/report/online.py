@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lbtrain.report.critical_batch import branch_cbs, noise_scale_near
+from lbtrain.report.figures import pyplot
 from lbtrain.report.runs import Run, load_run
 
 LOSS = "val/loss"  # each branch's loss: validated once, after its last step
@@ -80,10 +81,7 @@ def warmup_points(table: pd.DataFrame, base_batch: int, num_train: int) -> list[
 
 
 def plot_cbs(table: pd.DataFrame, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     seeds = [[int(c) for c in s.split("/")] for s in table["CBS per seed"]]

@@ -14,17 +14,18 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lbtrain.launch.run_dir import checkpoints
 from lbtrain.lightning_internals import uncompiled, uncompiled_key
 
 FOLDER = "branch_points"
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / FOLDER / f"step={step}.ckpt"
+    return checkpoints(run_dir) / FOLDER / f"step={step}.ckpt"
 
 
 def saved_steps(run_dir: Path) -> list[int]:
-    folder = Path(run_dir) / "checkpoints" / FOLDER
+    folder = checkpoints(run_dir) / FOLDER
     names = folder.glob("step=*.ckpt") if folder.is_dir() else []
     return sorted(int(p.stem.removeprefix("step=")) for p in names)
 

@@ -33,6 +33,7 @@ from lbtrain.launch.run_dir import (
     REQUEUE_CHECKPOINT,
     check_run_dir,
     check_same_run,
+    checkpoints,
     keep_run_record,
     recorded_overrides,
     shown,
@@ -122,7 +123,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     # trace in any logger or callback
     configured = _instantiate_group(cfg, "callbacks")
     configured.sort(key=lambda c: not isinstance(c, LastCheckpoint))  # stable: the rest in order
-    callbacks = [Preemption(run_dir / "checkpoints"), *configured]
+    callbacks = [Preemption(checkpoints(run_dir)), *configured]
     rows = MeasurementLog()  # the measurements' values of a step, in one row per step
     for series in callbacks:
         if isinstance(series, StepSeries):
@@ -283,11 +284,11 @@ def nothing_left(checkpoint: dict, trainer: L.Trainer) -> bool:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    requeue = run_dir / "checkpoints" / REQUEUE_CHECKPOINT
+    requeue = checkpoints(run_dir) / REQUEUE_CHECKPOINT
     log.info(distributed.set_threads(cfg.threads))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
-        check_run_dir(run_dir, cfg.ckpt_path, requeue)
+        check_run_dir(run_dir, cfg.ckpt_path)
     trainer, module, datamodule = build(cfg, run_dir)
     ckpt_path, finished = resume_from(cfg, run_dir, requeue, trainer, module, resolved)
     if finished:

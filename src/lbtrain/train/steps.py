@@ -16,3 +16,12 @@ def step_of_this_batch(trainer: Trainer) -> int:
 def step_done(trainer: Trainer) -> int:
     """After an optimizer step (a batch's end, an epoch's, validation): the updates done."""
     return trainer.global_step
+
+
+def is_new_update(trainer: Trainer, batch_idx: int) -> bool:
+    """Before a batch (on_train_batch_start): whether it begins an optimizer update, the first
+    of its micro-batches under gradient accumulation (every batch without). An epoch's short
+    last update begins at such a batch too, and lbtrain checkpoints only before one, so a
+    resumed run starts at one. After a batch, whether it made an update is whether
+    `step_done` moved on from the step seen last (`StepSeries`)."""
+    return batch_idx % trainer.accumulate_grad_batches == 0
