@@ -17,6 +17,7 @@ import yaml
 from lightning.pytorch.loggers import WandbLogger
 
 from lbtrain.measure.step_series import StepSeries
+from lbtrain.train.module import Classifier
 from lbtrain.train.plan import effective
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class RunSummary(L.Callback):
             return
         plan = {"plan": effective(pl_module.plan, pl_module.steps_per_epoch, pl_module.num_train)}
         config = self.path.with_name("config.yaml")
-        if config.exists():  # written by lbtrain.run with the resolved config
+        if config.exists():  # the resolved config, written by train.fit.record
             with open(config, "a") as f:
                 f.write(yaml.safe_dump(plan, sort_keys=False))
         for logger in trainer.loggers:
@@ -59,18 +60,17 @@ class RunSummary(L.Callback):
         path.write_text(json.dumps(summary, indent=2))
 
 
-def summarise(trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]:
+def summarise(trainer: L.Trainer, module: Classifier) -> dict[str, float]:
     """Final metrics, steps taken, the plan, and what each measurement contributes (its final
     value and log t fit: every StepSeries)."""
-    # `step` and `epoch` only place the logged values on the x-axis (module.py)
+    # `step` and `epoch` only place the logged values on the x-axis (train/module.py)
     summary = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k not in ("step", "epoch")
     }
     summary.update(global_step=trainer.global_step, epochs=trainer.current_epoch)
-    if hasattr(module, "samples_seen"):  # lbtrain's Classifier: what training processed
-        summary.update(samples_seen=module.samples_seen, train_seconds=module.train_seconds())
-        if module.diverged_at_step is not None:  # the report gives it no accuracy
-            summary["diverged_at_step"] = module.diverged_at_step
+    summary.update(samples_seen=module.samples_seen, train_seconds=module.train_seconds())
+    if module.diverged_at_step is not None:  # the report gives it no accuracy
+        summary["diverged_at_step"] = module.diverged_at_step
     summary["plan"] = effective(module.plan, module.steps_per_epoch, module.num_train)
     for callback in trainer.callbacks:
         if isinstance(callback, StepSeries):

@@ -4,7 +4,7 @@ Every check ends in one line that names the key, the bad value and what is allow
 `check_overrides` reads the command line before Hydra starts (unknown options, misspelt
 keys), and `validate` checks each job's composed config against typed schemas and ranges.
 What only built things can tell (devices, data on disk, the model against the data, a
-checkpoint) is checked in `lbtrain.run` right after building, still before training.
+checkpoint) is checked in `train/fit.py` right after building, still before training.
 """
 
 from dataclasses import dataclass, field

@@ -8,7 +8,7 @@ lines stay. LBTRAIN_SHOW_NOTICES=1 shows them again.
 - Lightning's own console handler on its `lightning` logger, which prints each of its lines a
   second time beside Hydra's (`one_console`).
 - Lightning's "resuming from a checkpoint that ended before the epoch ended ... unreliable
-  results", for lbtrain's in-memory data (`training.train`): its loader skips the batches
+  results", for lbtrain's in-memory data (`train.fit.train`): its loader skips the batches
   already trained, so a mid-epoch resume is exact (tests/test_preemption.py).
 
 The resolved config goes to run.log and config.yaml, not the console (`FILE_ONLY`).

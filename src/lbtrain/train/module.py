@@ -42,7 +42,7 @@ class Classifier(L.LightningModule):
         self.plan = plan
         self.optimizer_spec = optimizer
         self.optimizer_state: dict | None = None  # a branch's start (lbtrain/train/branch.py)
-        # logger=False: the loggers get the whole resolved config (run.py), not this subset
+        # logger=False: the loggers get the whole resolved config (fit.record), not this subset
         self.save_hyperparameters(ignore=["model", "plan", "optimizer"], logger=False)
         # validate_args=False: the argument checks read tensor values on the host every step
         acc = dict(num_classes=num_classes, average="micro", validate_args=False)

@@ -64,7 +64,7 @@ def lars(groups, lr, spec, **options):
                 trust_coeff=spec.trust_coeff, **options)  # fmt: skip
 
 
-# lr_scaling=sqrt: Malladi et al. 2022's rule, lr, beta1, beta2 and eps (scaling.adam_sqrt_rule)
+# lr_scaling=sqrt: Malladi et al. 2022's rule, lr, beta1, beta2 and eps (plan.adam_sqrt_rule)
 @register_optimizer(
     lr_rules=ADAM_RULES, adaptive=True, decoupled_decay=True, threshold=adam_threshold
 )
