@@ -50,7 +50,7 @@ def test_angular_distance_is_accurate_from_tiny_to_large_angles_in_float32(angle
     """At 1e-4 rad, cos is 1 - 5e-9: 1.0 in float32, so acos(u . v) would give 0."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1000, 4, bias=False), nn.BatchNorm1d(4))
-    callback = AngularDistance(per_layer=per_layer)
+    callback = AngularDistance(flush_every_n_steps=100, per_layer=per_layer)
     pl_module = SimpleNamespace(model=model, named_parameters=lambda: [
         ("model.0.weight", model[0].weight), ("model.1.weight", model[1].weight)])  # fmt: skip
     trainer = SimpleNamespace(datamodule=SimpleNamespace(input_shape=(1000,)))

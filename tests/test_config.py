@@ -126,6 +126,32 @@ def test_a_constructor_default_never_differs_from_its_config():
                     assert value == default, f"{where}, constructor default {default}"
 
 
+def test_a_callback_setting_has_one_home_its_yaml(tmp_path):
+    """Every callback in conf/callbacks/ is built from its entry, and a key the entry sets has
+    no second value in lbtrain's constructor. The measurements the README switches on alone
+    (`+callbacks.sharpness._target_=...`, no other key) keep defaults: each the YAML's."""
+    import inspect
+
+    from hydra.utils import instantiate
+
+    alone = {"noise_scale", "batch_sharpness", "sharpness"}
+    for path in (files("lbtrain.conf") / "callbacks").iterdir():
+        entries = OmegaConf.load(path) or {}
+        for name, entry in entries.items():
+            if name == "defaults":
+                continue
+            if "dirpath" in entry:  # ${hydra:runtime.output_dir}/... outside a Hydra run
+                entry.dirpath = str(tmp_path)
+            cls = type(instantiate(entry))
+            if not cls.__init__.__module__.startswith("lbtrain."):
+                continue  # Lightning's own (LearningRateMonitor): its defaults are no copy
+            for key, p in inspect.signature(cls).parameters.items():
+                if key in entry and p.default is not inspect.Parameter.empty:
+                    where = f"callbacks/{path.name}: {name}.{key}={entry[key]}"
+                    assert name in alone, f"{where}, and a constructor default {p.default!r}"
+                    assert p.default == entry[key], f"{where}, constructor default {p.default!r}"
+
+
 def test_threads_default_to_half_the_cores_unless_the_environment_or_the_key_says(monkeypatch):
     """torch's default, every core, stalls beside one busy process (bench_threads.py)."""
     import os

@@ -115,6 +115,6 @@ def test_measuring_the_noise_scale_at_every_step_reads_nothing_on_the_host(
     reads = host_reads(
         tmp_path, f"paths.data_dir={data_dir}", "logger=csv", "callbacks=all",
         "callbacks.sharpness=null", "callbacks.noise_scale.every_n_steps=1",
-        "+callbacks.noise_scale.flush_every_n_steps=1000", *granularity,
+        "callbacks.noise_scale.flush_every_n_steps=1000", *granularity,
     )  # fmt: skip
     assert reads == dict.fromkeys(READS, 0)
