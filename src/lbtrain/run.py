@@ -99,7 +99,7 @@ def resume_command() -> str:
 def global_rank() -> int:
     """This process's rank: Lightning's record once Lightning is imported, else read from
     the environment as Lightning reads it (lightning.fabric.utilities.rank_zero)."""
-    rank = getattr(rank_zero_only, "rank", None)
+    rank = getattr(rank_zero_only, "rank", None)  # Lightning sets it as it is imported
     if rank is not None:
         return rank
     keys = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "SUBMITIT_LOCAL_GLOBALID")

@@ -290,7 +290,7 @@ def validate(cfg: DictConfig) -> None:
     try:
         merged = OmegaConf.merge(schema, cfg)
     except OmegaConfBaseException as e:
-        msg = str(e.msg).splitlines()[0] if getattr(e, "msg", None) else str(e).splitlines()[0]
+        msg = str(e.msg or e).splitlines()[0]  # OmegaConf's own line, else its whole text
         raise ConfigError(f"{e.full_key or 'config'}: {msg}") from None
     if missing := sorted(OmegaConf.missing_keys(merged)):
         raise ConfigError(

@@ -35,7 +35,7 @@ _LITLOGGER = _Drop("litlogger")  # one instance: added once, however many runs a
 
 
 def _console_only(record: logging.LogRecord) -> bool:
-    return not getattr(record, "file_only", False)
+    return not getattr(record, "file_only", False)  # set by extra=FILE_ONLY, on some records
 
 
 def quiet() -> None:

@@ -133,7 +133,7 @@ def _close_logs_in(run_dir: Path) -> None:
     """Hydra's file handler writes run.log: closed first, so no later line lands there."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        name = getattr(handler, "baseFilename", None)
+        name = getattr(handler, "baseFilename", None)  # any handler: file handlers have one
         if name and Path(name).resolve().is_relative_to(run_dir):
             handler.close()
             root.removeHandler(handler)

@@ -160,7 +160,7 @@ def prepare_slurm_submission(sweep_dir: Path) -> None:
     sweep_dir = sweep_dir.resolve()
     found = {p.name for p in sweep_dir.iterdir()} if sweep_dir.is_dir() else None
     _sweep_dirs_found[sweep_dir] = found
-    if not getattr(SlurmLauncher.launch, "lbtrain_one_line", False):
+    if not getattr(SlurmLauncher.launch, "lbtrain_one_line", False):  # Hydra's: wrapped yet?
         SlurmLauncher.launch = _exit_in_one_line_if_sbatch_fails(SlurmLauncher.launch)
     log = logging.getLogger(submitit.__name__)
     if os.environ.get("LBTRAIN_SHOW_NOTICES") == "1" or not log.handlers:  # NOCONFIG: Hydra's

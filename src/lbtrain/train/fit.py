@@ -204,7 +204,7 @@ def check_data(cfg: DictConfig, plan: BatchPlan, trainer: L.Trainer, datamodule)
             f"ghost_batch_size={ghost} exceeds the per-device batch {micro}; GBN would be "
             f"plain BatchNorm. Use a ghost size <= {micro} or ghost_batch_size=null"
         )
-    if hasattr(datamodule, "check"):  # its files on disk
+    if hasattr(datamodule, "check"):  # its files on disk (a data module of yours may not say)
         datamodule.check()
     if plan.phases:
         key = f"batch_schedule={cfg.batch_schedule} with data={cfg.data.name}"
