@@ -14,7 +14,8 @@ handled it before training started: submitit's, which requeues a timed-out job (
 own way and counts it against `max_num_timeout`, and ignores SIGTERM. If that handler returns
 (SIGTERM, or no submitit), lbtrain runs `scontrol requeue` under SLURM; a SLURM requeue or
 preemption that is already under way makes that a no-op. When the job starts again in the
-same directory, `lbtrain.run` resumes from the checkpoint, with the same W&B run id.
+same directory, `python -m lbtrain.run` resumes from the checkpoint (`train.fit.resume_from`),
+with the same W&B run id.
 """
 
 import logging
