@@ -17,7 +17,7 @@ from lbtrain.report.critical_batch import (
     noise_scale_until,
     steps_to_target,
 )
-from lbtrain.report.figures import pyplot
+from lbtrain.report.figures import pyplot, save
 from lbtrain.report.runs import ReportError, Run, row_names
 
 
@@ -179,10 +179,7 @@ def plot_critical_batch(
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "critical_batch.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out / "critical_batch.png")
 
 
 def validation_interval_note(runs: list[Run], target: Target, df: pd.DataFrame) -> str:

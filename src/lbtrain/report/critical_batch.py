@@ -97,15 +97,16 @@ def noise_scale_until(metrics: pd.DataFrame, until: float) -> float:
     """A run's B_simple over its steps up to `until` (all of them if NaN): the mean of the
     logged tr(Sigma) over the mean of the logged |G|^2, never the mean of the logged ratio,
     which one step with |G|^2 near zero can swing to any size or sign."""
-    if not set(NOISE_COLUMNS) <= set(metrics.columns):
+    return _b_simple(metrics, NOISE_COLUMNS, -math.inf, math.inf if math.isnan(until) else until)
+
+
+def _b_simple(metrics: pd.DataFrame, columns: tuple[str, str], low: float, high: float) -> float:
+    """The mean tr(Sigma) over the mean |G|^2 (`columns`) logged at steps low to high."""
+    if not set(columns) <= set(metrics.columns):
         return math.nan
-    rows = metrics.dropna(subset=list(NOISE_COLUMNS))
-    if not math.isnan(until):
-        rows = rows[rows["step"] <= until]
-    if not len(rows):
-        return math.nan
-    trace, grad_sq = NOISE_COLUMNS
-    return float(rows[trace].mean() / rows[grad_sq].mean())
+    rows = metrics.dropna(subset=list(columns))
+    rows = rows[rows["step"].between(low, high)]
+    return float(rows[columns[0]].mean() / rows[columns[1]].mean()) if len(rows) else math.nan
 
 
 BRANCH_TOLERANCE = 0.05  # a branch within 5% of the m = 1 branch's loss is within the CBS
@@ -129,9 +130,5 @@ def noise_scale_near(metrics: pd.DataFrame, step: int) -> float:
     """B_simple around `step`: the mean tr(Sigma) over the mean |G|^2 of the single
     measurements within a factor sqrt(2) of it (checkpoints a factor 2 apart get windows of
     their own), from NoiseScale's `*_single` series."""
-    columns = ["noise_scale/trace_sigma_single", "noise_scale/grad_sq_single"]
-    if not set(columns) <= set(metrics.columns):
-        return math.nan
-    rows = metrics.dropna(subset=columns)
-    rows = rows[(rows["step"] >= step / math.sqrt(2)) & (rows["step"] <= step * math.sqrt(2))]
-    return float(rows[columns[0]].mean() / rows[columns[1]].mean()) if len(rows) else math.nan
+    single = ("noise_scale/trace_sigma_single", "noise_scale/grad_sq_single")
+    return _b_simple(metrics, single, step / math.sqrt(2), step * math.sqrt(2))

@@ -11,6 +11,7 @@ import numpy as np
 from lbtrain.report.runs import Run, row_names
 
 FEW_POINTS = 20  # a series with fewer is drawn with markers: a single measurement shows
+STEPS = "optimizer step t (log scale)"  # the x axis of every figure but val_error
 NEAR = 2.0  # a threshold up to this many times the data's height above its bottom is on the axis
 
 
@@ -29,16 +30,16 @@ def _plot(
     runs: list[Run],
     out: Path,
     column: str,
-    curve,
     labels: dict[str, str],
-    dashed=None,
+    curve=None,
+    dashed: str | None = None,
     optional: bool = False,
 ) -> Path | None:
-    """One line per run of `curve(metrics rows with column) -> (x, y)`, one colour and one
-    legend entry per recipe / configuration, log-x axis; `dashed(rows) -> (x, y)`, where
-    the rows have it, a dashed line of the run's colour (a threshold, `_thresholds`). Without
-    runs that logged `column` no figure is drawn, and said so unless the measurement is
-    `optional`."""
+    """One line per run of `curve(metrics rows with column) -> (x, y)` (default: the column
+    against the step), one colour and one legend entry per recipe / configuration, log-x
+    axis; where the rows have the column `dashed`, a dashed line of it in the run's colour
+    (a threshold, `_thresholds`). Without runs that logged `column` no figure is drawn, and
+    said so unless the measurement is `optional`."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -50,7 +51,7 @@ def _plot(
         if column not in run.metrics:
             continue
         rows = run.logged(column)
-        x, y = _finite(*curve(rows))
+        x, y = _finite(*(curve or _by_step(column))(rows))
         name = names[run.identity]
         label = name if name not in colours else None
         marker = "o" if len(x) < FEW_POINTS else None
@@ -60,8 +61,8 @@ def _plot(
         if run.diverged_at_step is not None:
             line.set_linestyle(":")
             diverged.append(line)
-        if dashed and (bound := dashed(rows)) is not None:
-            bounds.append((*_finite(*bound), line.get_color(), name))
+        if dashed in rows:
+            bounds.append((*_finite(*_by_step(dashed)(rows)), line.get_color(), name))
     if not colours:  # no run logged this series: no figure rather than a blank one
         plt.close(fig)
         if not optional:
@@ -72,14 +73,22 @@ def _plot(
     _fit_to_the_rest(ax, diverged)
     _thresholds(ax, bounds)
     _log_ticks(ax)
-    ax.set(xlabel=labels["x"], ylabel=labels["y"], title=labels["title"])
+    ax.set(xlabel=labels.get("x", STEPS), ylabel=labels["y"], title=labels["title"])
     ax.grid(True, which="both", alpha=0.3)
     # below the axes: long run labels (a user's own experiments) never cover the curves
     ax.legend(title="run", fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    path = out / labels["file"]
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    return save(fig, out / labels["file"], bbox_inches="tight")
+
+
+def save(fig, path: Path, **options) -> Path:
+    """The figure at 120 dpi, then closed."""
+    fig.savefig(path, dpi=120, **options)
+    pyplot().close(fig)
     return path
+
+
+def _by_step(column: str):
+    return lambda rows: (rows["step"], rows[column])
 
 
 def _finite(x, y) -> tuple:
@@ -164,24 +173,21 @@ def _log_ticks(ax) -> None:
 
 def plot_weight_distance(runs: list[Run], out: Path) -> Path | None:
     labels = {
-        "x": "optimizer step t (log scale)",
         "y": r"$\|w_t - w_0\|_2$ (all trainable parameters)",
         "title": "Distance of the weights from initialization (Hoffer et al., Fig. 2)",
         "file": "weight_distance.png",
     }
-    return _plot(runs, out, "weight_distance", lambda m: (m["step"], m["weight_distance"]), labels)
+    return _plot(runs, out, "weight_distance", labels)
 
 
 def plot_angular_distance(runs: list[Run], out: Path) -> Path | None:
     """Figure 2 without the norm effect: angle(w_t, w_0) over the BatchNorm-fed weights."""
     labels = {
-        "x": "optimizer step t (log scale)",
         "y": r"angle$(w_t, w_0)$, radians (BatchNorm-fed weights)",
         "title": "Angular distance from initialization (Figure 2 without the norm)",
         "file": "angular_distance.png",
     }
-    column = "angular_distance"
-    return _plot(runs, out, column, lambda m: (m["step"], m[column]), labels)
+    return _plot(runs, out, "angular_distance", labels)
 
 
 def plot_val_error(runs: list[Run], out: Path) -> Path | None:
@@ -191,22 +197,13 @@ def plot_val_error(runs: list[Run], out: Path) -> Path | None:
         "title": "Validation error during training (Hoffer et al., Figs. 1 and 3)",
         "file": "val_error.png",
     }
-    return _plot(runs, out, "val/acc", lambda m: (m["epoch"] + 1, 100 * (1 - m["val/acc"])), labels)
-
-
-def _threshold(prefix: str):
-    def bound(rows):
-        column = f"{prefix}/threshold"
-        return (rows["step"], rows[column]) if column in rows else None
-
-    return bound
+    return _plot(runs, out, "val/acc", labels, lambda m: (m["epoch"] + 1, 100 * (1 - m["val/acc"])))
 
 
 def plot_sharpness(runs: list[Run], out: Path) -> Path | None:
     """lambda_max, or for Adam the preconditioned sharpness, with the threshold it is held
     to (Cohen et al.)."""
     labels = {
-        "x": "optimizer step t (log scale)",
         "y": r"$\lambda_{max}(H)$; Adam: $\lambda_{max}(P^{-1}H)$",
         "title": "Sharpness and its edge of stability (dashed: 2/lr, 2(1+beta)/lr, 38/lr)",
         "file": "sharpness.png",
@@ -216,17 +213,15 @@ def plot_sharpness(runs: list[Run], out: Path) -> Path | None:
         bounded = "sharpness/preconditioned"
         return m["step"], m[bounded] if bounded in m else m["sharpness/lambda_max"]
 
-    return _plot(runs, out, "sharpness/lambda_max", curve, labels, _threshold("sharpness"),
+    return _plot(runs, out, "sharpness/lambda_max", labels, curve, "sharpness/threshold",
                  optional=True)  # fmt: skip
 
 
 def plot_batch_sharpness(runs: list[Run], out: Path) -> Path | None:
     labels = {
-        "x": "optimizer step t (log scale)",
         "y": r"$g_B^T H_B g_B / |g_B|^2$ (the step's own batch)",
         "title": "Batch sharpness and its edge of stability (dashed)",
         "file": "batch_sharpness.png",
     }
-    column = "batch_sharpness"
-    curve = lambda m: (m["step"], m[column])  # noqa: E731
-    return _plot(runs, out, column, curve, labels, _threshold(column), optional=True)
+    return _plot(runs, out, "batch_sharpness", labels, dashed="batch_sharpness/threshold",
+                 optional=True)  # fmt: skip

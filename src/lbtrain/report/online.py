@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lbtrain.report.critical_batch import branch_cbs, noise_scale_near
-from lbtrain.report.figures import pyplot
+from lbtrain.report.figures import pyplot, save
 from lbtrain.report.runs import Run, load_run
 
 LOSS = "val/loss"  # each branch's loss: validated once, after its last step
@@ -106,10 +106,7 @@ def plot_cbs(table: pd.DataFrame, out: Path) -> Path:
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    path = out / "cbs_online.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, out / "cbs_online.png", bbox_inches="tight")
 
 
 def write_online_cbs(runs: list[Run], out: Path, tolerance: float) -> list[str]:
