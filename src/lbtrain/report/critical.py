@@ -112,9 +112,8 @@ def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, 
                      f"{values}.")  # fmt: skip
     if not math.isnan(noise):
         lines.append(
-            f"Gradient noise scale B_simple measured until the target, mean over those "
-            f"configurations: "
-            f"**{noise:.0f}**; B_crit / B_simple = {fit.b_crit / noise:.2f}."
+            "Gradient noise scale B_simple measured until the target, mean over those "
+            f"configurations: **{noise:.0f}**; B_crit / B_simple = {fit.b_crit / noise:.2f}."
         )
     return fit, noise, lines
 
@@ -174,8 +173,7 @@ def plot_critical_batch(
              title="Steps to target (interpolated between validations)")  # fmt: skip
     right.set(xlabel=f"examples to {target}", ylabel="steps", title="Steps against examples")
     for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.set(xscale="log", yscale="log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -206,12 +204,8 @@ def write_critical_batch(runs: list[Run], target: Target, out: Path) -> list[str
         "never" if math.isnan(s) else f"{s:.0f}" + (f" +- {d:.0f}" if not math.isnan(d) else "")
         for s, d in zip(df["steps to target"], df["steps std"], strict=True)
     ]
-    shown["examples to target"] = [
-        "-" if math.isnan(e) else f"{e:.0f}" for e in df["examples to target"]
-    ]
-    shown["B_simple until target"] = [
-        "-" if math.isnan(v) else f"{v:.0f}" for v in df["B_simple until target"]
-    ]
+    for column in ("examples to target", "B_simple until target"):
+        shown[column] = ["-" if math.isnan(v) else f"{v:.0f}" for v in df[column]]
     shown["best for its batch"] = ["yes" if b else "" for b in df["best for its batch"]]
     lines = [f"Steps to target {target}:", "", shown.to_markdown(index=False), "", *summary]
     lines += ["", validation_interval_note(runs, target, df)]

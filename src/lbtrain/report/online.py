@@ -18,9 +18,7 @@ from lbtrain.report.runs import Run, load_run
 LOSS = "val/loss"  # each branch's loss: validated once, after its last step
 
 
-def branch_table(
-    runs: list[Run], tolerance: float, bases: dict[str, Run | None] | None = None
-) -> pd.DataFrame:
+def branch_table(runs: list[Run], tolerance: float, bases: dict[str, Run | None]) -> pd.DataFrame:
     """One row per checkpoint of each base run: its step and samples, the CBS (seeds'
     mean losses), the per-seed CBS range, B_simple(t), and each batch's mean loss. `bases`
     gets each base run, read once (None: not there)."""
@@ -31,7 +29,6 @@ def branch_table(
             continue
         losses = by_point.setdefault((branch["base_run"], branch["step"]), {})
         losses.setdefault(run.config["batch_size"], {})[run.config["seed"]] = run.summary[LOSS]
-    bases = {} if bases is None else bases
     rows = []
     for (base, step), losses in sorted(by_point.items()):
         if base not in bases:

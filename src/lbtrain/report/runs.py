@@ -80,9 +80,8 @@ class Run:
         """The resolved config without NOT_IDENTITY: runs pool into one row only when these
         are equal, i.e. when their configs differ in the seed alone."""
         flat = {k: json.dumps(v) for k, v in ADDED_KEYS.items()} | _flatten(self.config)
-        skip = [(n, f"{n}.") for n in NOT_IDENTITY]
         return tuple(sorted((k, v) for k, v in flat.items() if not any(
-            k == n or k.startswith(dotted) for n, dotted in skip)))  # fmt: skip
+            f"{k}.".startswith(f"{n}.") for n in NOT_IDENTITY)))  # fmt: skip
 
     @property
     def diverged_at_step(self) -> int | None:
@@ -180,7 +179,7 @@ def load_run(run_dir: Path) -> Run:
     choices, config_dirs = {}, ()
     if hydra_file.exists():
         runtime = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]
-        choices = runtime["choices"]
+        choices = {k: str(v) for k, v in runtime["choices"].items()}
         config_dirs = tuple(
             str(Path(runtime.get("cwd", ".")) / source["path"])  # a relative dir: from its cwd
             for source in runtime.get("config_sources", [])
@@ -193,9 +192,7 @@ def load_run(run_dir: Path) -> Run:
         print(f"lbtrain.report: {run_dir}: summary.json lacks {', '.join(lacking)}; "
               "listed as unfinished", file=sys.stderr)  # fmt: skip
         summary = None
-    metrics = read_metrics(run_dir)
-    choices = {k: str(v) for k, v in choices.items()}
-    return Run(run_dir, config, choices, summary, metrics, config_dirs)
+    return Run(run_dir, config, choices, summary, read_metrics(run_dir), config_dirs)
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
@@ -205,8 +202,7 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     csv = run_dir / "csv" / "metrics.csv"
     if csv.exists():
         return pd.read_csv(csv)
-    events = sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    if events:
+    if any((run_dir / "tensorboard").glob("events.out.tfevents.*")):
         return _read_tensorboard(run_dir / "tensorboard")
     print(f"lbtrain.report: {run_dir}: no CSV or TensorBoard log, so no curves (its summary "
           "counts); curves need logger=csv or logger=tensorboard",

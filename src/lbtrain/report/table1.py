@@ -2,7 +2,6 @@
 row of its experiment, and the measurements the runs switched on."""
 
 import math
-from functools import cache
 
 import pandas as pd
 
@@ -27,9 +26,7 @@ def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 
 def best_val_acc(run: Run) -> float:
-    if "val/acc" not in run.metrics:
-        return math.nan
-    return float(run.metrics["val/acc"].max())
+    return run.metrics.get("val/acc", pd.Series(dtype=float)).max()
 
 
 # What a Table 1 column changes; the rest of the config says which SB a row compares with
@@ -41,12 +38,7 @@ def recipe_keys(run: Run) -> set[str]:
     """The keys a run's recipe sets (recipe/<name>.yaml, lbtrain's or in the user's config
     dirs), e.g. LARS's optimizer and LR: a row that differs from SB only in those compares
     with that SB."""
-    return _recipe_keys(run.choices.get("recipe"), run.config_dirs)
-
-
-@cache
-def _recipe_keys(name: str | None, config_dirs: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(RECIPE_KEYS) | frozenset(_flatten(recipe_config(name, config_dirs)))
+    return {*RECIPE_KEYS, *_flatten(recipe_config(run.choices.get("recipe"), run.config_dirs))}
 
 
 def _without(key: tuple, keys: set[str]) -> tuple:
