@@ -209,8 +209,7 @@ def write_critical_batch(runs: list[Run], target: Target, out: Path) -> list[str
     shown["best for its batch"] = ["yes" if b else "" for b in df["best for its batch"]]
     lines = [f"Steps to target {target}:", "", shown.to_markdown(index=False), "", *summary]
     lines += ["", validation_interval_note(runs, target, df)]
-    edges = grid_edges(df, runs)
-    if edges:
+    if edges := grid_edges(df, runs):
         lines += ["", "Best LR at the edge of the grid tried (the fastest LR may lie beyond):", "",
                   *(f"- {e}" for e in edges)]  # fmt: skip
     if never:
