@@ -30,7 +30,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lbtrain.config.validate import compose_config, validate
+from lbtrain.config.command_line import compose_config
+from lbtrain.config.validate import validate
 from lbtrain.data import register_datamodule
 from lbtrain.data.augment import BatchTransform
 from lbtrain.data.in_memory import InMemoryLoader

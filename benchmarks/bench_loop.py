@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from lbtrain.config.validate import compose_config, validate
+from lbtrain.config.command_line import compose_config
+from lbtrain.config.validate import validate
 from lbtrain.train.fit import build
 from lbtrain.train.plan import make_scheduler
 

@@ -22,7 +22,7 @@ import time
 import lightning as L
 import torch
 
-from lbtrain.config.validate import compose_config
+from lbtrain.config.command_line import compose_config
 from lbtrain.data.in_memory import InMemoryLoader
 from lbtrain.measure.angular_distance import AngularDistance
 from lbtrain.measure.batch_sharpness import BatchSharpness

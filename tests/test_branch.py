@@ -13,7 +13,7 @@ import torch
 from test_weight_distance import fit
 
 from lbtrain import report
-from lbtrain.config.validate import compose_config
+from lbtrain.config.command_line import compose_config
 from lbtrain.report.critical_batch import branch_cbs
 from lbtrain.report.online import warmup_points
 from lbtrain.train.branch import checkpoint_path

@@ -6,7 +6,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from lbtrain.config import resolvers
-from lbtrain.config.validate import GROUPS, compose_config, group_options, validate
+from lbtrain.config.command_line import compose_config, group_options
+from lbtrain.config.validate import GROUPS, validate
 from lbtrain.models import list_models
 
 OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lbtrain.config.validate import compose_config, validate
+from lbtrain.config.command_line import compose_config
+from lbtrain.config.validate import validate
 from lbtrain.report import write_report
 from lbtrain.report.critical_batch import (
     ScalingFit,

@@ -5,7 +5,8 @@ from importlib.resources import files
 
 import pytest
 
-from lbtrain.config.validate import compose_config, group_options, validate
+from lbtrain.config.command_line import compose_config, group_options
+from lbtrain.config.validate import validate
 from lbtrain.train.fit import build
 
 # the paper's experiments (the MNIST-1D sweeps have tests of their own)

@@ -7,7 +7,7 @@ import pytest
 from conftest import cifar_images, write_pickle
 from torch.profiler import ProfilerActivity, profile
 
-from lbtrain.config.validate import compose_config
+from lbtrain.config.command_line import compose_config
 from lbtrain.train.fit import build
 
 # every path by which a tensor's value reaches the host goes through one of these

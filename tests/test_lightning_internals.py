@@ -157,7 +157,7 @@ def test_last_ckpt_holds_each_epoch_and_lightning_adds_no_checkpoint(tmp_path, d
     at the next one's first step, and the final state at the end, and is the only file."""
     from lightning.pytorch.callbacks import Checkpoint
 
-    from lbtrain.config.validate import compose_config
+    from lbtrain.config.command_line import compose_config
     from lbtrain.train.fit import build
 
     seen = []

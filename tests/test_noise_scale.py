@@ -153,7 +153,7 @@ def test_devices_mode_refuses_a_strategy_that_already_has_a_communication_hook(t
     from lightning.pytorch.strategies import DDPStrategy
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    from lbtrain.config.validate import compose_config
+    from lbtrain.config.command_line import compose_config
     from lbtrain.measure.noise_scale_callback import NoiseScale
     from lbtrain.train.plan import make_plan
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from lbtrain.config.validate import compose_config
+from lbtrain.config.command_line import compose_config
 from lbtrain.train.fit import build
 from lbtrain.train.optimizers import OptimizerSpec
 

@@ -95,7 +95,7 @@ def test_the_signal_reaches_the_launchers_handler_after_the_checkpoint(tmp_path,
     signal, after the checkpoint is on disk."""
     import lightning as L
 
-    from lbtrain.config.validate import compose_config
+    from lbtrain.config.command_line import compose_config
     from lbtrain.errors import Preempted
     from lbtrain.train.fit import build
 
@@ -128,7 +128,7 @@ def test_with_gradient_accumulation_the_job_stops_between_optimizer_steps(tmp_pa
     """A checkpoint inside an accumulation window would lose the window's gradients."""
     import lightning as L
 
-    from lbtrain.config.validate import compose_config
+    from lbtrain.config.command_line import compose_config
     from lbtrain.errors import Preempted
     from lbtrain.train.fit import build
 

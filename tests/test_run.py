@@ -25,7 +25,7 @@ def only_run_dir(root: Path) -> Path:
 def held_out_accuracy(run_dir: Path, tmp_path: Path) -> float:
     """The accuracy of a run's last checkpoint on its data module's validation set, counted
     here, outside Lightning (the model in eval mode, as Lightning validates)."""
-    from lbtrain.config.validate import compose_config
+    from lbtrain.config.command_line import compose_config
     from lbtrain.train.fit import build
 
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())

@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-from lbtrain.config.validate import compose_config, validate
+from lbtrain.config.command_line import compose_config
+from lbtrain.config.validate import validate
 from lbtrain.train.fit import build
 from lbtrain.train.plan import (
     BatchPlan,
@@ -106,7 +107,7 @@ def test_lr_at_every_step_follows_the_stretched_schedule(stretch):
 
 def optimizer_steps_of_a_run(tmp_path, data_dir, *overrides: str) -> int:
     """Train for real (no validation, no callbacks) and count the optimizer steps taken."""
-    from lbtrain.config.validate import compose_config
+    from lbtrain.config.command_line import compose_config
     from lbtrain.train.fit import build
 
     cfg = compose_config(
@@ -174,7 +175,8 @@ def test_step_based_regimes_stretch_steps_milestones_and_warmup():
 
 
 def test_adapted_step_budget_trains_the_stretched_number_of_steps(tmp_path, data_dir):
-    from lbtrain.config.validate import compose_config, validate
+    from lbtrain.config.command_line import compose_config
+    from lbtrain.config.validate import validate
     from lbtrain.train.fit import build
 
     cfg = compose_config(

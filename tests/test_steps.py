@@ -7,7 +7,7 @@ import pytest
 import wandb
 from helpers import wandb_records
 
-from lbtrain.config.validate import compose_config
+from lbtrain.config.command_line import compose_config
 from lbtrain.train.fit import build
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lbtrain.config.validate import compose_config
+from lbtrain.config.command_line import compose_config
 from lbtrain.train.fit import build
 
 

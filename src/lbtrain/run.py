@@ -19,14 +19,13 @@ from hydra.core.hydra_config import HydraConfig
 from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lbtrain.config.validate import (
-    GROUPS,
+from lbtrain.config.command_line import (
     check_overrides,
     config_dirs,
     group_options,
     import_extensions,
-    validate,
 )
+from lbtrain.config.validate import GROUPS, validate
 from lbtrain.errors import ConfigError, NotRequeued, Preempted, StoppedAtOnce
 from lbtrain.launch.notices import one_console, quiet
 from lbtrain.launch.run_dir import check_run_dir, shown
