@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -426,3 +427,14 @@ def test_a_run_dir_is_never_resumed_from_another_runs_checkpoint(cli_in_process,
     bare = cli_in_process(*TINY, "logger=csv", "hydra.run.dir=logs/b")
     assert bare.returncode == 2 and "it holds no checkpoint to resume from" in bare.stderr
     assert "last.ckpt" not in bare.stderr
+
+
+def test_a_diverged_run_with_every_measurement_stops_and_says_so(cli_in_process, tmp_path):
+    """callbacks=all at lr=1e6: the sharpness of NaN weights is NaN (ARPACK, given NaN
+    products, raised and the run ended in a traceback), and the run stops as diverged."""
+    run = cli_in_process("optim.lr=1e6", "trainer.max_epochs=2", "logger=csv", "callbacks=all",
+                         "hydra.run.dir=logs/all")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "logs" / "all" / "summary.json").read_text())
+    assert 0 < summary["diverged_at_step"] <= summary["global_step"] < 250
+    assert math.isnan(summary["sharpness/lambda_max"])

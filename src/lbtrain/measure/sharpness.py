@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 from torch.nn.modules.dropout import _DropoutNd
 
@@ -37,14 +37,19 @@ def top_hessian_eigenvalue(
 ) -> tuple[float, int, np.ndarray]:
     """(the largest eigenvalue of the Hessian of `loss` w.r.t. `params`, Hessian-vector
     products used, its eigenvector, flat). `tol`: ARPACK's relative accuracy of the
-    eigenvalue; `max_iter`: its cap on restarts (NaN if it has not converged by then).
+    eigenvalue; `max_iter`: its cap on restarts (NaN if it has not converged by then, or
+    if the loss or its curvature is not finite: a diverged run).
     `start`: the first Lanczos vector; by default one drawn from a generator seeded by
     `seed`, so measuring never touches the training's random streams. `krylov_dim`: the
     Lanczos vectors kept between restarts (ARPACK's ncv; its default of 20 spends 20
     products before the first check, even from a start that is already the answer).
     `scale`: a flat vector d; the eigenvalue is then that of diag(d) H diag(d)."""
-    grads = torch.autograd.grad(loss, params, create_graph=True)
     sizes = [p.numel() for p in params]
+    if start is None:
+        start = np.random.default_rng(seed).standard_normal(sum(sizes))
+    if not torch.isfinite(loss):  # diverged: no curvature to measure (ARPACK would fail)
+        return float("nan"), 0, start
+    grads = torch.autograd.grad(loss, params, create_graph=True)
     products = 0
 
     def hessian_times(v: np.ndarray) -> np.ndarray:
@@ -58,14 +63,12 @@ def top_hessian_eigenvalue(
         return (hv if scale is None else hv * scale).double().cpu().numpy()
 
     n = sum(sizes)
-    if start is None:
-        start = np.random.default_rng(seed).standard_normal(n)
     operator = LinearOperator((n, n), matvec=hessian_times, dtype=np.float64)
     try:
         values, vectors = eigsh(
             operator, k=1, which="LA", v0=start, ncv=krylov_dim, tol=tol, maxiter=max_iter
         )
-    except ArpackNoConvergence:
+    except (ArpackNoConvergence, ArpackError):  # ArpackError: NaN or inf in the products
         return float("nan"), products, start
     return float(values[0]), products, vectors[:, 0]
 
