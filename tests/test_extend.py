@@ -178,3 +178,18 @@ def test_a_config_and_an_extension_from_before_the_layout_still_run(cli, tmp_pat
     assert summary["grad_norm"] > 0 and summary["weight_distance"] > 0
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == summary["global_step"]
+
+
+def test_a_name_of_the_old_config_module_still_imports():
+    """0.1's `lbtrain.config` was one module; its functions import from the package for one
+    release, with a FutureWarning naming the new module."""
+    import pytest
+
+    from lbtrain.config.command_line import compose_config
+
+    with pytest.warns(FutureWarning, match=r"lbtrain.config.compose_config is now lbtrain\.config"
+                      r"\.command_line\.compose_config"):  # fmt: skip
+        from lbtrain.config import compose_config as old
+    assert old is compose_config
+    with pytest.raises(ImportError):
+        from lbtrain.config import no_such_name  # noqa: F401

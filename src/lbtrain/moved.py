@@ -41,15 +41,26 @@ class OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         new = "lbtrain." + MOVED[spec.name.removeprefix("lbtrain.")]
-        warnings.warn(
-            f"{spec.name} is now {new}; the old name goes in the next release (README, Layout)",
-            FutureWarning,
-            stacklevel=2,
-        )
+        warn(spec.name, new)
         return importlib.import_module(new)
 
     def exec_module(self, module):
         """The module at the new path ran already."""
+
+
+def warn(old: str, new: str) -> None:
+    warnings.warn(f"{old} is now {new}; the old name goes in the next release (README, Layout)",
+                  FutureWarning, stacklevel=4)  # fmt: skip
+
+
+def old_config_name(name: str):
+    """A name of 0.1's `lbtrain.config` module, from the module of `lbtrain.config` it is in now."""
+    for new in ("command_line", "validate"):
+        module = importlib.import_module(f"lbtrain.config.{new}")
+        if name in vars(module):
+            warn(f"lbtrain.config.{name}", f"lbtrain.config.{new}.{name}")
+            return vars(module)[name]
+    raise AttributeError(f"module 'lbtrain.config' has no attribute {name!r}")
 
 
 def install() -> None:
