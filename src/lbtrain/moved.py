@@ -27,6 +27,13 @@ MOVED = {  # old -> new, under lbtrain. (lbtrain.config is a package now: its na
     "callbacks.weight_distance": "measure.weight_distance", "stability": "measure.stability",
     "diffusion": "measure.diffusion", "critical_batch": "report.critical_batch",
 }
+# 0.1's lbtrain.config module (a package now): its public names -> the module they are in
+CONFIG_NAMES = {
+    **dict.fromkeys(("compose_config", "check_overrides", "group_options", "config_dirs",
+                     "import_extensions"), "command_line"),
+    **dict.fromkeys(("GROUPS", "ADDED_KEYS", "MAPPINGS", "check_mappings", "check_registered",
+                     "RunSchema", "OptimSchema", "TrainerSchema"), "validate"),
+}
 # fmt: on
 
 
@@ -54,13 +61,13 @@ def warn(old: str, new: str) -> None:
 
 
 def old_config_name(name: str):
-    """A name of 0.1's `lbtrain.config` module, from the module of `lbtrain.config` it is in now."""
-    for new in ("command_line", "validate"):
-        module = importlib.import_module(f"lbtrain.config.{new}")
-        if name in vars(module):
-            warn(f"lbtrain.config.{name}", f"lbtrain.config.{new}.{name}")
-            return vars(module)[name]
-    raise AttributeError(f"module 'lbtrain.config' has no attribute {name!r}")
+    """A name of 0.1's `lbtrain.config` module, from the module of `lbtrain.config` it is in now
+    (any other name, a submodule's too, is not: Python then imports the submodule)."""
+    if name not in CONFIG_NAMES:
+        raise AttributeError(f"module 'lbtrain.config' has no attribute {name!r}")
+    new = f"lbtrain.config.{CONFIG_NAMES[name]}"
+    warn(f"lbtrain.config.{name}", f"{new}.{name}")
+    return getattr(importlib.import_module(new), name)
 
 
 def install() -> None:
