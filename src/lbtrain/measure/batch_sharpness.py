@@ -25,7 +25,7 @@ from torch import Tensor
 from lbtrain.lightning_internals import uncompiled
 from lbtrain.measure.sharpness import batch_sharpness, measuring_mode
 from lbtrain.measure.step_series import StepSeries
-from lbtrain.train.optimizers import OPTIMIZERS
+from lbtrain.train.optimizers import stability_threshold
 
 
 class BatchSharpness(StepSeries):
@@ -41,8 +41,9 @@ class BatchSharpness(StepSeries):
         self.model = uncompiled(pl_module.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = trainer.optimizers[0]
-        threshold = OPTIMIZERS.facts[pl_module.plan.optimizer]["threshold"]
-        bounds = threshold(self.optimizer.param_groups[0])[1] if threshold else None
+        threshold, bounds = stability_threshold(
+            pl_module.plan.optimizer, self.optimizer.param_groups[0]
+        )
         self.threshold = threshold if bounds == "hessian" else None
         self.sub_names = ["threshold", "stability_ratio"] if self.threshold else []
 

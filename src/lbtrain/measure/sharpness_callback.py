@@ -26,7 +26,7 @@ from torch import Tensor
 from lbtrain.lightning_internals import uncompiled
 from lbtrain.measure.sharpness import measuring_mode, top_hessian_eigenvalue
 from lbtrain.measure.step_series import StepSeries
-from lbtrain.train.optimizers import OPTIMIZERS
+from lbtrain.train.optimizers import stability_threshold
 
 BN_MODES = ("train", "eval")
 
@@ -72,11 +72,11 @@ class Sharpness(StepSeries):
         x, y = trainer.datamodule.measurement_set(self.num_samples)
         self.x, self.y = x.to(pl_module.device), y.to(pl_module.device)
         self.optimizer = trainer.optimizers[0]
-        self.threshold = OPTIMIZERS.facts[pl_module.plan.optimizer]["threshold"]
         self.optimizer_name = pl_module.plan.optimizer
-        self.preconditioned = self.threshold is not None and (
-            self.threshold(self.optimizer.param_groups[0])[1] == "preconditioned"
+        self.threshold, bounds = stability_threshold(
+            self.optimizer_name, self.optimizer.param_groups[0]
         )
+        self.preconditioned = bounds == "preconditioned"
         self.sub_names = ["lr_times_lambda", "products"]  # products: what it cost
         self.sub_names += ["preconditioned"] if self.preconditioned else []
         self.sub_names += ["threshold", "stability_ratio"] if self.threshold else []

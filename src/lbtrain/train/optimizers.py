@@ -17,6 +17,7 @@ Two of timm's defaults would change what a run measures, so lbtrain sets them:
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from lbtrain.config.registry import Registry
@@ -127,6 +128,14 @@ class OptimizerSpec:
                 raise ValueError(f"optim.options.{key}={self.options[key]}: lbtrain passes "
                                   f"{key} itself; set optim.{key} instead") from None  # fmt: skip
             raise
+
+
+def stability_threshold(optimizer: str, group: dict) -> tuple[Callable | None, str | None]:
+    """An optimizer's edge-of-stability threshold (a function of a param group) and what it
+    bounds, "hessian" or "preconditioned", from `group`; (None, None) where none is known
+    (LARS, LAMB, yours)."""
+    threshold = OPTIMIZERS.facts[optimizer]["threshold"]
+    return threshold, threshold(group)[1] if threshold else None
 
 
 def is_norm_or_bias(module, name: str) -> bool:
