@@ -383,3 +383,17 @@ def test_a_string_where_a_group_belongs_names_the_key_and_the_file(cli_in_proces
                "settings; to pick the logger config 'csv', write `- override /logger: csv` in "
                "that file's defaults list")  # fmt: skip
     assert_one_line_and_nothing_trained(result.returncode, result.stderr, message, tmp_path)
+
+
+def test_only_a_refusal_that_names_its_key_becomes_one_line():
+    """Lower layers refuse a value with a ValueError that starts with its key: one line. Any
+    other ValueError while building is a bug, and keeps its traceback."""
+    from lbtrain.errors import ConfigError
+    from lbtrain.train.fit import refusals_as_config_errors
+
+    refusal = pytest.raises(ConfigError, match=r"^model\.depth=7 is not a CIFAR ResNet depth")
+    with refusal, refusals_as_config_errors():
+        raise ValueError("model.depth=7 is not a CIFAR ResNet depth")
+    with pytest.raises(ValueError, match="not enough values") as bug, refusals_as_config_errors():
+        raise ValueError("not enough values to unpack (expected 2, got 1)")
+    assert not isinstance(bug.value, ConfigError)

@@ -193,3 +193,23 @@ def test_a_name_of_the_old_config_module_still_imports():
     assert old is compose_config
     with pytest.raises(ImportError):
         from lbtrain.config import no_such_name  # noqa: F401
+
+
+def test_an_old_module_name_is_the_new_module_with_its_own_spec():
+    """The old name gives the module at its new path, unchanged (its spec too: a reload or
+    importlib.resources reads it), and the warning points at the line that named it."""
+    import importlib
+    import sys
+
+    import pytest
+
+    sys.modules.pop("lbtrain.stability", None)
+    with pytest.warns(
+        FutureWarning, match="lbtrain.stability is now lbtrain.measure.stability"
+    ) as w:
+        import lbtrain.stability as old
+    import lbtrain.measure.stability as new
+
+    assert old is new and new.__spec__.name == "lbtrain.measure.stability"
+    assert importlib.reload(new).__name__ == "lbtrain.measure.stability"
+    assert w[0].filename == __file__

@@ -28,6 +28,12 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def names_a_key(e: ValueError) -> bool:
+    """Whether a ValueError is lbtrain's refusal of a value: its message starts with the key
+    (`model.depth=7 is not ...`, `callbacks.noise_scale: ...`), as every lower layer's does."""
+    return re.match(r"[a-z_][\w.]*(=|: )", str(e)) is not None
+
+
 def unexpected_option(e: TypeError) -> str | None:
     """The keyword a call did not take, from Python's TypeError (None: another TypeError)."""
     match = re.search(r"got an unexpected keyword argument '(\w+)'", str(e))

@@ -2,8 +2,8 @@
 
 A config or extension that names a module by its old path (a callback's `_target_`, say
 `lbtrain.callbacks.noise_scale.NoiseScale`) gets the module at its new path, once, with one
-FutureWarning naming both. Checkpoints hold no lbtrain class (they load with torch's
-`weights_only=True`), so the move does not reach them."""
+FutureWarning naming both. Checkpoints hold no lbtrain class (torch's, collections' and plain
+values: a test loads one with `weights_only=True`), so the move does not reach them."""
 
 import importlib
 import importlib.abc
@@ -32,7 +32,7 @@ CONFIG_NAMES = {
     **dict.fromkeys(("compose_config", "check_overrides", "group_options", "config_dirs",
                      "import_extensions"), "command_line"),
     **dict.fromkeys(("GROUPS", "ADDED_KEYS", "MAPPINGS", "check_mappings", "check_registered",
-                     "RunSchema", "OptimSchema", "TrainerSchema"), "validate"),
+                     "RunSchema", "OptimSchema", "TrainerSchema", "TOPICS"), "validate"),
 }
 # fmt: on
 
@@ -48,16 +48,20 @@ class OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         new = "lbtrain." + MOVED[spec.name.removeprefix("lbtrain.")]
-        warn(spec.name, new)
-        return importlib.import_module(new)
+        warn(spec.name, new, stacklevel=3)
+        module = importlib.import_module(new)
+        spec.loader_state = module.__spec__  # the import system sets the old name's next
+        return module
 
     def exec_module(self, module):
-        """The module at the new path ran already."""
+        """The module at the new path ran already: it keeps its own spec (a reload, resources)."""
+        module.__spec__ = module.__spec__.loader_state
 
 
-def warn(old: str, new: str) -> None:
+def warn(old: str, new: str, stacklevel: int) -> None:
+    """One FutureWarning, at the line that named `old` (`stacklevel` frames up from here)."""
     warnings.warn(f"{old} is now {new}; the old name goes in the next release (README, Layout)",
-                  FutureWarning, stacklevel=4)  # fmt: skip
+                  FutureWarning, stacklevel=stacklevel)  # fmt: skip
 
 
 def old_config_name(name: str):
@@ -66,7 +70,7 @@ def old_config_name(name: str):
     if name not in CONFIG_NAMES:
         raise AttributeError(f"module 'lbtrain.config' has no attribute {name!r}")
     new = f"lbtrain.config.{CONFIG_NAMES[name]}"
-    warn(f"lbtrain.config.{name}", f"{new}.{name}")
+    warn(f"lbtrain.config.{name}", f"{new}.{name}", stacklevel=4)
     return getattr(importlib.import_module(new), name)
 
 

@@ -20,9 +20,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lbtrain.launch.run_dir import LAST_CHECKPOINT
 from lbtrain.train.steps import is_new_update
-
-LAST_CHECKPOINT = "last.ckpt"
 
 
 def save_atomically(trainer: L.Trainer, path: Path) -> None:

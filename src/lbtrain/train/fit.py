@@ -26,7 +26,7 @@ from lbtrain.callbacks.summary import RunSummary
 from lbtrain.config.validate import check_registered
 from lbtrain.data import DATAMODULES
 from lbtrain.data.in_memory import InMemoryDataModule
-from lbtrain.errors import ConfigError, one_line, unexpected_option
+from lbtrain.errors import ConfigError, names_a_key, one_line, unexpected_option
 from lbtrain.launch import distributed
 from lbtrain.launch.notices import FILE_ONLY, MID_EPOCH_RESUME
 from lbtrain.launch.run_dir import (
@@ -60,7 +60,7 @@ def build_model(cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...])
     try:
         model = create_model(name, num_classes, input_shape, **kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
-        if isinstance(e, ValueError) and str(e).startswith("model."):  # a model's own rule
+        if isinstance(e, ValueError) and names_a_key(e):  # a model's own rule
             raise ConfigError(one_line(e)) from None
         raise ConfigError(
             f"model={name} cannot be built for data={cfg.data.name} (samples of shape "
@@ -145,12 +145,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
 @contextmanager
 def refusals_as_config_errors() -> Iterator[None]:
     """Lower layers (models, data modules, the plan, optimizers, branches, measurements) raise
-    ValueError for a value they cannot take, in one line naming its key; built from a config,
-    that is bad input: one ConfigError line, before anything trains or is written."""
+    ValueError for a value they cannot take, in one line that starts with its key; built from
+    a config, that is bad input: one ConfigError line, before anything trains or is written.
+    Any other ValueError is a bug, and passes on with its traceback."""
     try:
         yield
     except ValueError as e:
-        if isinstance(e, ConfigError):
+        if isinstance(e, ConfigError) or not names_a_key(e):  # not a refusal: a bug, in full
             raise
         raise ConfigError(one_line(e)) from None
 
@@ -182,7 +183,7 @@ def build(
         model = build_model(cfg, datamodule.num_classes, datamodule.input_shape)
         model = convert_to_ghost_batchnorm(model, cfg.ghost_batch_size)  # +GBN; None: unchanged
         optimizer = OptimizerSpec.from_config(cfg.optim, plan)
-        check_model(cfg, model, optimizer, plan)
+        check_model(cfg, model, optimizer, plan, trainer)
         if plan.phases:
             use_batch_schedule(trainer, datamodule, plan)
         if cfg.channels_last:
@@ -198,7 +199,6 @@ def check_data(cfg: DictConfig, plan: BatchPlan, trainer: L.Trainer, datamodule)
     """What needs the world size and the built data module: the ghost batch against the
     micro-batch, the data on disk, a batch-size schedule and each measurement against both."""
     ghost, micro = cfg.ghost_batch_size, plan.micro_batch
-    sync_batchnorm = trainer.world_size > 1 and cfg.trainer.get("sync_batchnorm")
     if ghost and ghost > micro:  # GBN would quietly be plain BatchNorm: not what was asked
         raise ConfigError(
             f"ghost_batch_size={ghost} exceeds the per-device batch {micro}; GBN would be "
@@ -218,17 +218,23 @@ def check_data(cfg: DictConfig, plan: BatchPlan, trainer: L.Trainer, datamodule)
         if isinstance(callback, StepSeries):  # a measurement: this data, plan and trainer
             callback.check_data(datamodule)
             callback.check_plan(plan, trainer)
-            if callback.trains_batchnorm and sync_batchnorm:
-                raise ConfigError(
-                    f"callbacks.{callback.sub_prefix or callback.name}: measures in training "
-                    "mode on rank 0 alone, where SyncBatchNorm would wait for the other ranks; "
-                    "use trainer.sync_batchnorm=false"
-                )
 
 
-def check_model(cfg: DictConfig, model: torch.nn.Module, optimizer: OptimizerSpec, plan) -> None:
-    """What needs the built model: ghost batches need BatchNorm to split, and the optimizer
-    must take its options (the input shape was tried as the model was built)."""
+def check_model(cfg: DictConfig, model: torch.nn.Module, optimizer: OptimizerSpec, plan,
+                trainer: L.Trainer) -> None:  # fmt: skip
+    """What needs the built model: ghost batches need BatchNorm to split, a measurement rank 0
+    takes alone in training mode no SyncBatchNorm (it would wait for the other ranks for ever),
+    and the optimizer must take its options (the input shape was tried as it was built)."""
+    sync = trainer.world_size > 1 and (cfg.trainer.get("sync_batchnorm") or any(
+        isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()))  # fmt: skip
+    for callback in trainer.callbacks if sync else ():
+        if isinstance(callback, StepSeries) and callback.trains_batchnorm:
+            key = f"callbacks.{callback.sub_prefix or callback.name}"
+            raise ConfigError(
+                f"{key}: measures in training mode on rank 0 alone, where SyncBatchNorm would "
+                "wait for the other ranks; use trainer.sync_batchnorm=false"
+                + (f" or {key}.bn_mode=eval" if key == "callbacks.sharpness" else "")
+            )
     if cfg.ghost_batch_size and not any(isinstance(m, GhostBatchNorm) for m in model.modules()):
         raise ConfigError(
             f"ghost_batch_size={cfg.ghost_batch_size}: model={cfg.model.name} has no BatchNorm "
