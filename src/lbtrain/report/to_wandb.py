@@ -38,8 +38,10 @@ def publish(out: Path, sweep: Path, path: str) -> str:
         run_dir = Path(run.dir).parent
         images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures}
         run.log({TABLE_KEY: wandb.Table(dataframe=pd.read_csv(out / "table.csv")), **images})
-        run.finish()
+        run.finish()  # its last records reach the run's file later, from W&B's service
         if mode == "offline":
+            if wandb.run is None:  # no run of yours open: wait until the file is whole
+                wandb.teardown()
             return (f"W&B: offline: Table 1 and {len(images)} figures in {run_dir}; upload "
                     f"them with `wandb sync {run_dir}`")  # fmt: skip
         from lbtrain import dashboard
