@@ -95,12 +95,17 @@ CONFIGS = {
 }
 
 
-def test_your_model_data_and_experiment_train_through_the_cli(cli, tmp_path):
-    (tmp_path / "my_ext.py").write_text(MY_EXT)
+def write_extension(where, module: str) -> None:
+    """my_ext.py and my_conf/ in `where`, as the README's "Extend lbtrain" lays them out."""
+    (where / "my_ext.py").write_text(module)
     for name, text in CONFIGS.items():
-        path = tmp_path / "my_conf" / name
+        path = where / "my_conf" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
+
+
+def test_your_model_data_and_experiment_train_through_the_cli(cli, tmp_path):
+    write_extension(tmp_path, MY_EXT)
     result = cli("hydra.searchpath=[file://my_conf]", "experiment=blobs", "logger=csv",
                  "batch_size=40", "lr_scaling=sqrt", "ghost_batch_size=20",
                  "+callbacks.grad_norm._target_=my_ext.GradNorm")  # fmt: skip
@@ -128,11 +133,7 @@ def test_your_optimizer_and_its_options_from_your_config_dir(cli, cli_in_process
     from lbtrain.models import MODELS
     from lbtrain.train.optimizers import OPTIMIZERS
 
-    (tmp_path / "my_ext.py").write_text(MY_EXT)
-    for name, text in CONFIGS.items():
-        path = tmp_path / "my_conf" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
+    write_extension(tmp_path, MY_EXT)
     given = ["hydra.searchpath=[file://my_conf]", "experiment=blobs_rmsprop", "logger=none"]
     result = cli(*given, "trainer.max_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -161,11 +162,7 @@ def test_a_config_and_an_extension_from_before_the_layout_still_run(cli, tmp_pat
     release, each with a FutureWarning naming the new place; and a checkpoint holds no lbtrain
     class (it loads with weights_only=True), so moving modules cannot break loading one."""
     old = MY_EXT.replace("lbtrain.measure.step_series", "lbtrain.callbacks.step_series")
-    (tmp_path / "my_ext.py").write_text(old)
-    for name, text in CONFIGS.items():
-        path = tmp_path / "my_conf" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
+    write_extension(tmp_path, old)
     result = cli("hydra.searchpath=[file://my_conf]", "experiment=blobs", "logger=csv",
                  "callbacks.weight_distance._target_=lbtrain.callbacks.weight_distance.WeightDistance",
                  "+callbacks.grad_norm._target_=my_ext.GradNorm")  # fmt: skip
