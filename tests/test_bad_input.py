@@ -397,3 +397,17 @@ def test_only_a_refusal_that_names_its_key_becomes_one_line():
     with pytest.raises(ValueError, match="not enough values") as bug, refusals_as_config_errors():
         raise ValueError("not enough values to unpack (expected 2, got 1)")
     assert not isinstance(bug.value, ConfigError)
+
+
+def test_a_model_with_its_own_syncbatchnorm_and_ghost_batches_is_one_line():
+    """validate refuses ghost_batch_size with trainer.sync_batchnorm; a model that brings its
+    own SyncBatchNorm is refused as it is converted, in one line naming the key."""
+    from torch import nn
+
+    from lbtrain.errors import ConfigError
+    from lbtrain.train.fit import refusals_as_config_errors
+    from lbtrain.train.gbn import convert_to_ghost_batchnorm
+
+    line = r"^ghost_batch_size=8: ghost batch norm cannot be combined with sync_batchnorm: 1 is"
+    with pytest.raises(ConfigError, match=line), refusals_as_config_errors():
+        convert_to_ghost_batchnorm(nn.Sequential(nn.Linear(4, 4), nn.SyncBatchNorm(4)), 8)

@@ -206,8 +206,9 @@ def _convert(module: nn.Module, ghost_batch_size: int, prefix: str) -> nn.Module
         # SyncBatchNorm pools statistics across devices; ghost batches split them further.
         # The two ask for opposite things, so refuse rather than pick one silently.
         raise ValueError(
-            f"ghost batch norm cannot be combined with sync_batchnorm: {prefix or 'the model'}"
-            " is an nn.SyncBatchNorm; use ghost_batch_size=null or sync_batchnorm=false"
+            f"ghost_batch_size={ghost_batch_size}: ghost batch norm cannot be combined with "
+            f"sync_batchnorm: {prefix or 'the model'} is an nn.SyncBatchNorm; use "
+            "ghost_batch_size=null or sync_batchnorm=false"
         )
     converted = module
     if isinstance(module, _BatchNorm):
