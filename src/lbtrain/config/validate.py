@@ -161,29 +161,86 @@ def validate(cfg: DictConfig) -> None:
         check(cfg)
 
 
-def _check_run(cfg: DictConfig) -> None:
-    """Batch, threads, seed, batch augmentation, the data's own batch."""
-    _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
-    _check(cfg.threads == "auto" or (_is_int(cfg.threads) and cfg.threads >= 1), "threads",
-           cfg.threads, "must be auto or an int >= 1")  # fmt: skip
-    # Lightning's seed_everything would replace a seed outside numpy's range by 0, silently
-    _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must be >= 0 and < 2**32")
-    _check(cfg.large_batch_size > 0, "large_batch_size", cfg.large_batch_size, "must be > 0")
-    _check(cfg.batch_augment >= 1, "batch_augment", cfg.batch_augment, "must be an integer >= 1")
+def _int_at_least(low: int):
+    return lambda v: _is_int(v) and v >= low
+
+
+def _choices(key: str, options) -> tuple:
+    return key, lambda v: v in options, f"use {', '.join(options)}"
+
+
+def ranges() -> tuple:
+    """(key, whether its value is allowed, what is allowed): each key on its own, checked in
+    this order before the topics that relate keys to each other."""
+    from lbtrain.train.optimizers import OPTIMIZERS
+    from lbtrain.train.plan import ADAM_BATCH_RULES, LR_SCALING_POWERS, REGIMES
+
+    positive, at_least_0 = (lambda v: v > 0, "must be > 0"), (lambda v: v >= 0, "must be >= 0")
+    positive_or_null = (lambda v: v is None or v > 0, "must be > 0 or null")
+    # a table, one key a row
+    # fmt: off
+    return (
+        ("batch_size", lambda v: v > 0, "must be a positive integer"),
+        ("threads", lambda v: v == "auto" or _int_at_least(1)(v), "must be auto or an int >= 1"),
+        # Lightning's seed_everything would replace a seed outside numpy's range by 0, silently
+        ("seed", lambda v: 0 <= v < 2**32, "must be >= 0 and < 2**32"),
+        ("large_batch_size", *positive),
+        ("batch_augment", lambda v: v >= 1, "must be an integer >= 1"),
+        _choices("batch_schedule", ("none", "grow", "warmup")),
+        _choices("lr_scaling", LR_SCALING_POWERS),
+        _choices("regime", REGIMES),
+        ("regime_multiplier", *positive),
+        ("ghost_batch_size", *positive_or_null),
+        ("optim.lr", *at_least_0),
+        ("optim.base_batch_size", *positive),
+        _choices("optim.optimizer", OPTIMIZERS),
+        ("optim.momentum", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        ("optim.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
+         "must be two values in [0, 1)"),
+        ("optim.eps", *positive),
+        ("optim.trust_coeff", *positive),
+        ("optim.max_grad_norm", *positive_or_null),
+        ("optim.adam_rule", lambda v: v is None or v in ADAM_BATCH_RULES,
+         f"use null, {', '.join(ADAM_BATCH_RULES)}"),
+        ("optim.weight_decay", *at_least_0),
+        ("optim.warmup", *at_least_0),
+        _choices("optim.schedule_unit", ("epoch", "step")),
+        ("trainer.accumulate_grad_batches", _int_at_least(1), "must be an int >= 1"),
+        ("trainer.log_every_n_steps", _int_at_least(1), "must be an int >= 1"),
+        ("trainer.gradient_clip_val", lambda v: v is None or isinstance(v, int | float) and v >= 0,
+         "must be >= 0 or null"),
+        ("trainer.max_steps", lambda v: _is_int(v) and (v == -1 or v > 0),
+         "must be -1 (no step budget) or an int > 0"),
+        ("report.order", lambda v: v is None or _is_int(v),
+         "must be an integer or null (rows sort by it)"),
+    )
+    # fmt: on
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """Each key of `ranges` on its own; a data module's or logger's keys where it has them."""
+    report = cfg.report
+    _check(isinstance(report, DictConfig) and set(report) == {"label", "order"}, "report",
+           report, "must be {label: <text or null>, order: <int or null>}")  # fmt: skip
+    for key, ok, allowed in ranges():
+        value = OmegaConf.select(cfg, key)
+        _check(ok(list(value) if isinstance(value, ListConfig) else value), key, value, allowed)
+    d = cfg.data
+    if "eval_batch_size" in d:
+        _check(_int_at_least(1)(d.eval_batch_size), "data.eval_batch_size", d.eval_batch_size,
+               "must be a positive integer")  # fmt: skip
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if wandb is not None and "mode" in wandb:
+        modes = ("online", "offline", "disabled")
+        _check(wandb.mode in modes, "logger.wandb.mode", wandb.mode, f"use {', '.join(modes)}")
+
+
+def _check_batch_schedule(cfg: DictConfig) -> None:
+    """Batch augmentation against the data; a batch-size schedule and its points."""
     d = cfg.data  # keys a data module may not have: checked where it has them
     _check(cfg.batch_augment == 1 or "augment" not in d or d.augment, "batch_augment",
            cfg.batch_augment, "the copies would be identical without augmentation; set "
            "data.augment=true")  # fmt: skip
-    if "eval_batch_size" in d:
-        _check(_is_int(d.eval_batch_size) and d.eval_batch_size > 0, "data.eval_batch_size",
-               d.eval_batch_size, "must be a positive integer")  # fmt: skip
-
-
-def _check_batch_schedule(cfg: DictConfig) -> None:
-    """A batch-size schedule and its points."""
-    schedules = ("none", "grow", "warmup")
-    _check(cfg.batch_schedule in schedules, "batch_schedule", cfg.batch_schedule,
-           f"use {', '.join(schedules)}")  # fmt: skip
     points = cfg.batch_schedule_points
     pairs = OmegaConf.to_container(points) if isinstance(points, ListConfig) else points
     _check(
@@ -207,16 +264,8 @@ def _check_batch_schedule(cfg: DictConfig) -> None:
            f"must be >= batch_size={cfg.batch_size}")  # fmt: skip
 
 
-def _check_scaling(cfg: DictConfig) -> None:
-    """The LR rule, the regime stretch, ghost batches, what Lightning may not do."""
-    from lbtrain.train.plan import LR_SCALING_POWERS, REGIMES
-
-    all_rules = ", ".join(LR_SCALING_POWERS)
-    _check(cfg.lr_scaling in LR_SCALING_POWERS, "lr_scaling", cfg.lr_scaling, f"use {all_rules}")
-    _check(cfg.regime in REGIMES, "regime", cfg.regime, f"use {', '.join(REGIMES)}")
-    _check(cfg.regime_multiplier > 0, "regime_multiplier", cfg.regime_multiplier, "must be > 0")
-    ghost = cfg.ghost_batch_size
-    _check(ghost is None or ghost > 0, "ghost_batch_size", ghost, "must be > 0 or null")
+def _check_trainer(cfg: DictConfig) -> None:
+    """What Lightning may not do; the epoch budget against the step budget."""
     fast = cfg.trainer.get("fast_dev_run")
     _check(not fast, "trainer.fast_dev_run", fast,
            "lbtrain sets the epochs and steps from its batch plan, so it would train whole "
@@ -224,48 +273,31 @@ def _check_scaling(cfg: DictConfig) -> None:
            "trainer.limit_train_batches=1 trainer.limit_val_batches=1 logger=none")  # fmt: skip
     sync_bn = cfg.trainer.get("sync_batchnorm")
     _check(
-        not (ghost and sync_bn),
+        not (cfg.ghost_batch_size and sync_bn),
         "trainer.sync_batchnorm",
         sync_bn,
         "cannot be combined with ghost_batch_size (GBN normalises each ghost batch on its own)",
     )
-
-
-def _check_optimizer(cfg: DictConfig) -> None:
-    """The optimizer, its options, and the LR rules it has."""
-    from lbtrain.train.optimizers import OPTIMIZERS
-
-    o = cfg.optim
-    _check(o.lr >= 0, "optim.lr", o.lr, "must be >= 0")
-    _check(o.base_batch_size > 0, "optim.base_batch_size", o.base_batch_size, "must be > 0")
-    _check(o.optimizer in OPTIMIZERS, "optim.optimizer", o.optimizer,
-           f"use {', '.join(OPTIMIZERS)}")  # fmt: skip
-    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
-    betas = list(o.betas)
-    _check(len(betas) == 2 and all(0 <= b < 1 for b in betas), "optim.betas", betas,
-           "must be two values in [0, 1)")  # fmt: skip
-    _check(o.eps > 0, "optim.eps", o.eps, "must be > 0")
-    _check(o.trust_coeff > 0, "optim.trust_coeff", o.trust_coeff, "must be > 0")
-    clip = o.max_grad_norm
-    _check(clip is None or clip > 0, "optim.max_grad_norm", clip, "must be > 0 or null")
-    rules = OPTIMIZERS.facts[o.optimizer]["lr_rules"]
+    epochs, steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
+    step_based = cfg.optim.schedule_unit == "step" and steps > 0
     _check(
-        cfg.lr_scaling in rules,
-        "lr_scaling",
-        cfg.lr_scaling,
-        f"has no defined rule for optim.optimizer={o.optimizer}; use {', '.join(rules)}",
+        _is_int(epochs) and (epochs > 0 or (epochs == -1 and step_based)),
+        "trainer.max_epochs",
+        epochs,
+        "must be an int > 0 (or -1 with trainer.max_steps > 0 and optim.schedule_unit=step)",
     )
 
 
-def _check_adam_rules(cfg: DictConfig) -> None:
-    """Adam's batch rules and AdamW's timescale."""
+def _check_optimizer(cfg: DictConfig) -> None:
+    """The LR rules the optimizer has; Adam's batch rules and AdamW's timescale."""
     from lbtrain.train.optimizers import OPTIMIZERS
-    from lbtrain.train.plan import ADAM_BATCH_RULES, adam_sqrt_rule, resolved_adam_rule
+    from lbtrain.train.plan import adam_sqrt_rule, resolved_adam_rule
 
     o, betas = cfg.optim, list(cfg.optim.betas)
     facts = OPTIMIZERS.facts[o.optimizer]
-    _check(o.adam_rule is None or o.adam_rule in ADAM_BATCH_RULES, "optim.adam_rule", o.adam_rule,
-           f"use null, {', '.join(ADAM_BATCH_RULES)}")  # fmt: skip
+    _check(cfg.lr_scaling in facts["lr_rules"], "lr_scaling", cfg.lr_scaling,
+           f"has no defined rule for optim.optimizer={o.optimizer}; use "
+           f"{', '.join(facts['lr_rules'])}")  # fmt: skip
     adaptive = ", ".join(name for name in OPTIMIZERS if OPTIMIZERS.facts[name]["adaptive"])
     _check(o.adam_rule is None or facts["adaptive"], "optim.adam_rule", o.adam_rule,
            f"optim.optimizer={o.optimizer} has no Adam moments; use null, or one of "
@@ -300,11 +332,10 @@ def _check_adam_rules(cfg: DictConfig) -> None:
            f"lr x weight_decay each step, so has no such timescale; use {decoupled}")  # fmt: skip
     _check(not o.fixed_timescale or o.weight_decay > 0, "optim.fixed_timescale",
            o.fixed_timescale, "needs optim.weight_decay > 0 (no decay, no timescale)")  # fmt: skip
-    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
 
 
 def _check_lr_schedule(cfg: DictConfig) -> None:
-    """Decays, warmup and milestones."""
+    """Decays and milestones."""
     o = cfg.optim
     one_factor = isinstance(o.gamma, int | float)
     gammas = [o.gamma] if one_factor else list(o.gamma)
@@ -316,9 +347,6 @@ def _check_lr_schedule(cfg: DictConfig) -> None:
         f"must be a factor in (0, 1], or a list of one such factor per milestone "
         f"({len(o.milestones)} milestones: {list(o.milestones)})",
     )
-    _check(o.warmup >= 0, "optim.warmup", o.warmup, "must be >= 0")
-    units = ("epoch", "step")
-    _check(o.schedule_unit in units, "optim.schedule_unit", o.schedule_unit, "use epoch, step")
     _check(
         all(m > 0 for m in o.milestones) and list(o.milestones) == sorted(o.milestones),
         "optim.milestones",
@@ -342,54 +370,8 @@ def _check_branch(cfg: DictConfig) -> None:
                "must be a positive number of training samples")  # fmt: skip
 
 
-def _check_trainer(cfg: DictConfig) -> None:
-    """The Trainer arguments lbtrain reads."""
-    o = cfg.optim
-    t = cfg.trainer
-    accumulate = t.accumulate_grad_batches
-    _check(_is_int(accumulate) and accumulate >= 1, "trainer.accumulate_grad_batches",
-           accumulate, "must be an int >= 1")  # fmt: skip
-    every = t.log_every_n_steps
-    _check(_is_int(every) and every >= 1, "trainer.log_every_n_steps", every, "must be an int >= 1")
-    clip = t.get("gradient_clip_val")
-    _check(clip is None or (isinstance(clip, int | float) and clip >= 0),
-           "trainer.gradient_clip_val", clip, "must be >= 0 or null")  # fmt: skip
-    epochs, steps = t.max_epochs, t.max_steps
-    _check(_is_int(steps) and (steps == -1 or steps > 0), "trainer.max_steps", steps,
-           "must be -1 (no step budget) or an int > 0")  # fmt: skip
-    step_based = o.schedule_unit == "step" and steps > 0
-    _check(
-        _is_int(epochs) and (epochs > 0 or (epochs == -1 and step_based)),
-        "trainer.max_epochs",
-        epochs,
-        "must be an int > 0 (or -1 with trainer.max_steps > 0 and optim.schedule_unit=step)",
-    )
-
-
-def _check_report_and_loggers(cfg: DictConfig) -> None:
-    """How the report names the run; the W&B mode."""
-    report = cfg.report
-    _check(isinstance(report, DictConfig) and set(report) == {"label", "order"}, "report",
-           report, "must be {label: <text or null>, order: <int or null>}")  # fmt: skip
-    _check(report.order is None or _is_int(report.order), "report.order", report.order,
-           "must be an integer or null (rows sort by it)")  # fmt: skip
-    wandb = (cfg.get("logger") or {}).get("wandb")
-    if wandb is not None and "mode" in wandb:
-        modes = ("online", "offline", "disabled")
-        _check(wandb.mode in modes, "logger.wandb.mode", wandb.mode, f"use {', '.join(modes)}")
-
-
-TOPICS = (
-    _check_run,
-    _check_batch_schedule,
-    _check_scaling,
-    _check_optimizer,
-    _check_adam_rules,
-    _check_lr_schedule,
-    _check_branch,
-    _check_trainer,
-    _check_report_and_loggers,
-)
+TOPICS = (_check_ranges, _check_batch_schedule, _check_optimizer, _check_lr_schedule,
+          _check_branch, _check_trainer)  # fmt: skip
 
 
 def check_registered(cfg: DictConfig) -> None:
