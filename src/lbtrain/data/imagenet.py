@@ -57,8 +57,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.batch_size = batch_size  # per device (micro-batch)
         self.eval_batch_size, self.shuffle_seed = eval_batch_size, shuffle_seed
         self.download = download  # only reported: ImageNet has no public download URL
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.num_workers, self.pin_memory = num_workers, pin_memory
         self.persistent_workers = persistent_workers
         # read now: the model, built before setup(), needs the head size
         self.num_classes = _count_classes(self.data_dir / "train", default=1000)
@@ -70,7 +69,9 @@ class ImageNetDataModule(L.LightningDataModule):
         self.val_transform = v2.Compose([v2.Resize(256), v2.CenterCrop(224), *to_float, normalize])
         self.train_set: datasets.ImageFolder | None = None
 
-    def _check_present(self) -> None:
+    def check(self) -> None:
+        """Before anything is built, and where Lightning prepares the data: both splits are
+        there."""
         for split in ("train", "val"):
             if not (self.data_dir / split).is_dir():
                 why = "; data.download=true cannot fetch it" if self.download else ""
@@ -80,17 +81,12 @@ class ImageNetDataModule(L.LightningDataModule):
                     "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
                 )
 
-    def check(self) -> None:
-        """Before anything is built: both splits are there."""
-        self._check_present()
-
-    def prepare_data(self) -> None:
-        self._check_present()
+    prepare_data = check
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        self._check_present()
+        self.check()
         try:
             train = datasets.ImageFolder(str(self.data_dir / "train"), self.train_transform)
             val = datasets.ImageFolder(str(self.data_dir / "val"), self.val_transform)

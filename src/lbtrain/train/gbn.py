@@ -30,9 +30,8 @@ IMPLEMENTATIONS: tuple[str, ...] = ("auto", "fold", "loop")
 
 def _check_positive_int(ghost_batch_size: object) -> int:
     # bool is an int subclass; `ghost_batch_size=True` is a config mistake, not a size of 1
-    if not isinstance(ghost_batch_size, Integral) or isinstance(ghost_batch_size, bool):
-        raise ValueError(f"ghost_batch_size={ghost_batch_size!r} must be a positive integer")
-    if ghost_batch_size <= 0:
+    positive = isinstance(ghost_batch_size, Integral) and ghost_batch_size > 0
+    if not positive or isinstance(ghost_batch_size, bool):
         raise ValueError(f"ghost_batch_size={ghost_batch_size!r} must be a positive integer")
     return int(ghost_batch_size)
 
