@@ -18,15 +18,8 @@ def group_options(group: str, config_dirs: list[str] = ()) -> list[str]:
     """The options of a config group: lbtrain's own, and those in your config dirs
     (`hydra.searchpath=[file://my_conf]`, see the README's "Extend lbtrain")."""
     folders = [files("lbtrain.conf") / group, *(Path(d) / group for d in config_dirs)]
-    return sorted(
-        {
-            p.name[:-5]
-            for f in folders
-            if f.is_dir()
-            for p in f.iterdir()
-            if p.name.endswith(".yaml")
-        }
-    )
+    names = [p.name for folder in folders if folder.is_dir() for p in folder.iterdir()]
+    return sorted({name.removesuffix(".yaml") for name in names if name.endswith(".yaml")})
 
 
 def config_dirs(overrides: list[str]) -> list[str]:
