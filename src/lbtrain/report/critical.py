@@ -17,7 +17,7 @@ from lbtrain.report.critical_batch import (
     noise_scale_until,
     steps_to_target,
 )
-from lbtrain.report.figures import pyplot, save
+from lbtrain.report.figures import log_log, pyplot, save
 from lbtrain.report.runs import ReportError, Run, row_names
 
 
@@ -135,9 +135,7 @@ def plot_critical_batch(
 ) -> Path:
     """Shallue et al. / McCandlish et al.: steps to target against batch size (log-log)
     with perfect scaling and the fit; steps against examples."""
-    plt = pyplot()
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.5))
     done = df.dropna(subset=["steps to target"])
     best = done[done["best for its batch"]].sort_values("batch size")
     others = done[~done["best for its batch"]]
@@ -172,10 +170,7 @@ def plot_critical_batch(
     left.set(xlabel="batch size B", ylabel=f"steps to {target}",
              title="Steps to target (interpolated between validations)")  # fmt: skip
     right.set(xlabel=f"examples to {target}", ylabel="steps", title="Steps against examples")
-    for ax in (left, right):
-        ax.set(xscale="log", yscale="log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    log_log(left, right)
     fig.tight_layout()
     return save(fig, out / "critical_batch.png")
 

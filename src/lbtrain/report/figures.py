@@ -3,12 +3,11 @@ against log t (Figure 2), validation error against epoch (Figures 1 and 3); and 
 stability: sharpness and batch sharpness against their optimizer's threshold (dashed)."""
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from lbtrain.report.runs import Run, row_names
+from lbtrain.report.runs import Run, row_names, warn
 
 FEW_POINTS = 20  # a series with fewer is drawn with markers: a single measurement shows
 STEPS = "optimizer step t (log scale)"  # the x axis of every figure but val_error
@@ -40,9 +39,7 @@ def _plot(
     axis; where the rows have the column `dashed`, a dashed line of it in the run's colour
     (a threshold, `_thresholds`). Without runs that logged `column` no figure is drawn, and
     said so unless the measurement is `optional`."""
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     colours: dict[str, str] = {}
     bounds = []  # (x, y, colour, row name) of each run's threshold
     diverged = []  # the curves of diverged runs
@@ -64,10 +61,9 @@ def _plot(
         if dashed in rows:
             bounds.append((*_finite(*_by_step(dashed)(rows)), line.get_color(), name))
     if not colours:  # no run logged this series: no figure rather than a blank one
-        plt.close(fig)
+        pyplot().close(fig)
         if not optional:
-            print(f"lbtrain.report: no run logged {column}; {labels['file']} not drawn",
-                  file=sys.stderr)  # fmt: skip
+            warn(f"no run logged {column}; {labels['file']} not drawn")
         return None
     ax.set_xscale("log")
     _fit_to_the_rest(ax, diverged)
@@ -85,6 +81,14 @@ def save(fig, path: Path, **options) -> Path:
     fig.savefig(path, dpi=120, **options)
     pyplot().close(fig)
     return path
+
+
+def log_log(*axes) -> None:
+    """The batch-size figures' axes: log-log, a grid at every tick, a small legend."""
+    for ax in axes:
+        ax.set(xscale="log", yscale="log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
 
 
 def _by_step(column: str):
@@ -209,9 +213,8 @@ def plot_sharpness(runs: list[Run], out: Path) -> Path | None:
         "file": "sharpness.png",
     }
 
-    def curve(m):
-        bounded = "sharpness/preconditioned"
-        return m["step"], m[bounded] if bounded in m else m["sharpness/lambda_max"]
+    def curve(m):  # Adam's runs log the preconditioned sharpness, which the threshold bounds
+        return m["step"], m.get("sharpness/preconditioned", m["sharpness/lambda_max"])
 
     return _plot(runs, out, "sharpness/lambda_max", labels, curve, "sharpness/threshold",
                  optional=True)  # fmt: skip

@@ -5,15 +5,14 @@ and the batch-size warmup that follows the CBS (`batch_schedule_points`)."""
 
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lbtrain.report.critical_batch import branch_cbs, noise_scale_near
-from lbtrain.report.figures import pyplot, save
-from lbtrain.report.runs import Run, load_run
+from lbtrain.report.figures import log_log, pyplot, save
+from lbtrain.report.runs import Run, load_run, warn
 
 LOSS = "val/loss"  # each branch's loss: validated once, after its last step
 
@@ -57,8 +56,7 @@ def branch_table(runs: list[Run], tolerance: float, bases: dict[str, Run | None]
 def _base_run(path: Path) -> Run | None:
     """The base run the branches name; None, and a line on stderr, if it is not there."""
     if not (path / "config.yaml").is_file():
-        print(f"lbtrain.report: no base run at {path} (moved or deleted?); its branches are "
-              "left out of cbs_online", file=sys.stderr)  # fmt: skip
+        warn(f"no base run at {path} (moved or deleted?); its branches are left out of cbs_online")
         return None
     return load_run(path)
 
@@ -78,9 +76,7 @@ def warmup_points(table: pd.DataFrame, base_batch: int, num_train: int) -> list[
 
 
 def plot_cbs(table: pd.DataFrame, out: Path) -> Path:
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     seeds = [[int(c) for c in s.split("/")] for s in table["CBS per seed"]]
     low = table["CBS"] - np.array([min(s) for s in seeds])
     high = np.array([max(s) for s in seeds]) - table["CBS"]
@@ -94,15 +90,9 @@ def plot_cbs(table: pd.DataFrame, out: Path) -> Path:
     )
     ax.plot(table["samples"], table["B_simple(t)"], marker="s", ls="--",
             label="B_simple(t) of the base run (noise scale)")  # fmt: skip
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="samples seen by the base run at the checkpoint",
-        ylabel="batch size",
-        title="The critical batch size over training (branching)",
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set(xlabel="samples seen by the base run at the checkpoint", ylabel="batch size")
+    ax.set(title="The critical batch size over training (branching)")
+    log_log(ax)
     return save(fig, out / "cbs_online.png", bbox_inches="tight")
 
 

@@ -30,6 +30,11 @@ class ReportError(ValueError):
     and exits 1)."""
 
 
+def warn(message: str) -> None:
+    """One line on stderr: what the report left out or could not draw, and why."""
+    print(f"lbtrain.report: {message}", file=sys.stderr)
+
+
 def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
     flat = {}
     for key, value in config.items():
@@ -145,8 +150,7 @@ def find_runs(paths: list[Path]) -> list[Run]:
                 found.setdefault(run_dir.resolve())
     runs = [load_run(run_dir) for run_dir in found]
     if not runs:
-        where = ", ".join(str(p) for p in paths)
-        raise ReportError(f"no lbtrain runs under {where}")
+        raise ReportError(f"no lbtrain runs under {', '.join(str(p) for p in paths)}")
     return once_per_seed(runs)
 
 
@@ -162,8 +166,10 @@ def once_per_seed(runs: list[Run]) -> list[Run]:
         kept.append(best)
         if len(repeats) > 1:
             others = ", ".join(str(r.path) for r in repeats if r is not best)
-            print(f"lbtrain.report: one config and seed in {len(repeats)} runs, counted once: "
-                  f"kept {best.path}, left out {others}", file=sys.stderr)  # fmt: skip
+            warn(
+                f"one config and seed in {len(repeats)} runs, counted once: kept {best.path}, "
+                f"left out {others}"
+            )
     return kept
 
 
@@ -189,8 +195,7 @@ def load_run(run_dir: Path) -> Run:
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
     needed = SUMMARY_KEYS if "diverged_at_step" not in (summary or {}) else ("global_step",)
     if summary is not None and (lacking := [k for k in needed if k not in summary]):
-        print(f"lbtrain.report: {run_dir}: summary.json lacks {', '.join(lacking)}; "
-              "listed as unfinished", file=sys.stderr)  # fmt: skip
+        warn(f"{run_dir}: summary.json lacks {', '.join(lacking)}; listed as unfinished")
         summary = None
     return Run(run_dir, config, choices, summary, read_metrics(run_dir), config_dirs)
 
@@ -204,9 +209,10 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
         return pd.read_csv(csv)
     if any((run_dir / "tensorboard").glob("events.out.tfevents.*")):
         return _read_tensorboard(run_dir / "tensorboard")
-    print(f"lbtrain.report: {run_dir}: no CSV or TensorBoard log, so no curves (its summary "
-          "counts); curves need logger=csv or logger=tensorboard",
-          file=sys.stderr)  # fmt: skip
+    warn(
+        f"{run_dir}: no CSV or TensorBoard log, so no curves (its summary counts); curves "
+        "need logger=csv or logger=tensorboard"
+    )
     return pd.DataFrame()
 
 
@@ -224,5 +230,4 @@ def _read_tensorboard(log_dir: Path) -> pd.DataFrame:
         tag: pd.Series({e.step: e.value for e in events.Scalars(tag)}, dtype=float)
         for tag in events.Tags()["scalars"]
     }
-    table = pd.DataFrame(series).sort_index()
-    return table.rename_axis("step").reset_index()
+    return pd.DataFrame(series).sort_index().rename_axis("step").reset_index()
