@@ -64,11 +64,11 @@ def critical_batch_table(runs: list[Run], target: Target) -> tuple[pd.DataFrame,
                 reached.append(s)
             noise.append(noise_scale_until(run.logged(*NOISE_COLUMNS), s))
         steps = pd.Series(reached, dtype=float)
+        mean = steps.mean() if len(reached) == len(group) else math.nan  # every seed got there
         rows.append({
             "run": names[key], "batch size": batch, "seeds reached": f"{len(reached)}/{len(group)}",
-            "steps to target": steps.mean() if len(reached) == len(group) else math.nan,
-            "examples to target": batch * steps.mean() if len(reached) == len(group) else math.nan,
-            "steps std": steps.std(ddof=1) if len(reached) > 1 else math.nan,
+            "steps to target": mean, "examples to target": batch * mean,
+            "steps std": steps.std(ddof=1),  # NaN for fewer than two
             "B_simple until target": pd.Series(noise, dtype=float).mean(),
             SEED_STEPS: by_seed,
         })  # fmt: skip
@@ -96,7 +96,7 @@ def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, 
     """The fit over each batch size's best configuration, the mean measured noise scale of
     those configurations, and the lines that say so."""
     best = df[df["best for its batch"]]
-    noise = float(best["B_simple until target"].mean()) if len(best) else math.nan
+    noise = float(best["B_simple until target"].mean())  # NaN where no size has a best
     try:
         fit = fit_critical_batch(best["batch size"], best["steps to target"])
     except (ValueError, RuntimeError) as e:  # too few sizes reached it; no convergence

@@ -99,27 +99,26 @@ def table(runs: list[Run]) -> pd.DataFrame:
         diverged = [str(r.diverged_at_step) for r in group if r.diverged_at_step is not None]
         ref = reference(key)
         gap = mean_acc(group) - mean_acc(ref) if ref else math.nan
-        rows.append(
-            {
-                "run": names[key],
-                "batch size": group[0].config["batch_size"],
-                "seeds": len(group),
-                DIVERGED: len(diverged),
-                DIVERGED_AT: ", ".join(diverged),
-                "val acc % (final)": _mean_std([r.summary["val/acc"] for r in kept], 100),
-                "val acc % (best)": _mean_std([best_val_acc(r) for r in kept], 100),
-                "gap to SB (points)": "-" if math.isnan(gap) else f"{gap:+.2f}",
-                "optimizer steps": int(pd.Series(steps).mean()),
-                "weight distance": _mean_std([r.summary.get("weight_distance") for r in kept]),
-                "diffusion slope": _mean_std([r.summary.get("diffusion_slope") for r in kept]),
-                **{
-                    column: _mean_std([r.summary.get(key) for r in kept], digits=digits)
-                    for column, (key, digits) in MEASURED_COLUMNS.items()
-                },
-            }
-        )
+        row = {
+            "run": names[key],
+            "batch size": group[0].config["batch_size"],
+            "seeds": len(group),
+            DIVERGED: len(diverged),
+            DIVERGED_AT: ", ".join(diverged),
+            "val acc % (final)": _mean_std([r.summary["val/acc"] for r in kept], 100),
+            "val acc % (best)": _mean_std([best_val_acc(r) for r in kept], 100),
+            "gap to SB (points)": "-" if math.isnan(gap) else f"{gap:+.2f}",
+            "optimizer steps": int(pd.Series(steps).mean()),
+            "weight distance": _mean_std([r.summary.get("weight_distance") for r in kept]),
+            "diffusion slope": _mean_std([r.summary.get("diffusion_slope") for r in kept]),
+            **{
+                column: _mean_std([r.summary.get(key) for r in kept], digits=digits)
+                for column, (key, digits) in MEASURED_COLUMNS.items()
+            },
+        }
         if not kept:  # no accuracy: NaN in table.csv, "diverged at step N" in table.md
-            rows[-1].update(dict.fromkeys(ACCURACY, math.nan))
+            row.update(dict.fromkeys(ACCURACY, math.nan))
+        rows.append(row)
     df = pd.DataFrame(rows)
     unmeasured = [c for c in MEASURED_COLUMNS if (df[c] == "-").all()]
     if not df[DIVERGED].any():
