@@ -78,16 +78,10 @@ def warmup_points(table: pd.DataFrame, base_batch: int, num_train: int) -> list[
 def plot_cbs(table: pd.DataFrame, out: Path) -> Path:
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
     seeds = [[int(c) for c in s.split("/")] for s in table["CBS per seed"]]
-    low = table["CBS"] - np.array([min(s) for s in seeds])
-    high = np.array([max(s) for s in seeds]) - table["CBS"]
-    ax.errorbar(
-        table["samples"],
-        table["CBS"],
-        yerr=[low.clip(0), high.clip(0)],
-        marker="o",
-        capsize=3,
-        label="CBS by branching (seeds' mean loss; bars: per-seed range)",
-    )
+    spread = np.array([[min(s), max(s)] for s in seeds])  # each checkpoint's per-seed range
+    bars = [(table["CBS"] - spread[:, 0]).clip(0), (spread[:, 1] - table["CBS"]).clip(0)]
+    label = "CBS by branching (seeds' mean loss; bars: per-seed range)"
+    ax.errorbar(table["samples"], table["CBS"], yerr=bars, marker="o", capsize=3, label=label)
     ax.plot(table["samples"], table["B_simple(t)"], marker="s", ls="--",
             label="B_simple(t) of the base run (noise scale)")  # fmt: skip
     ax.set(xlabel="samples seen by the base run at the checkpoint", ylabel="batch size")
