@@ -4,6 +4,7 @@ S = S_min (1 + B_crit / B), and the report's table and figure on a real batch-si
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -178,3 +179,42 @@ def test_a_diverged_run_reached_the_target_only_if_it_did_before_diverging(tmp_p
     never = (out / "critical_batch.md").read_text().split("Runs that never reached the target:")
     assert never[1].strip() == f"- {tmp_path / 'sweep' / '64'} (B=64, seed 0): diverged at step 25"
     assert "diverged at step 25" in capsys.readouterr().out
+
+
+def _sweep(root, steps_to_reach: dict[int, int | None]) -> None:
+    """One run a batch size, val/acc logged every 10 steps up to 200: 0.5 until the step
+    given, then 0.9 (None: never)."""
+    from test_report import write_run
+
+    for batch, reach in steps_to_reach.items():
+        steps = list(range(10, 201, 10))
+        acc = [0.9 if reach is not None and s >= reach else 0.5 for s in steps]
+        write_run(root / str(batch), 0, {"val/acc": acc[-1], "global_step": 200}, batch,
+                  metrics={"step": steps, "epoch": list(range(len(steps))), "val/acc": acc})  # fmt: skip
+
+
+def test_a_sweep_where_no_batch_size_reaches_the_target_still_gets_its_table_and_figure(
+    tmp_path,
+):
+    """No run meets the target: every batch size is `never`, there is no fit, and the figure
+    marks them all (it ended in matplotlib's traceback, on an empty log-scaled panel)."""
+    _sweep(tmp_path / "sweep", {32: None, 64: None, 128: None})
+    out = tmp_path / "report"
+    write_report([tmp_path / "sweep"], out, Target.parse("val/acc=0.85"))
+    assert pd.read_csv(out / "critical_batch.csv")["steps to target"].isna().all()
+    assert "No fit of S = S_min (1 + B_crit / B)" in (out / "critical_batch.md").read_text()
+    assert (out / "critical_batch.png").stat().st_size > 10_000
+
+
+def test_steps_that_still_halve_with_the_batch_put_b_crit_above_the_largest_batch(tmp_path):
+    """S ~ 1/B over every batch size tried: S_min fits to 0, so B_crit is no number but a
+    bound, said as one; the figure draws no fit curve of 0 x inf (numpy warned of it)."""
+    _sweep(tmp_path / "sweep", {32: 160, 64: 80, 128: 40})
+    out = tmp_path / "report"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        write_report([tmp_path / "sweep"], out, Target.parse("val/acc=0.85"))
+    md = (out / "critical_batch.md").read_text()
+    assert "B_crit = E_min / S_min = inf" not in md
+    assert "above the largest batch size tried (128)" in md
+    assert (out / "critical_batch.png").stat().st_size > 10_000

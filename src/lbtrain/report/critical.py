@@ -101,19 +101,28 @@ def critical_batch_summary(df: pd.DataFrame) -> tuple[ScalingFit | None, float, 
         fit = fit_critical_batch(best["batch size"], best["steps to target"])
     except (ValueError, RuntimeError) as e:  # too few sizes reached it; no convergence
         return None, noise, [f"No fit of S = S_min (1 + B_crit / B): {e}."]
+    largest = best["batch size"].max()
+
+    def shown(b_crit: float) -> str:  # inf: S_min = 0, the steps still fall as 1/B at the end
+        return f"{b_crit:.0f}" if math.isfinite(b_crit) else f"more than {largest}"
+
     lines = [
         f"Fit S = S_min (1 + B_crit / B) over the best configuration of each of {len(best)} "
         f"batch sizes: S_min = {fit.s_min:.1f} steps, E_min = {fit.e_min:.0f} examples, "
-        f"**B_crit = E_min / S_min = {fit.b_crit:.0f}**."
-    ]
+        + (f"**B_crit = E_min / S_min = {fit.b_crit:.0f}**." if math.isfinite(fit.b_crit) else
+           f"so **B_crit lies above the largest batch size tried ({largest})**: the steps still "
+           "halve as the batch doubles there; try larger batches.")
+    ]  # fmt: skip
     if per_seed := seed_fits(best):
-        values = ", ".join(f"{b:.0f} (seed {seed})" for seed, b in per_seed.items())
+        values = ", ".join(f"{shown(b)} (seed {seed})" for seed, b in per_seed.items())
         lines.append(f"The same fit on each seed's own steps at those configurations: B_crit = "
                      f"{values}.")  # fmt: skip
     if not math.isnan(noise):
+        ratio = f"= {fit.b_crit / noise:.2f}" if math.isfinite(fit.b_crit) else (
+            f"> {largest / noise:.2f}")  # fmt: skip
         lines.append(
             "Gradient noise scale B_simple measured until the target, mean over those "
-            f"configurations: **{noise:.0f}**; B_crit / B_simple = {fit.b_crit / noise:.2f}."
+            f"configurations: **{noise:.0f}**; B_crit / B_simple {ratio}."
         )
     return fit, noise, lines
 
@@ -152,7 +161,7 @@ def plot_critical_batch(
         b = np.geomspace(best["batch size"].min(), best["batch size"].max(), 100)
         b0, s0 = best["batch size"].iloc[0], best["steps to target"].iloc[0]
         left.plot(b, s0 * b0 / b, "--", c="0.4", lw=1, label="perfect scaling (S ~ 1/B)")
-        if fit:
+        if fit and math.isfinite(fit.b_crit):  # else S_min = 0: perfect scaling's line
             left.plot(b, fit.steps(b), c="C1", label=f"fit, B_crit = {fit.b_crit:.0f}")
             left.axvline(fit.b_crit, c="C1", ls=":", lw=1)
             e = np.geomspace(best["examples to target"].min() / 1.5,
@@ -170,7 +179,11 @@ def plot_critical_batch(
     left.set(xlabel="batch size B", ylabel=f"steps to {target}",
              title="Steps to target (interpolated between validations)")  # fmt: skip
     right.set(xlabel=f"examples to {target}", ylabel="steps", title="Steps against examples")
-    log_log(left, right)
+    if best.empty:  # no batch size reached the target: no examples to put steps against
+        right.text(0.5, 0.5, f"no batch size reached\n{target}", ha="center",
+                   transform=right.transAxes)  # fmt: skip
+        right.set(xticks=[], yticks=[])
+    log_log(left, *([] if best.empty else [right]))
     fig.tight_layout()
     return save(fig, out / "critical_batch.png")
 
