@@ -38,7 +38,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from lbtrain.lightning_internals import ddp_comm_hook, uncompiled
 from lbtrain.measure.noise_scale import DebiasedEMA, pooled, two_batch_estimates
-from lbtrain.measure.step_series import StepSeries
+from lbtrain.measure.step_series import StepSeries, require
 
 KEY = "callbacks.noise_scale"
 
@@ -60,12 +60,9 @@ class NoiseScale(StepSeries):
         if granularity not in ("auto", *GRANULARITIES):
             choices = ", ".join(("auto", *GRANULARITIES))
             raise ValueError(f"granularity={granularity!r} is not one of {choices}")
-        if not chunks >= 2:
-            raise ValueError(f"chunks={chunks} must be >= 2 (two batch sizes)")
-        if not 0 <= ema_decay < 1:
-            raise ValueError(f"ema_decay={ema_decay} must be in [0, 1)")
-        if not 0 < pool_last <= 1:
-            raise ValueError(f"pool_last={pool_last} must be in (0, 1]")
+        require(chunks >= 2, f"chunks={chunks} must be >= 2 (two batch sizes)")
+        require(0 <= ema_decay < 1, f"ema_decay={ema_decay} must be in [0, 1)")
+        require(0 < pool_last <= 1, f"pool_last={pool_last} must be in (0, 1]")
         self.chunks, self.granularity, self.pool_last = chunks, granularity, pool_last
         self.ema = DebiasedEMA(ema_decay)  # of [|G|^2, tr(Sigma)]
         self._ema_state: dict | None = None  # a checkpoint's EMA, until training starts

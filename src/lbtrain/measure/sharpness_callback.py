@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lbtrain.lightning_internals import uncompiled
 from lbtrain.measure.sharpness import measuring_mode, top_hessian_eigenvalue
-from lbtrain.measure.step_series import StepSeries
+from lbtrain.measure.step_series import StepSeries, require
 from lbtrain.train.optimizers import stability_threshold
 
 BN_MODES = ("train", "eval")
@@ -45,14 +45,12 @@ class Sharpness(StepSeries):
         flush_every_n_steps: int = 1,
     ) -> None:
         super().__init__(flush_every_n_steps, every_n_steps=every_n_steps)
-        for key, value, least in (("num_samples", num_samples, 1), ("max_iter", max_iter, 1),
-                                  ("krylov_dim", krylov_dim, 2)):  # fmt: skip
-            if not value >= least:  # ARPACK would fail at the first measurement, mid-run
-                raise ValueError(f"{key}={value} must be >= {least}")
-        if not tol >= 0:
-            raise ValueError(f"tol={tol} must be >= 0 (0: machine precision)")
-        if bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode={bn_mode!r} is not one of {', '.join(BN_MODES)}")
+        # ARPACK would fail at the first measurement, mid-run
+        require(num_samples >= 1, f"num_samples={num_samples} must be >= 1")
+        require(max_iter >= 1, f"max_iter={max_iter} must be >= 1")
+        require(krylov_dim >= 2, f"krylov_dim={krylov_dim} must be >= 2")
+        require(tol >= 0, f"tol={tol} must be >= 0 (0: machine precision)")
+        require(bn_mode in BN_MODES, f"bn_mode={bn_mode!r} is not one of {', '.join(BN_MODES)}")
         self.num_samples, self.tol, self.max_iter = num_samples, tol, max_iter
         self.krylov_dim, self.bn_mode = krylov_dim, bn_mode
         self.trains_batchnorm = bn_mode == "train"

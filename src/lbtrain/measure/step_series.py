@@ -25,6 +25,14 @@ from lbtrain.measure.diffusion import fit_diffusion
 from lbtrain.train.steps import is_new_update, step_done, step_of_this_batch
 
 
+def require(ok: bool, refusal: str) -> None:
+    """A measurement's setting checked as it is built, refused in one line that names it
+    ("chunks=1 must be >= 2 ..."; train.fit adds "callbacks.<entry>: " before it). These
+    checks are the rules' only home: config/validate.py leaves callbacks to them."""
+    if not ok:
+        raise ValueError(refusal)
+
+
 class StepSeries(L.Callback):
     name: str  # the logged series, e.g. "weight_distance"
     fit_prefix: str | None = None  # summary keys of its log t fit, e.g. "diffusion"
@@ -38,10 +46,8 @@ class StepSeries(L.Callback):
     # The defaults are for a measurement of your own (README, "A measurement of your own"):
     # lbtrain's own take their settings from conf/callbacks/
     def __init__(self, flush_every_n_steps: int = 100, every_n_steps: int = 1) -> None:
-        for key, value in (("flush_every_n_steps", flush_every_n_steps),
-                           ("every_n_steps", every_n_steps)):  # fmt: skip
-            if not value >= 1:
-                raise ValueError(f"{key}={value} must be >= 1")
+        require(flush_every_n_steps >= 1, f"flush_every_n_steps={flush_every_n_steps} must be >= 1")
+        require(every_n_steps >= 1, f"every_n_steps={every_n_steps} must be >= 1")
         self.flush_every_n_steps = flush_every_n_steps
         self.every_n_steps = every_n_steps  # measure after every N-th step, and at the end
         self.sub_names: list[str] = []  # logged as f"{name}/{sub}", after the value itself
