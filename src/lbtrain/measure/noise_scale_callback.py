@@ -38,6 +38,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from lbtrain.lightning_internals import ddp_comm_hook, uncompiled
 from lbtrain.measure.noise_scale import DebiasedEMA, pooled, two_batch_estimates
+from lbtrain.measure.sharpness import buffers_kept
 from lbtrain.measure.step_series import StepSeries, require
 
 KEY = "callbacks.noise_scale"
@@ -340,11 +341,5 @@ def _untouched(model: nn.Module) -> Iterator[None]:
     (and any other buffer) are restored afterwards, and the random streams (dropout) are
     forked, so a run with the measurement trains bit for bit as one without it."""
     device = next(model.parameters()).device
-    saved = [b.detach().clone() for b in model.buffers()]
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in zip(model.buffers(), saved, strict=True):
-                buffer.copy_(value)
+    with buffers_kept(model), torch.random.fork_rng([device] if device.type == "cuda" else []):
+        yield

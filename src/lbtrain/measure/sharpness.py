@@ -89,17 +89,27 @@ def measuring_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
     own statistics, the loss training descends; "eval": the running statistics, the network
     at test time), dropout off (a Hessian of a random function is no Hessian), and after it
     every buffer (BatchNorm's running statistics) and mode as they were."""
-    buffers = [b.clone() for b in model.buffers()]
     modes = [(m, m.training) for m in model.modules()]
     model.train(bn_mode == "train")
     for m in model.modules():
         if isinstance(m, _DropoutNd):
             m.eval()
     try:
-        yield
+        with buffers_kept(model):
+            yield
     finally:
         for m, training in modes:
             m.training = training
+
+
+@contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Every buffer of `model` (BatchNorm's running statistics, ...) as it was before: a
+    measurement's forward passes in training mode leave no trace in them."""
+    saved = [b.detach().clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            for b, saved in zip(model.buffers(), buffers, strict=True):
-                b.copy_(saved)
+            for buffer, value in zip(model.buffers(), saved, strict=True):
+                buffer.copy_(value)
