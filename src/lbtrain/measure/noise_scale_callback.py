@@ -104,7 +104,6 @@ class NoiseScale(StepSeries):
         self.num_train = trainer.datamodule.num_train_samples
         self.check_plan(pl_module.plan, trainer)
         self.strategy = self._strategy(pl_module.plan)
-        self.mode = self.strategy.name
         self.model = uncompiled(pl_module.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = trainer.optimizers[0]
@@ -136,7 +135,7 @@ class NoiseScale(StepSeries):
         window = [(g, t) for step, g, t in self.singles if step > from_step]
         pool = {f"noise_scale/pooled_{k}": v for k, v in pooled(window).items()} if window else {}
         return entries | pool | {"noise_scale/pooled_after_step": from_step,
-                                 "noise_scale/granularity": self.mode}  # fmt: skip
+                                 "noise_scale/granularity": self.strategy.name}  # fmt: skip
 
     def extra_state(self) -> dict:
         return {"ema": self.ema.state_dict(), "singles": list(self.singles)}
