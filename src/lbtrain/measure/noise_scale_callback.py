@@ -184,17 +184,17 @@ class Granularity:
         """Raise ValueError (one line) where this run cannot be measured this way."""
 
     def start(self, trainer: L.Trainer, device: torch.device) -> None:
-        pass
+        """When training starts (again, after a resume), the model on `device`."""
 
     def batch_start(self, x: Tensor, y: Tensor) -> None:
         """A measured step's batch (each micro-batch's, under accumulation), before training."""
         self.micro.append((len(y), None))
 
     def after_backward(self, trainer: L.Trainer) -> None:
-        pass
+        """After each backward pass (each micro-batch's, under accumulation)."""
 
     def before_optimizer_step(self, trainer: L.Trainer) -> None:
-        pass
+        """Before the optimizer step, the step's gradient whole in `.grad`."""
 
 
 class Chunks(Granularity):

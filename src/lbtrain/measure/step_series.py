@@ -96,7 +96,7 @@ class StepSeries(L.Callback):
         return {}
 
     def load_extra_state(self, state: dict) -> None:
-        pass
+        """Takes back what `extra_state` gave, from the state a run resumes with."""
 
     def summary_entries(self, pl_module: L.LightningModule) -> dict[str, float]:
         """The final value and, with `fit_prefix`, the log t fit over the steps before the
