@@ -18,9 +18,7 @@ class LearningRateMonitor(_LightningMonitor):
             super().on_train_epoch_start(trainer, *args, **kwargs)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not trainer.loggers or self.logging_interval == "epoch":
-            return
-        if not logs_this_step(trainer):
+        if not trainer.loggers or self.logging_interval == "epoch" or not logs_this_step(trainer):
             return
         if not is_new_update(trainer, batch_idx):
             return  # a later micro-batch of the same update: logged once per update

@@ -91,7 +91,8 @@ class Preemption(L.Callback):
             # which broadcasts to ranks that may have exited (gloo: "Connection closed by
             # peer", seen in the 2-rank SLURM drill, inside submitit's requeue).
             self._previous = {}
-            if trainer.is_global_zero and signum != signal.SIGINT and _hands_over(previous):
+            requeue = trainer.is_global_zero and signum != signal.SIGINT  # Ctrl-C: a pause
+            if requeue and _hands_over(previous):
                 try:  # submitit: requeues and exits, or refuses
                     previous(signum, None)
                 except Exception as e:
@@ -100,7 +101,6 @@ class Preemption(L.Callback):
                         f" and not requeued ({type(e).__name__}: {e}); its state is in "
                         f"{self.path}"
                     ) from None
-            requeue = trainer.is_global_zero and signum != signal.SIGINT  # Ctrl-C: a pause
             raise Preempted(self.path, trainer.global_step, signum, requeue)
 
     def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
