@@ -30,8 +30,7 @@ def batchnorm_fed_weights(model: nn.Module, sample: Tensor) -> set[nn.Parameter]
         produced[id(output)] = (module, output)
 
     def check(module, args) -> None:
-        source = produced.get(id(args[0]))
-        if source is not None:
+        if (source := produced.get(id(args[0]))) is not None:
             fed.add(source[0].weight)
 
     # a probe: the modules are the user's model's; any may have a weight, or none

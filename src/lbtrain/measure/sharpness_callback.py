@@ -32,7 +32,7 @@ BN_MODES = ("train", "eval")
 
 
 class Sharpness(StepSeries):
-    name, fit_prefix, sub_prefix = "sharpness/lambda_max", None, "sharpness"
+    name, sub_prefix = "sharpness/lambda_max", "sharpness"
 
     def __init__(
         self,

@@ -106,8 +106,7 @@ class StepSeries(L.Callback):
         steps, values = zip(*self.history, strict=True)
         entries = {self.name: values[-1]}
         if self.fit_prefix:
-            decays = pl_module.milestone_steps
-            first_decay = decays[0] if decays else None
+            first_decay = next(iter(pl_module.milestone_steps), None)
             fit = fit_diffusion(steps, values, until_step=first_decay)
             entries |= {self.fit_prefix + k.removeprefix("diffusion"): v for k, v in fit.items()}
         return entries
@@ -146,17 +145,16 @@ class StepSeries(L.Callback):
         """Pending device values into the history (the one sync), queued for the loggers."""
         if not self._pending:
             return
-        steps = [s for s, _ in self._pending]
         with torch.no_grad():
             rows = torch.stack([self.finish(v) for _, v in self._pending]).cpu().tolist()
-        self._pending.clear()
-        for step, row in zip(steps, rows, strict=True):
+        prefix = self.sub_prefix or self.name
+        for (step, _), row in zip(self._pending, rows, strict=True):
             self.history.append((step, row[0]))
             self.received(step, row)
             subs = zip(self.sub_names, row[1:], strict=True)
-            prefix = self.sub_prefix or self.name
             metrics = {self.name: row[0]} | {f"{prefix}/{n}": v for n, v in subs}
             self._unlogged.append((step, metrics))
+        self._pending.clear()
 
     def flush(self, trainer: L.Trainer) -> None:
         self._to_host()
