@@ -57,15 +57,12 @@ class LastCheckpoint(L.Callback):
         self._first_step = trainer.global_step  # a resumed run's checkpoint is on disk
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
-        if not is_new_update(trainer, batch_idx):  # between micro-batches of one step
-            return
         step = trainer.global_step  # the updates done: the checkpoint holds all of them
-        if step == self._first_step:
+        # not between micro-batches of one step, nor where a resumed run starts (on disk)
+        if not is_new_update(trainer, batch_idx) or step == self._first_step:
             return
         due = batch_idx == 0 or (self.every_n_steps and step % self.every_n_steps == 0)
-        if self.seconds is not None and not due:
-            due = self._time_is_up(trainer, step)
-        if due:
+        if due or (self.seconds is not None and self._time_is_up(trainer, step)):
             save_atomically(trainer, self.path)
             self._saved_at = time.monotonic()
 
