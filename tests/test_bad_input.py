@@ -274,6 +274,18 @@ CASES = [
         ["-m", "batch_size=32,0", "seed=0,1"],
         "batch_size=0: must be a positive integer (in the sweep's point batch_size=0 seed=0)",
     ),
+    (  # the stretch makes B=48's milestones fractional: refused before B=32 trains
+        [
+            "-m",
+            "batch_schedule=grow",
+            "regime=adapted",
+            "batch_size=32,48",
+            "optim.milestones=[1,3]",
+        ],
+        "batch_schedule=grow: the milestones [1.5, 4.5] must be whole epochs (the batch changes "
+        "between epochs); use integer optim.milestones and regime stretch (in the sweep's point "
+        "batch_size=48)",
+    ),  # fmt: skip
     (
         ["-m", "optim.lr=0.1,fast", "hydra/launcher=joblib"],
         "optim.lr: Value 'fast' of type 'str' could not be converted to Float (in the sweep's "

@@ -189,8 +189,9 @@ def _sweep(root, steps_to_reach: dict[int, int | None]) -> None:
     for batch, reach in steps_to_reach.items():
         steps = list(range(10, 201, 10))
         acc = [0.9 if reach is not None and s >= reach else 0.5 for s in steps]
+        metrics = {"step": steps, "epoch": list(range(len(steps))), "val/acc": acc}
         write_run(root / str(batch), 0, {"val/acc": acc[-1], "global_step": 200}, batch,
-                  metrics={"step": steps, "epoch": list(range(len(steps))), "val/acc": acc})  # fmt: skip
+                  metrics=metrics)  # fmt: skip
 
 
 def test_a_sweep_where_no_batch_size_reaches_the_target_still_gets_its_table_and_figure(

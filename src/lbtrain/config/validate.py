@@ -237,6 +237,8 @@ def _check_ranges(cfg: DictConfig) -> None:
 
 def _check_batch_schedule(cfg: DictConfig) -> None:
     """Batch augmentation against the data; a batch-size schedule and its points."""
+    from lbtrain.train.plan import regime_factor
+
     d = cfg.data  # keys a data module may not have: checked where it has them
     _check(cfg.batch_augment == 1 or "augment" not in d or d.augment, "batch_augment",
            cfg.batch_augment, "the copies would be identical without augmentation; set "
@@ -262,6 +264,13 @@ def _check_batch_schedule(cfg: DictConfig) -> None:
     cap = cfg.batch_schedule_cap
     _check(cfg.batch_schedule != "grow" or cap >= cfg.batch_size, "batch_schedule_cap", cap,
            f"must be >= batch_size={cfg.batch_size}")  # fmt: skip
+    # the milestones as the plan stretches them: where the batch and LR change, between epochs
+    stretch = regime_factor(cfg.regime, cfg.regime_multiplier, cfg.batch_size,
+                            cfg.optim.base_batch_size)  # fmt: skip
+    stretched = [m * stretch for m in cfg.optim.milestones]
+    _check(all(m == int(m) for m in stretched), "batch_schedule", cfg.batch_schedule,
+           f"the milestones {stretched} must be whole epochs (the batch changes between "
+           "epochs); use integer optim.milestones and regime stretch")  # fmt: skip
 
 
 def _check_trainer(cfg: DictConfig) -> None:

@@ -36,12 +36,7 @@ def grow_phases(
     batch_size: int, cap: int, milestones: list[float], gammas: list[float], world_size: int
 ) -> tuple[Phase, ...]:
     """The phases of a run whose milestones grow the batch by 1/gamma, up to `cap`."""
-    key = "batch_schedule=grow"
-    if any(m != int(m) for m in milestones):
-        raise ValueError(
-            f"{key}: the milestones {list(milestones)} must be whole epochs (the batch size "
-            "changes between epochs); use integer optim.milestones and regime stretch"
-        )
+    key = "batch_schedule=grow"  # whole-epoch milestones: config/validate.py checks them
     phases = [Phase(0, batch_size, 1.0)]
     for milestone, gamma in zip(milestones, gammas, strict=True):
         last = phases[-1]
@@ -64,12 +59,7 @@ def warmup_phases(
 ) -> tuple[Phase, ...]:  # fmt: skip
     """The phases of batch_schedule=warmup: from epoch e of each [e, batch] of `points` on, that
     batch (batch_size before the first), the LR x (batch / batch_size) ** lr_power (the LR
-    scaling rule) x gamma at each milestone passed."""
-    if any(m != int(m) for m in milestones):
-        raise ValueError(
-            f"batch_schedule=warmup: the milestones {list(milestones)} must be whole epochs (the "
-            "phases change between epochs); use integer optim.milestones and regime stretch"
-        )
+    scaling rule) x gamma at each milestone passed (whole epochs: config/validate.py)."""
     starts = sorted({0, *(e for e, _ in points), *(int(m) for m in milestones)})
     phases = []
     for start in starts:
