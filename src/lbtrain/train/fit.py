@@ -263,11 +263,8 @@ def check_checkpoint(path: str, module: Classifier, key: str = "ckpt_path") -> d
             f"{key}={path}: not a readable lbtrain checkpoint ({type(e).__name__}: "
             f"{one_line(e)[:200]})"
         ) from None
-    ours = module.state_dict()
-    for name, tensor in ours.items():
-        if not name.startswith("model."):
-            continue
-        if name not in state or state[name].shape != tensor.shape:
+    for name, tensor in module.state_dict().items():
+        if name.startswith("model.") and (name not in state or state[name].shape != tensor.shape):
             found = f"shape {tuple(state[name].shape)}" if name in state else "missing"
             raise ConfigError(
                 f"{key}={path}: holds another model ({name} is {found}; this run's model "
@@ -339,10 +336,11 @@ def resume_from(cfg, run_dir: Path, requeue: Path, trainer, module, resolved: di
     if ckpt_path is None:
         return None, False
     key = "ckpt_path" if cfg.ckpt_path else "requeue checkpoint"
+    origin = Path(ckpt_path).resolve().parent.parent  # the run dir that saved the checkpoint
     try:
         checkpoint = check_checkpoint(ckpt_path, module, key)
     except ConfigError as e:  # say how the checkpoint's run was started
-        trained = recorded_overrides(Path(ckpt_path).resolve().parent.parent, run_dir)
+        trained = recorded_overrides(origin, run_dir)
         if trained is None:
             raise
         given = " ".join(trained) or "(the defaults)"
@@ -351,7 +349,6 @@ def resume_from(cfg, run_dir: Path, requeue: Path, trainer, module, resolved: di
         if rank_zero_only.rank == 0 and not restore_run_dir(run_dir):
             print(f"lbtrain: {run_dir} keeps this invocation's .hydra/ (named in a config "
                   "file, not on the command line)")  # fmt: skip
-        origin = Path(ckpt_path).resolve().parent.parent
         print(f"lbtrain: {origin} already finished at step {checkpoint['global_step']}; "
               "nothing to resume")  # fmt: skip
         return ckpt_path, True

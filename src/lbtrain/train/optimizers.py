@@ -105,16 +105,13 @@ class OptimizerSpec:
         """From the config's `optim` (any mapping); the plan, when given, brings the betas,
         eps and weight decay its rules set."""
         values = {f.name: optim[f.name] for f in fields(cls)}
-        values["betas"] = tuple(plan.betas if plan else values["betas"])
-        values["eps"] = plan.eps if plan else values["eps"]
-        values["weight_decay"] = plan.weight_decay if plan else values["weight_decay"]
-        values["options"] = dict(values["options"])
-        return cls(**values)
+        if plan:
+            values |= {"betas": plan.betas, "eps": plan.eps, "weight_decay": plan.weight_decay}
+        return cls(**values | {"betas": tuple(values["betas"]), "options": dict(values["options"])})
 
     def build(self, model, lr: float):
-        exclude = self.exclude_norm_and_bias
-        if exclude is None:
-            exclude = OPTIMIZERS.facts[self.optimizer]["layerwise"]
+        exclude = self.exclude_norm_and_bias  # None: as the optimizer is, layer-wise or not
+        exclude = OPTIMIZERS.facts[self.optimizer]["layerwise"] if exclude is None else exclude
         groups = param_groups(model, self.weight_decay, exclude)
         try:
             return OPTIMIZERS[self.optimizer](groups, lr, self, **self.options)

@@ -133,11 +133,8 @@ class BatchPlan:
 
     def batch_at(self, epoch: int) -> int:
         """The global batch of this epoch (it changes only under a batch-size schedule)."""
-        return (
-            [p.batch_size for p in self.phases if p.start_epoch <= epoch][-1]
-            if self.phases
-            else self.batch_size
-        )
+        started = [p.batch_size for p in self.phases if p.start_epoch <= epoch]
+        return started[-1] if started else self.batch_size  # the first phase starts at 0
 
     def per_device_batch_at(self, epoch: int) -> int:
         return self.batch_at(epoch) // self.world_size
