@@ -115,12 +115,9 @@ class GhostBatchNorm(_BatchNorm):
             vars_ = torch.zeros_like(means)
 
         impl = self.implementation
-        if impl == "auto":
-            impl = auto_implementation(input.device)
-        if impl == "loop":
-            out = self._normalize_loop(input, means, vars_)
-        else:
-            out = self._normalize_fold(input, means, vars_)
+        impl = auto_implementation(input.device) if impl == "auto" else impl
+        normalize = self._normalize_loop if impl == "loop" else self._normalize_fold
+        out = normalize(input, means, vars_)
         if update:
             self._update_running_stats(means, vars_)
         return out
