@@ -36,45 +36,41 @@ class LightningChanged(RuntimeError):
     wandb-workspaces)."""
 
 
-def require(owner, name: str) -> None:
+def private(owner, name: str):
+    """`owner`'s private attribute `name`; LightningChanged where it is gone."""
     if not hasattr(owner, name):
         where = getattr(owner, "__name__", type(owner).__name__)
         raise LightningChanged(
             f"{where}.{name} is gone from the installed package, and lbtrain relies on it "
             "(lbtrain/lightning_internals.py); install a Lightning that pyproject.toml admits"
         )
+    return getattr(owner, name)
 
 
 def replace_rank_command(command) -> None:
     """Lightning starts extra DDP ranks of a Hydra app with `_hydra_subprocess_cmd`'s command."""
-    module, name = RANK_COMMAND
-    require(module, name)
-    setattr(module, name, command)
+    private(*RANK_COMMAND)
+    setattr(*RANK_COMMAND, command)
 
 
 def updates_logged(trainer: Trainer) -> int:
     """Lightning's logging step: the optimizer updates done, as its loggers count them."""
-    loop = trainer.fit_loop.epoch_loop
-    require(loop, UPDATES)
-    return getattr(loop, UPDATES)
+    return private(trainer.fit_loop.epoch_loop, UPDATES)
 
 
 def set_updates_logged(trainer: Trainer, step: int) -> None:
-    loop = trainer.fit_loop.epoch_loop
-    require(loop, UPDATES)
-    setattr(loop, UPDATES, step)
+    private(trainer.fit_loop.epoch_loop, UPDATES)
+    setattr(trainer.fit_loop.epoch_loop, UPDATES, step)
 
 
 def logs_this_step(trainer: Trainer) -> bool:
     """Whether Lightning logs at this step (`trainer.log_every_n_steps`)."""
-    require(trainer, LOGGER_CONNECTOR)
-    return getattr(trainer, LOGGER_CONNECTOR).should_update_logs
+    return private(trainer, LOGGER_CONNECTOR).should_update_logs
 
 
 def monitored_lrs(monitor: LearningRateMonitor, trainer: Trainer, interval: str) -> dict:
-    owner, name = LR_STATS
-    require(owner, name)
-    return getattr(monitor, name)(trainer, interval)
+    private(*LR_STATS)  # Lightning's class has it, or the installed one changed
+    return getattr(monitor, LR_STATS[1])(trainer, interval)
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -88,19 +84,16 @@ class _AppendingWriter(ExperimentWriter):
 
 def appending_csv_writer(logger: CSVLogger) -> ExperimentWriter:
     """The logger's writer, made on first use as Lightning makes it, but appending."""
-    require(*CHECK_LOG_DIR)
-    require(logger, CSV_EXPERIMENT)
-    require(logger, CSV_FS)
-    if getattr(logger, CSV_EXPERIMENT) is None:
-        getattr(logger, CSV_FS).makedirs(logger.root_dir, exist_ok=True)
+    private(*CHECK_LOG_DIR)  # what _AppendingWriter overrides
+    if private(logger, CSV_EXPERIMENT) is None:
+        private(logger, CSV_FS).makedirs(logger.root_dir, exist_ok=True)
         setattr(logger, CSV_EXPERIMENT, _AppendingWriter(log_dir=logger.log_dir))
     return getattr(logger, CSV_EXPERIMENT)
 
 
 def drop_unset_wandb_init_arg(logger: WandbLogger, key: str) -> None:
     """Leave `key` out of the logger's wandb.init call where Lightning passes it as None."""
-    require(logger, WANDB_INIT)
-    init = getattr(logger, WANDB_INIT)
+    init = private(logger, WANDB_INIT)
     if key in init and init[key] is None:
         del init[key]
 
@@ -109,8 +102,7 @@ def ddp_comm_hook(strategy):
     """The communication hook a DDP strategy will register (None: none, or not DDP)."""
     if not isinstance(strategy, DDPStrategy):
         return None
-    require(strategy, DDP_COMM_HOOK)
-    return getattr(strategy, DDP_COMM_HOOK)
+    return private(strategy, DDP_COMM_HOOK)
 
 
 def uncompiled(model):
@@ -125,5 +117,4 @@ def uncompiled_key(key: str) -> str:
 
 def workspace_model(view):
     """The pydantic model wandb-workspaces would send for a workspace or report `view`."""
-    require(view, WORKSPACE_MODEL)
-    return getattr(view, WORKSPACE_MODEL)()
+    return private(view, WORKSPACE_MODEL)()
