@@ -16,7 +16,7 @@ Layers followed by BN carry no bias. Parameters for 1000 classes: 61,110,184.
 import torch
 from torch import nn
 
-from lbtrain.models.registry import register_model
+from lbtrain.models.registry import he_init, register_model
 
 
 def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int, pool: bool) -> list[nn.Module]:
@@ -51,9 +51,7 @@ class AlexNetBN(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(4096, num_classes),
         )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))

@@ -33,3 +33,13 @@ def check_norm(norm: str) -> bool:
     if norm not in NORMS:
         raise ValueError(f"model.norm={norm}: use {', '.join(NORMS)}")
     return norm == "batch"
+
+
+def he_init(model: nn.Module) -> nn.Module:
+    """He (Kaiming) normal initialisation, fan-out mode, of every Conv2d in `model` (the
+    convnets' shared init), in module order, which fixes the random draws each conv gets.
+    Returns `model`."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model

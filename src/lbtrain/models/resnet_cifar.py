@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lbtrain.models.registry import register_model
+from lbtrain.models.registry import he_init, register_model
 
 
 class BasicBlock(nn.Module):
@@ -64,10 +64,7 @@ class CifarResNet(nn.Module):
         self.stages = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He et al. initialise as in their PReLU paper (He init), fan-out mode
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        he_init(self)  # He et al. initialise as in their PReLU paper (He init), fan-out mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))

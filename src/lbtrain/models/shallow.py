@@ -14,7 +14,7 @@ Parameters: 1,388,490 for 10 classes (C1), 1,405,860 for 100 classes (C3).
 
 from torch import nn
 
-from lbtrain.models.registry import register_model
+from lbtrain.models.registry import he_init, register_model
 
 
 def _pooled(size: int) -> int:
@@ -47,11 +47,7 @@ def shallow_convnet(
         ]
         width_in = hidden
     layers.append(nn.Linear(width_in, num_classes))
-    model = nn.Sequential(*layers)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    return model
+    return he_init(nn.Sequential(*layers))
 
 
 @register_model

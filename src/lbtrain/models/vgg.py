@@ -12,7 +12,7 @@ Parameters for 10 classes: 14,724,042 (14.7M).
 import torch
 from torch import nn
 
-from lbtrain.models.registry import register_model
+from lbtrain.models.registry import he_init, register_model
 
 # Channels per conv layer; "M" is a 2x2 max pool. VGG-16 = configuration D.
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -38,9 +38,7 @@ class VGG(nn.Module):
                 in_ch = int(item)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_ch * height * width, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
