@@ -71,33 +71,29 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def cifar_resnet(depth: int, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """The one builder behind every registered depth."""
+@register_model
+def resnet_cifar(num_classes: int, input_shape: tuple[int, ...], depth: int = 44) -> nn.Module:
+    """Any 6n+2 depth, chosen in the config (`model.depth`); ResNet-44 is Table 1's. The one
+    builder behind every registered depth."""
     return CifarResNet(depth, num_classes, in_channels=input_shape[0])
 
 
 @register_model
-def resnet_cifar(num_classes: int, input_shape: tuple[int, ...], depth: int = 44) -> nn.Module:
-    """Any 6n+2 depth, chosen in the config (`model.depth`); ResNet-44 is Table 1's."""
-    return cifar_resnet(depth, num_classes, input_shape)
-
-
-@register_model
 def resnet20(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    return cifar_resnet(20, num_classes, input_shape)
+    return resnet_cifar(num_classes, input_shape, depth=20)
 
 
 @register_model
 def resnet44(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     """Table 1's ResNet44 (n = 7): 92.83% on CIFAR-10 in He et al."""
-    return cifar_resnet(44, num_classes, input_shape)
+    return resnet_cifar(num_classes, input_shape, depth=44)
 
 
 @register_model
 def resnet56(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    return cifar_resnet(56, num_classes, input_shape)
+    return resnet_cifar(num_classes, input_shape, depth=56)
 
 
 @register_model
 def resnet110(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    return cifar_resnet(110, num_classes, input_shape)
+    return resnet_cifar(num_classes, input_shape, depth=110)
