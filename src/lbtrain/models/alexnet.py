@@ -20,12 +20,9 @@ from lbtrain.models.registry import he_init, register_model
 
 
 def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int, pool: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False)
-    ]
-    if pool:
-        layers.append(nn.MaxPool2d(3, stride=2))
-    return [*layers, nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+    conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False)
+    pooling = [nn.MaxPool2d(3, stride=2)] if pool else []
+    return [conv, *pooling, nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
 class AlexNetBN(nn.Module):

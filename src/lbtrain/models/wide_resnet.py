@@ -23,16 +23,12 @@ class PreActBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.projection = (
-            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
-            if in_ch != out_ch or stride != 1
-            else None
-        )
+        same_shape = in_ch == out_ch and stride == 1
+        self.projection = None if same_shape else nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = F.relu(self.bn1(x))
-        out = self.conv1(pre)
-        out = self.conv2(self.dropout(F.relu(self.bn2(out))))
+        out = self.conv2(self.dropout(F.relu(self.bn2(self.conv1(pre)))))
         return out + (x if self.projection is None else self.projection(pre))
 
 
