@@ -19,15 +19,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _count_classes(folder: Path, default: int) -> int:
-    """ImageFolder's class count (its own find_classes), or `default` when the folder is
-    missing or empty: setup() then reports that in one line."""
-    try:
-        return len(datasets.folder.find_classes(str(folder))[0])
-    except FileNotFoundError:
-        return default
-
-
 @register_datamodule("imagenet")
 class ImageNetDataModule(L.LightningDataModule):
     """ImageNet (ILSVRC2012) from JPEG folders: data_dir/train/<wnid>/*.JPEG and
@@ -59,8 +50,12 @@ class ImageNetDataModule(L.LightningDataModule):
         self.download = download  # only reported: ImageNet has no public download URL
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.persistent_workers = persistent_workers
-        # read now: the model, built before setup(), needs the head size
-        self.num_classes = _count_classes(self.data_dir / "train", default=1000)
+        # read now: the model, built before setup(), needs the head size; ImageFolder's own
+        # class count, or 1000 when train/ is missing or empty (setup() then says so in one line)
+        try:
+            self.num_classes = len(datasets.folder.find_classes(str(self.data_dir / "train"))[0])
+        except FileNotFoundError:
+            self.num_classes = 1000
         normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
         self.train_transform = v2.Compose(
@@ -107,21 +102,17 @@ class ImageNetDataModule(L.LightningDataModule):
     def _loader(self, dataset: datasets.ImageFolder, batch_size: int, train: bool) -> DataLoader:
         trainer = self.trainer
         on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             # training: one order per (seed, epoch), this rank's share of it (Lightning
             # keeps a DistributedSampler it is given); evaluation: Lightning shards it
-            sampler=self._train_sampler(dataset) if train else None,
+            sampler=EpochShuffleSampler(dataset, world, rank, self.shuffle_seed) if train else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and on_cuda,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
-
-    def _train_sampler(self, dataset: datasets.ImageFolder) -> EpochShuffleSampler:
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        return EpochShuffleSampler(dataset, world, rank, seed=self.shuffle_seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, train=True)
