@@ -83,18 +83,15 @@ class InMemoryLoader:
         """A trainer's loader: the data on its device, its rank's share, its epoch; for
         training, shuffled and skipping the batches of this epoch already done, with
         `copies` augmented copies of each sample (batch augmentation)."""
-        copies = copies if train else 1
+        common = dict(shuffle=train, seed=seed, transform=transform, copies=copies if train else 1)
         if trainer is None:  # outside a Trainer: one process on the CPU
-            return cls(x, y, batch_size, shuffle=train, seed=seed, transform=transform,
-                       copies=copies)  # fmt: skip
+            return cls(x, y, batch_size, **common)
         device = trainer.strategy.root_device
         progress = trainer.fit_loop.epoch_loop.batch_progress
         return cls(
-            x.to(device), y.to(device), batch_size, shuffle=train, seed=seed,
-            epoch=lambda: trainer.current_epoch, rank=trainer.global_rank,
-            world_size=trainer.world_size, transform=transform,
-            skip=(lambda: progress.current.completed) if train else (lambda: 0),
-            copies=copies,
+            x.to(device), y.to(device), batch_size, epoch=lambda: trainer.current_epoch,
+            rank=trainer.global_rank, world_size=trainer.world_size,
+            skip=(lambda: progress.current.completed) if train else (lambda: 0), **common,
         )  # fmt: skip
 
 
