@@ -104,8 +104,7 @@ class MNIST1DDataModule(InMemoryDataModule):
             generate(self.path, self.args)
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.path.exists():  # setup() without prepare_data(), e.g. outside a Trainer
-            generate(self.path, self.args)
+        self.prepare_data()  # generate if absent: setup() may run without it, outside a Trainer
         d = self._load()
         x, x_test = (torch.from_numpy(d[k]).float().unsqueeze(1) for k in ("x", "x_test"))
         # normalise with training-set statistics only
