@@ -60,27 +60,27 @@ def shift_scale_noise(
     return x.gather(2, index.expand(n, c, length)) * factor + jitter
 
 
-def batch_generator(
-    generator: torch.Generator | None, device: torch.device, seed: int, epoch: int, rank: int,
-    batch: int,
-) -> torch.Generator:  # fmt: skip
-    """`generator` (made anew only for another device) seeded for this batch."""
-    if generator is None or generator.device != device:
-        generator = torch.Generator(device=device)
-    return generator.manual_seed(augment_seed(seed, epoch, rank, batch))
-
-
-class SignalAugment:
-    """`shift_scale_noise` on each training batch, seeded per (seed, epoch, rank, batch) as
-    BatchTransform seeds its crops: resumable, and independent across DDP ranks."""
+class _SeededPerBatch:
+    """The generator a batch augmentation draws from, on the batch's device and seeded per
+    (seed, epoch, rank, batch): what SignalAugment and BatchTransform share."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.generator: torch.Generator | None = None
 
+    def _seeded(self, x: Tensor, epoch: int, rank: int, batch: int) -> torch.Generator:
+        """The generator (made anew only for another device) seeded for this batch."""
+        if self.generator is None or self.generator.device != x.device:
+            self.generator = torch.Generator(device=x.device)
+        return self.generator.manual_seed(augment_seed(self.seed, epoch, rank, batch))
+
+
+class SignalAugment(_SeededPerBatch):
+    """`shift_scale_noise` on each training batch, seeded per (seed, epoch, rank, batch) as
+    BatchTransform seeds its crops: resumable, and independent across DDP ranks."""
+
     def __call__(self, x: Tensor, epoch: int = 0, rank: int = 0, batch: int = 0) -> Tensor:
-        self.generator = batch_generator(self.generator, x.device, self.seed, epoch, rank, batch)
-        return shift_scale_noise(x, generator=self.generator)
+        return shift_scale_noise(x, generator=self._seeded(x, epoch, rank, batch))
 
 
 def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
@@ -101,7 +101,7 @@ def augment_seed(seed: int, epoch: int, rank: int, batch: int = 0) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank, batch]).generate_state(1)[0])
 
 
-class BatchTransform:
+class BatchTransform(_SeededPerBatch):
     """Optional random_crop_flip, then normalize: what InMemoryLoader applies to each batch.
 
     Augmentation draws from its own generator on the batch's device, seeded for each batch
@@ -121,18 +121,15 @@ class BatchTransform:
         padding: int = 4,
         seed: int = 0,
     ) -> None:
+        super().__init__(seed)
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
-        self.augment, self.padding, self.seed = augment, padding, seed
-        self.generator: torch.Generator | None = None
+        self.augment, self.padding = augment, padding
 
     def __call__(self, x: Tensor, epoch: int = 0, rank: int = 0, batch: int = 0) -> Tensor:
         """Transform batch number `batch` of `epoch` on `rank`."""
         if self.mean.device != x.device:  # once: the statistics follow the data
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         if self.augment:
-            self.generator = batch_generator(
-                self.generator, x.device, self.seed, epoch, rank, batch
-            )
-            x = random_crop_flip(x, self.padding, self.generator)
+            x = random_crop_flip(x, self.padding, self._seeded(x, epoch, rank, batch))
         return normalize(x, self.mean, self.std)
