@@ -21,17 +21,9 @@ import warnings
 FILE_ONLY = {"file_only": True}  # log.info(..., extra=FILE_ONLY): run.log, not the console
 
 
-class _Drop(logging.Filter):
-    def __init__(self, *texts: str) -> None:
-        super().__init__()
-        self.texts = texts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(text in message for text in self.texts)
-
-
-_LITLOGGER = _Drop("litlogger")  # one instance: added once, however many runs a process starts
+# one function: added once, however many runs a process starts (addFilter skips a repeat)
+def _no_litlogger(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
 
 
 def _console_only(record: logging.LogRecord) -> bool:
@@ -44,7 +36,7 @@ def quiet() -> None:
     if os.environ.get("LBTRAIN_SHOW_NOTICES") == "1":
         return
     warnings.filterwarnings("ignore", message=".*`srun` command is available on your system")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_LITLOGGER)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_litlogger)
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and _console_only not in handler.filters:
             handler.addFilter(_console_only)
