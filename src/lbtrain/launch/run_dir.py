@@ -71,12 +71,11 @@ def reset() -> None:
 def note(run_dir: Path) -> None:
     """Before Hydra starts: what `run_dir` holds that Hydra may overwrite."""
     run_dir = run_dir.resolve()
-    if not run_dir.exists():
-        _found[run_dir] = None
-        return
-    files = {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*") if p.is_file()}
-    log = run_dir / "run.log"
-    _found[run_dir] = (files, log.stat().st_size if log.exists() else None)
+    _found[run_dir] = None
+    if run_dir.exists():
+        files = {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*") if p.is_file()}
+        log = run_dir / "run.log"
+        _found[run_dir] = (files, log.stat().st_size if log.exists() else None)
 
 
 def note_start(run_dir: Path) -> None:
@@ -111,11 +110,10 @@ def restore(run_dir: Path) -> bool:
         (hydra / name).write_bytes(data)
     if not files and hydra.is_dir() and not any(hydra.iterdir()):
         hydra.rmdir()
-    log = run_dir / "run.log"
     if log_size is None:
-        log.unlink(missing_ok=True)
+        (run_dir / "run.log").unlink(missing_ok=True)
     else:
-        os.truncate(log, log_size)
+        os.truncate(run_dir / "run.log", log_size)
     return True
 
 
@@ -235,10 +233,8 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     nothing (a run from before its keys)."""
     flat = {}
     for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= _flat(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
+        name = f"{prefix}{key}"
+        flat |= _flat(value, f"{name}.") if isinstance(value, dict) else {name: value}
     return flat
 
 
