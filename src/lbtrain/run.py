@@ -27,14 +27,8 @@ from lbtrain.config.command_line import (
 )
 from lbtrain.config.validate import GROUPS, validate
 from lbtrain.errors import ConfigError, NotRequeued, Preempted, StoppedAtOnce
+from lbtrain.launch import run_dir as run_dirs
 from lbtrain.launch.notices import one_console, quiet
-from lbtrain.launch.run_dir import check_run_dir, shown
-from lbtrain.launch.run_dir import lock as lock_run_dir
-from lbtrain.launch.run_dir import note as note_run_dir
-from lbtrain.launch.run_dir import note_start as note_run_dir_start
-from lbtrain.launch.run_dir import reset as reset_run_dirs
-from lbtrain.launch.run_dir import restore as restore_run_dir
-from lbtrain.launch.run_dir import unlock_all as unlock_run_dirs
 
 log = logging.getLogger("lbtrain")
 
@@ -44,10 +38,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     # Here, not at import: launchers (joblib, submitit) run this function in worker
     # processes that never import this module as a script.
     quiet()
-    note_run_dir_start(Path(HydraConfig.get().runtime.output_dir))
+    run_dirs.note_start(Path(HydraConfig.get().runtime.output_dir))
     try:
         if global_rank() == 0:  # a sweep's job, or a run in an automatic dir: held from here
-            lock_run_dir(Path(HydraConfig.get().runtime.output_dir))
+            run_dirs.lock(Path(HydraConfig.get().runtime.output_dir))
         import_extensions(cfg.get("imports"))
         validate(cfg)
         from lbtrain.launch import distributed  # torch, Lightning, W&B: the config is good
@@ -60,7 +54,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
         if global_rank() == 0:  # a refused run leaves nothing behind
-            restore_run_dir(Path(HydraConfig.get().runtime.output_dir))
+            run_dirs.restore(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(2)
     except Preempted as e:
         from lbtrain.callbacks.preemption import (
@@ -71,7 +65,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
         paused = e.signal == "SIGINT"  # Ctrl-C: nothing is requeued
         done = requeue_if_on_slurm() if e.requeue else None
-        then = f"{done}; it resumes from {shown(e.path)}" if done else (
+        then = f"{done}; it resumes from {run_dirs.shown(e.path)}" if done else (
             f"to continue, run: {resume_command()}" if paused or e.requeue else
             "rank 0 requeues the job"
         )  # fmt: skip
@@ -111,13 +105,13 @@ def check_explicit_dirs(overrides: list[str], multirun: bool) -> None:
     given = dict(o.split("=", 1) for o in overrides if "=" in o)
     if not multirun and "hydra.run.dir" in given:
         run_dir = Path(given["hydra.run.dir"].strip("'\""))
-        note_run_dir(run_dir)  # before Hydra writes to it: a resume with nothing to do undoes that
+        run_dirs.note(run_dir)  # before Hydra writes to it: a resume with nothing to do undoes that
         if global_rank() == 0:  # DDP's other ranks run in rank 0's dir
-            lock_run_dir(run_dir)  # before any check: nothing of a live run is touched
-        check_run_dir(run_dir, given.get("ckpt_path"))
+            run_dirs.lock(run_dir)  # before any check: nothing of a live run is touched
+        run_dirs.check_run_dir(run_dir, given.get("ckpt_path"))
     if multirun and "hydra.sweep.dir" in given:
         sweep = Path(given["hydra.sweep.dir"].strip("'\""))
-        lock_run_dir(sweep, "hydra.sweep.dir")
+        run_dirs.lock(sweep, "hydra.sweep.dir")
         if done := sorted(sweep.glob("*/summary.json")):
             raise ConfigError(
                 f"hydra.sweep.dir={sweep} already holds finished jobs ({done[0].parent.name}/"
@@ -155,7 +149,7 @@ def main() -> None:
         if cfg is not None and ("--help" in args or "-h" in args):
             print_help(cfg, overrides)
             return
-        reset_run_dirs()
+        run_dirs.reset()
         check_explicit_dirs(args, multirun="-m" in args or "--multirun" in args)
     except ConfigError as e:
         print(f"lbtrain: error: {e}", file=sys.stderr)
@@ -163,7 +157,7 @@ def main() -> None:
     try:
         _hydra_main()
     finally:
-        unlock_run_dirs()
+        run_dirs.unlock_all()
 
 
 if __name__ == "__main__":
