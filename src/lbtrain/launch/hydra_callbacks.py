@@ -27,9 +27,8 @@ def check_launcher_layout(cfg) -> None:
             f"(hydra.launcher.timeout_min={limit}, {60 * limit} s): SLURM would send the "
             "signal as the job starts, before anything can checkpoint, and kill it"
         )
-    pairs = (("tasks_per_node", "devices"), ("nodes", "num_nodes"))
     swept = [o.split("=", 1)[0] for o in cfg.hydra.overrides.task if "," in o]
-    for task_key, trainer_key in pairs:
+    for task_key, trainer_key in (("tasks_per_node", "devices"), ("nodes", "num_nodes")):
         if f"trainer.{trainer_key}" in swept:
             raise ConfigError(
                 f"trainer.{trainer_key} is swept, but hydra.launcher.{task_key} is one value for "

@@ -54,9 +54,8 @@ def sbatch_says(stderr: str, launcher: dict | None = None, config_name: str | No
     asked = ", ".join(f"{k}={launcher[k]}" for k in REQUEST if launcher.get(k) is not None)
     if not asked:
         return f"sbatch: {message}"
-    hint = ""
-    if os.environ.get("SLURM_CONF") == str(TEST_CLUSTER_CONF) and config_name != "slurm_test":
-        hint = "; on the test cluster: hydra/launcher=slurm_test"
+    test = os.environ.get("SLURM_CONF") == str(TEST_CLUSTER_CONF) and config_name != "slurm_test"
+    hint = "; on the test cluster: hydra/launcher=slurm_test" if test else ""
     return f"sbatch: {message} (hydra.launcher asked for {asked}){hint}"
 
 
@@ -118,9 +117,7 @@ def undo_sweep_dir(sweep_dir: Path) -> None:
     if found is None:
         shutil.rmtree(sweep_dir, ignore_errors=True)
         return
-    for path in sweep_dir.iterdir():
-        if path.name in found:
-            continue
+    for path in [p for p in sweep_dir.iterdir() if p.name not in found]:
         if path.is_dir():
             shutil.rmtree(path)
         else:
