@@ -72,10 +72,8 @@ def check_overrides(overrides: list[str]) -> DictConfig | None:
     for override in parsed:
         if override.key_or_group == "hydra.searchpath":
             axes.append([override.input_line])  # your config dirs: compose as Hydra will
-        if override.key_or_group.startswith("hydra"):
-            continue
-        values = _values(override)
-        if values is None:  # no points to check (a sweeper's own syntax)
+        # values None: no points to check (a sweeper's own syntax)
+        if override.key_or_group.startswith("hydra") or (values := _values(override)) is None:
             continue
         group = override.key_or_group
         if group in GROUPS and not override.is_delete() and not override.package:
@@ -120,9 +118,7 @@ def _values(override) -> list[str] | None:
         return list(override.sweep_string_iterator())
     except Exception:
         value = override.value()
-        if isinstance(value, IntervalSweep):
-            return [str(value.start), str(value.end)]
-        return None
+        return [str(value.start), str(value.end)] if isinstance(value, IntervalSweep) else None
 
 
 def _compose(point: list[str]) -> DictConfig:
