@@ -103,9 +103,8 @@ def restore(run_dir: Path) -> bool:
         return False
     files, log_size = found
     hydra = run_dir / ".hydra"
-    for path in hydra.glob("*"):
-        if path.is_file() and path.name not in files:
-            path.unlink()
+    for path in [p for p in hydra.glob("*") if p.is_file() and p.name not in files]:
+        path.unlink()
     for name, data in files.items():
         (hydra / name).write_bytes(data)
     if not files and hydra.is_dir() and not any(hydra.iterdir()):

@@ -128,9 +128,7 @@ class SacctWarningOnce(logging.Filter):
     """On submitit's logger: its warning of a failed sacct passes once, its repeats (one per
     poll while sacct fails) do not."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.shown = False
+    shown = False  # set on the instance as the first passes
 
     def filter(self, record: logging.LogRecord) -> bool:
         if SACCT_WARNING not in record.getMessage():
