@@ -29,6 +29,11 @@ CASES = [
     (["optim.gamma=[0.1]"], "optim.gamma=[0.1]: must be a factor in (0, 1], or a list of one such"),
     (["batchsize=64"], "batchsize=64: no such key in the config (check the spelling; a new key"),
     (["-m", "optim.lrr=0.1,0.2"], "optim.lrr=0.1: no such key in the config"),
+    (  # a key only a later point's group lacks: that point named, in one line
+        ["-m", "model=cnn1d,mlp", "model.channels=[8]"],
+        "model.channels=[8]: no such key in the config (check the spelling; a new key needs a "
+        "leading +, as in +model.channels=[8]) (in the sweep's point model=mlp)",
+    ),
     (["+foo=1"], "foo: Key 'foo' not in 'RunSchema'"),
     (["batch_size=0"], "batch_size=0: must be a positive integer"),
     (["batch_size=-4"], "batch_size=-4: must be a positive integer"),

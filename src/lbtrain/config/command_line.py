@@ -93,18 +93,24 @@ def check_overrides(overrides: list[str]) -> DictConfig | None:
     swept = [i for i, values in enumerate(axes) if len(values) > 1]
     for point in points:
         try:
-            cfg = compose_config(point, "<run dir>")
-        except OmegaConfBaseException:  # needs what only the job's Hydra knows: its check
-            continue
-        try:
-            import_extensions(cfg.get("imports"))
-            validate(cfg)
+            check_point(point)
         except ConfigError as e:
             if not swept:
                 raise
             where = " ".join(point[i] for i in swept)
             raise ConfigError(f"{e} (in the sweep's point {where})") from None
     return first
+
+
+def check_point(point: list[str]) -> None:
+    """One point composed and validated as its job will (what needs the job's own Hydra, as
+    `${hydra:...}`, is left to the job's check)."""
+    try:
+        cfg = compose_config(point, "<run dir>")
+    except OmegaConfBaseException:
+        return
+    import_extensions(cfg.get("imports"))
+    validate(cfg)
 
 
 def _values(override) -> list[str] | None:
@@ -121,14 +127,14 @@ def _values(override) -> list[str] | None:
         return [str(value.start), str(value.end)] if isinstance(value, IntervalSweep) else None
 
 
-def _compose(point: list[str]) -> DictConfig:
+def _compose(point: list[str], hydra_config: bool = False) -> DictConfig:
     """One point's config as Hydra composes it; a key that is not there in one line."""
     from hydra import compose, initialize_config_module
     from hydra.errors import ConfigCompositionException
 
     try:
         with initialize_config_module("lbtrain.conf", version_base="1.3"):
-            return compose("train", overrides=point)
+            return compose("train", overrides=point, return_hydra_config=hydra_config)
     except ConfigCompositionException as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         if lines[0].startswith("Could not override '"):
@@ -145,11 +151,9 @@ def compose_config(overrides: list[str], run_dir: str) -> DictConfig:
     """A run's resolved config outside `python -m lbtrain.run` (tests, benchmarks,
     notebooks): Hydra composes it exactly as the command line would, with `run_dir` as the
     job's output dir."""
-    from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
 
-    with initialize_config_module("lbtrain.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg = _compose(overrides, hydra_config=True)
     cfg.hydra.runtime.output_dir = cfg.hydra.runtime.cwd = str(run_dir)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
