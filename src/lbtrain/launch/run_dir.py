@@ -71,11 +71,12 @@ def reset() -> None:
 def note(run_dir: Path) -> None:
     """Before Hydra starts: what `run_dir` holds that Hydra may overwrite."""
     run_dir = run_dir.resolve()
-    _found[run_dir] = None
+    found = None  # the dir did not exist: this invocation creates it
     if run_dir.exists():
         files = {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*") if p.is_file()}
         log = run_dir / "run.log"
-        _found[run_dir] = (files, log.stat().st_size if log.exists() else None)
+        found = (files, log.stat().st_size if log.exists() else None)
+    _found[run_dir] = found  # noted only once read whole
 
 
 def note_start(run_dir: Path) -> None:
